@@ -1,0 +1,420 @@
+// Package balancer chooses one backend out of a fixed, weighted set.
+//
+// A Picker is built once per configuration snapshot, off the request path,
+// and then shared by every request goroutine: Pick and PickN take no locks
+// and make no allocations. Three strategies are offered:
+//
+//   - WRR: nginx's smooth weighted round robin, precomputed as a schedule so
+//     a pick is one atomic add and one slice read.
+//   - Random: weighted random, O(log n) per pick.
+//   - Hash: consistent hashing (a ketama-like ring) on a caller-supplied key.
+//     Ring positions depend only on backend IDs, weights and the key, so every
+//     dispatcher replica maps a key to the same backend.
+//
+// Weights are relative; only their ratios matter. To bound memory and build
+// time, WRR schedules and hash rings are capped at 1<<20 entries; beyond that
+// weights are scaled down (see New), which costs some precision.
+//
+// Callers that just failed to reach a backend pass its ID in exclude; the
+// picker then returns the best remaining choice under the same strategy.
+package balancer
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync/atomic"
+)
+
+// Strategy names a balancing algorithm, as written by operators in the etcd
+// key config/strategy. Use ParseStrategy to turn operator input into one.
+type Strategy string
+
+// The strategies understood by ParseStrategy and New.
+const (
+	// WRR is smooth weighted round robin, the default. Successive picks
+	// interleave backends in proportion to their weights.
+	WRR Strategy = "wrr"
+	// Random picks a backend at random with probability proportional to
+	// its weight.
+	Random Strategy = "random"
+	// Hash maps a key (the client IP or the ?key= value) to a backend with
+	// a consistent hash ring, so a key sticks to its backend while that
+	// backend stays in the set.
+	Hash Strategy = "hash"
+)
+
+// maxWeight bounds Backend.Weight so that sums over any realistic number of
+// backends cannot overflow int64.
+const maxWeight = 1<<31 - 1
+
+var (
+	// ErrUnknownStrategy is wrapped by ParseStrategy and New when the
+	// strategy is not one of wrr, random or hash.
+	ErrUnknownStrategy = errors.New("unknown strategy")
+	// ErrDuplicateID is wrapped by New when two backends share an ID.
+	ErrDuplicateID = errors.New("duplicate backend ID")
+	// ErrWeightTooLarge is wrapped by New when a weight exceeds 1<<31-1.
+	ErrWeightTooLarge = errors.New("backend weight too large")
+)
+
+// ParseStrategy parses an operator-supplied strategy name. Surrounding
+// space and case are ignored, and "" means WRR. Any other value returns an
+// error wrapping ErrUnknownStrategy that lists the valid names.
+func ParseStrategy(s string) (Strategy, error) {
+	switch st := Strategy(strings.ToLower(strings.TrimSpace(s))); st {
+	case "":
+		return WRR, nil
+	case WRR, Random, Hash:
+		return st, nil
+	}
+	return "", fmt.Errorf("parse strategy %q: %w (valid: wrr, random, hash)", s, ErrUnknownStrategy)
+}
+
+// Backend is one server a Picker may choose.
+type Backend struct {
+	// ID identifies the backend; it must be unique within one Picker. Hash
+	// places ring points by ID, so keep IDs stable across restarts.
+	ID string
+	// Weight is the backend's relative share of traffic (dimensionless,
+	// 1..10000 in practice, at most 1<<31-1). Backends with Weight <= 0 are
+	// never picked.
+	Weight int
+}
+
+// Picker chooses backends from the fixed set given to New.
+//
+// A Picker is immutable after New, apart from the WRR position counter,
+// which is atomic; all methods are safe for concurrent use without locks.
+// A Picker must not be copied.
+type Picker struct {
+	strategy Strategy
+	ids      []string
+	index    map[string]int32 // ID -> position in ids
+	// prefix[i] is the total positive weight of backends [0, i), so
+	// len(prefix) == len(ids)+1 and backend i owns [prefix[i], prefix[i+1]).
+	prefix   []int64
+	eligible int // backends with positive weight
+
+	seq []int32 // WRR schedule: backend indices, one per slot
+
+	ring  []uint64 // Hash: sorted point positions
+	owner []int32  // Hash: owner[j] is the backend at ring[j]
+
+	// next is written by every WRR pick. The padding keeps it off the cache
+	// line holding the read-only fields above, which every pick also reads.
+	_    [64]byte
+	next atomic.Uint64
+	_    [56]byte
+}
+
+// New builds a Picker for strategy s over backends. The slice is copied;
+// results of Pick and PickN are indices into it. Backends with Weight <= 0
+// are never picked, and an empty or all-zero set is allowed (every pick
+// returns -1).
+//
+// New returns an error wrapping ErrUnknownStrategy if s is not WRR, Random
+// or Hash (New does not map "" to WRR; use ParseStrategy for operator
+// input), ErrDuplicateID if two backends share an ID, or ErrWeightTooLarge.
+//
+// Cost: O(n) for Random; for WRR, O(L·n) or O(L·log n) where L is the
+// schedule length, sum(weights)/gcd(weights); for Hash, O(P·log P) where P is
+// the ring size, 1.6 points per unit of weight/100. L and P are capped at
+// 1<<20: above that, weights are scaled down proportionally with every
+// positive weight kept at least 1. Each scaled weight is within one unit of
+// the exact proportion, so only backends holding well under 1/2^20 of the
+// total weight see their relative share noticeably distorted (tiny weights
+// round up, never to zero). A smaller ring also spreads keys less evenly:
+// a backend's share of keys varies by roughly 1/sqrt(its points). New is
+// meant to run off the request path; it takes well under a second for
+// 10,000 backends.
+func New(s Strategy, backends []Backend) (*Picker, error) {
+	switch s {
+	case WRR, Random, Hash:
+	default:
+		return nil, fmt.Errorf("new picker: strategy %q: %w (valid: wrr, random, hash)", s, ErrUnknownStrategy)
+	}
+	p := &Picker{
+		strategy: s,
+		ids:      make([]string, len(backends)),
+		index:    make(map[string]int32, len(backends)),
+		prefix:   make([]int64, len(backends)+1),
+	}
+	weights := make([]int64, len(backends))
+	for i, b := range backends {
+		if _, dup := p.index[b.ID]; dup {
+			return nil, fmt.Errorf("new picker: backend %q: %w", b.ID, ErrDuplicateID)
+		}
+		if b.Weight > maxWeight {
+			return nil, fmt.Errorf("new picker: backend %q weight %d: %w (max %d)", b.ID, b.Weight, ErrWeightTooLarge, maxWeight)
+		}
+		p.ids[i] = b.ID
+		p.index[b.ID] = int32(i)
+		if b.Weight > 0 {
+			weights[i] = int64(b.Weight)
+			p.eligible++
+		}
+		p.prefix[i+1] = p.prefix[i] + weights[i]
+	}
+	switch s {
+	case WRR:
+		p.seq = buildSchedule(weights)
+		if len(p.seq) > 0 {
+			// A random start keeps replicas, and successive snapshots in one
+			// replica, from all sending their next client to the same backend.
+			p.next.Store(rand.Uint64N(uint64(len(p.seq))))
+		}
+	case Hash:
+		p.ring, p.owner = buildRing(p.ids, weights)
+	}
+	return p, nil
+}
+
+// Strategy returns the strategy the Picker was built with.
+func (p *Picker) Strategy() Strategy { return p.strategy }
+
+// Len returns the number of backends given to New, including those with
+// weight <= 0. Valid results of Pick are in [0, Len()).
+func (p *Picker) Len() int { return len(p.ids) }
+
+// Pick returns the index (into the backends given to New) of the chosen
+// backend, or -1 if no backend with positive weight remains after exclusion.
+//
+// key is used only by Hash; callers pass the client IP or the ?key= value.
+// The same key yields the same backend for as long as that backend is in
+// the set and not excluded. Other strategies ignore key.
+//
+// exclude lists backend IDs the caller must not receive, typically those it
+// just failed to reach; unknown IDs are ignored. WRR then claims further
+// schedule slots (at most 16 more) until one holds an allowed backend, and
+// otherwise falls back to a weighted random choice among the rest; Random
+// draws among the remaining backends by weight; Hash walks clockwise to the
+// next remaining backend.
+//
+// Pick is safe for concurrent use and does not allocate as long as
+// len(exclude) <= 128. Cost: O(1) for WRR and O(log n) for Random and Hash
+// (plus O(len(key)) hashing); a non-empty exclude adds a map lookup and a
+// small sorted insert per ID.
+func (p *Picker) Pick(key string, exclude []string) int {
+	if len(exclude) == 0 {
+		switch p.strategy {
+		case WRR:
+			if len(p.seq) == 0 {
+				return -1
+			}
+			return int(p.seq[p.tick()%uint64(len(p.seq))])
+		case Random:
+			if p.eligible == 0 {
+				return -1
+			}
+			return p.locate(rand.Int64N(p.total()))
+		case Hash:
+			if len(p.ring) == 0 {
+				return -1
+			}
+			return int(p.owner[p.ringStart(key)])
+		}
+	}
+	var t taken
+	p.exclude(&t, exclude)
+	var one [1]int
+	if got := p.pickN(key, &t, 1, one[:0]); len(got) > 0 {
+		return got[0]
+	}
+	return -1
+}
+
+// PickN appends to dst up to n distinct backend indices in order of
+// preference and returns the extended slice. The first is chosen exactly as
+// Pick would choose it; the rest are alternatives a client may try next:
+// for WRR the next distinct backends in the schedule, for Random weighted
+// sampling without replacement, for Hash the next distinct backends clockwise
+// on the ring (so the list is deterministic for a key). Fewer than n are
+// appended when fewer eligible, non-excluded backends exist. key and exclude
+// mean what they mean for Pick.
+//
+// PickN is safe for concurrent use. It does not allocate when cap(dst)-len(dst)
+// >= n and len(exclude)+n <= 128. It is meant for small n: cost is
+// O(n·(n+len(exclude)+log Len())) in general, though Hash may walk up to the
+// whole ring when n approaches the number of backends.
+func (p *Picker) PickN(key string, exclude []string, n int, dst []int) []int {
+	if n <= 0 {
+		return dst
+	}
+	var t taken
+	p.exclude(&t, exclude)
+	return p.pickN(key, &t, n, dst)
+}
+
+// Bounds on searching the WRR schedule for a backend that is not excluded:
+// at most maxSkips extra slots claimed for a first choice, and maxWalk slots
+// read per alternative in PickN. Needing more means the excluded backends
+// hold most of the weight; a weighted random choice among the rest is then
+// cheaper than more contended atomic adds or a longer scan.
+const (
+	maxSkips = 16
+	maxWalk  = 64
+)
+
+// pickN appends up to n backends not in t, adding each to t as it goes.
+func (p *Picker) pickN(key string, t *taken, n int, dst []int) []int {
+	// Knowing how many can still be found lets every loop below stop early
+	// instead of searching for backends that do not exist.
+	end := len(dst) + min(n, p.eligible-len(t.list()))
+	switch p.strategy {
+	case WRR:
+		l := uint64(len(p.seq))
+		if l == 0 || len(dst) >= end {
+			return dst
+		}
+		// The first choice claims successive slots until one holds an allowed
+		// backend. Skipped slots are used up rather than handed to whichever
+		// backend follows them in the schedule, so requests that exclude a
+		// backend see the others in their weight proportions.
+		pos, i := p.tick(), -1
+		for skips := 0; ; skips++ {
+			if c := p.seq[pos%l]; !t.has(c) {
+				i = int(c)
+				break
+			}
+			if skips == maxSkips {
+				i = p.sample(t)
+				break
+			}
+			pos = p.tick()
+		}
+		dst = append(dst, i)
+		t.add(int32(i), p.weight(i))
+		// Alternatives are read from the schedule after the first choice
+		// without claiming slots, so PickN advances the schedule by as much
+		// as Pick does.
+		step := uint64(1)
+		for len(dst) < end {
+			i = -1
+			for limit := min(step+maxWalk, l); step < limit && i < 0; step++ {
+				if c := p.seq[(pos+step)%l]; !t.has(c) {
+					i = int(c)
+				}
+			}
+			if i < 0 {
+				i = p.sample(t)
+			}
+			dst = append(dst, i)
+			t.add(int32(i), p.weight(i))
+		}
+	case Random:
+		for len(dst) < end {
+			i := p.sample(t)
+			dst = append(dst, i)
+			t.add(int32(i), p.weight(i))
+		}
+	case Hash:
+		// Every eligible backend has at least one point, so the walk finds
+		// all remaining ones within one turn of the ring.
+		r := len(p.ring)
+		for j, start := 0, p.ringStart(key); j < r && len(dst) < end; j++ {
+			if c := p.owner[(start+j)%r]; !t.has(c) {
+				dst = append(dst, int(c))
+				t.add(c, p.weight(int(c)))
+			}
+		}
+	}
+	return dst
+}
+
+// tick claims the next WRR schedule slot.
+func (p *Picker) tick() uint64 { return p.next.Add(1) - 1 }
+
+func (p *Picker) total() int64 { return p.prefix[len(p.prefix)-1] }
+
+func (p *Picker) weight(i int) int64 { return p.prefix[i+1] - p.prefix[i] }
+
+// locate returns the backend owning weight unit r, 0 <= r < total. Zero-weight
+// backends own empty ranges and are never returned.
+func (p *Picker) locate(r int64) int {
+	j, _ := slices.BinarySearch(p.prefix, r+1) // first j with prefix[j] > r
+	return j - 1
+}
+
+// sample returns a backend not in t, chosen with probability proportional to
+// weight, or -1 if none remains. Rather than rejecting excluded draws, it
+// draws r from the remaining weight and maps it past the excluded ranges,
+// which costs O(len(t)) instead of O(n) however much weight is excluded.
+func (p *Picker) sample(t *taken) int {
+	rest := p.total() - t.weight
+	if rest <= 0 {
+		return -1
+	}
+	r := rand.Int64N(rest)
+	for _, x := range t.list() { // ascending, so ranges come in order
+		if r < p.prefix[x] {
+			break
+		}
+		r += p.weight(int(x))
+	}
+	return p.locate(r)
+}
+
+// exclude adds the eligible backends named in ids to t. Unknown IDs and
+// zero-weight backends are skipped: they can never be picked anyway, and
+// keeping them out of t keeps its count of eligible members exact.
+func (p *Picker) exclude(t *taken, ids []string) {
+	for _, id := range ids {
+		if i, ok := p.index[id]; ok {
+			if w := p.weight(int(i)); w > 0 {
+				t.add(i, w)
+			}
+		}
+	}
+}
+
+// takenInline is how many members a taken set holds without allocating.
+const takenInline = 128
+
+// taken is the set of backends a pick must skip: the caller's exclusions
+// plus, within PickN, the backends already chosen. It is kept sorted so
+// sample can skip excluded weight ranges in order. It lives on the caller's
+// stack; only sets larger than takenInline spill to the heap.
+type taken struct {
+	weight int64 // total weight of the members
+	n      int   // members held in inline while spill is nil
+	inline [takenInline]int32
+	spill  []int32
+}
+
+func (t *taken) list() []int32 {
+	if t.spill != nil {
+		return t.spill
+	}
+	return t.inline[:t.n]
+}
+
+func (t *taken) has(i int32) bool {
+	_, ok := slices.BinarySearch(t.list(), i)
+	return ok
+}
+
+// add inserts backend i of weight w unless it is already a member.
+func (t *taken) add(i int32, w int64) {
+	l := t.list()
+	pos, ok := slices.BinarySearch(l, i)
+	if ok {
+		return
+	}
+	t.weight += w
+	switch {
+	case t.spill == nil && t.n < len(t.inline):
+		copy(t.inline[pos+1:t.n+1], t.inline[pos:t.n])
+		t.inline[pos] = i
+		t.n++
+		return
+	case t.spill == nil:
+		// A fresh slice filled by copy (not slices.Clone, whose result may
+		// alias its argument) keeps escape analysis from moving t to the heap.
+		t.spill = make([]int32, len(l), 2*len(l))
+		copy(t.spill, l)
+	}
+	t.spill = slices.Insert(t.spill, pos, i)
+}

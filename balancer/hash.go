@@ -1,0 +1,102 @@
+package balancer
+
+import (
+	"cmp"
+	"slices"
+	"strconv"
+)
+
+const (
+	// maxRing caps the number of points on a hash ring (12 MiB of points
+	// and owners).
+	maxRing = 1 << 20
+	// pointsPer100 is the number of ring points per 100 units of weight, as
+	// in ketama; more points spread keys more evenly but cost memory.
+	pointsPer100 = 160
+)
+
+// buildRing places max(1, round(1.6·w)) points per backend with positive
+// weight w (scaled down if the total exceeds maxRing) at hash64(ID+"#"+j) for
+// j = 0, 1, ..., and returns the sorted positions with their owners. Points
+// depend only on ID and weight, so the ring is the same in every process and
+// in every order the backends are listed, and adding or removing a backend
+// moves only the keys that land on its points. At the cap, adding a backend
+// rescales everyone's point count; because a backend's points are always
+// numbers 0..count-1, each merely loses or gains its last few points, and
+// only the keys on those move.
+func buildRing(ids []string, w []int64) (ring []uint64, owner []int32) {
+	var idx []int32 // backends with positive weight
+	var points []int64
+	for i, x := range w {
+		if x > 0 {
+			idx = append(idx, int32(i))
+			points = append(points, max(1, (x*pointsPer100+50)/100))
+		}
+	}
+	fit(points, maxRing)
+	var total int64
+	for _, c := range points {
+		total += c
+	}
+	type point struct {
+		pos   uint64
+		owner int32
+	}
+	pts := make([]point, 0, total)
+	var buf []byte
+	for j, i := range idx {
+		buf = append(append(buf[:0], ids[i]...), '#')
+		base := len(buf)
+		for v := range points[j] {
+			buf = strconv.AppendInt(buf[:base], v, 10)
+			pts = append(pts, point{hash64(buf), i})
+		}
+	}
+	slices.SortFunc(pts, func(a, b point) int {
+		if c := cmp.Compare(a.pos, b.pos); c != 0 {
+			return c
+		}
+		// Colliding points are ordered by ID, not index, so the ring stays
+		// independent of the order backends were listed in.
+		return cmp.Compare(ids[a.owner], ids[b.owner])
+	})
+	ring = make([]uint64, len(pts))
+	owner = make([]int32, len(pts))
+	for j, pt := range pts {
+		ring[j], owner[j] = pt.pos, pt.owner
+	}
+	return ring, owner
+}
+
+// ringStart returns the index of the first ring point at or after the key's
+// position, wrapping to 0 past the last point. The ring must not be empty.
+func (p *Picker) ringStart(key string) int {
+	j, _ := slices.BinarySearch(p.ring, hash64(key))
+	if j == len(p.ring) {
+		return 0
+	}
+	return j
+}
+
+// hash64 is 64-bit FNV-1a followed by murmur3's fmix64 finalizer. It is
+// fixed and unseeded (unlike hash/maphash) because ring positions must agree
+// across processes and machines; the finalizer fixes FNV's weak avalanche on
+// keys that differ only in their last bytes, such as IP addresses. It is
+// written out over the bytes so hashing a string key does not allocate.
+func hash64[T string | []byte](s T) uint64 {
+	const (
+		offset64 = 14695981039346656037
+		prime64  = 1099511628211
+	)
+	h := uint64(offset64)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= prime64
+	}
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
+}

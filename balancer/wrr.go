@@ -1,0 +1,149 @@
+package balancer
+
+const (
+	// maxSchedule caps the WRR schedule length (4 MiB of int32).
+	maxSchedule = 1 << 20
+	// nginxBudget is the most L·n work spent on the exact nginx algorithm;
+	// larger schedules use the O(L·log n) deadline heap instead.
+	nginxBudget = 1 << 24
+)
+
+// buildSchedule returns one period of the smooth WRR sequence for weights w,
+// as indices into w; backends with w[i] <= 0 never appear. Weights are
+// reduced by their GCD and, if the period would exceed maxSchedule, scaled
+// down to fit (see New for the precision this costs).
+func buildSchedule(w []int64) []int32 {
+	var idx []int32 // positions in w of the positive weights
+	var ws []int64
+	for i, x := range w {
+		if x > 0 {
+			idx = append(idx, int32(i))
+			ws = append(ws, x)
+		}
+	}
+	if len(ws) == 0 {
+		return nil
+	}
+	reduce(ws)
+	if fit(ws, maxSchedule) {
+		reduce(ws)
+	}
+	var l int64
+	for _, x := range ws {
+		l += x
+	}
+	var seq []int32
+	if l*int64(len(ws)) <= nginxBudget {
+		seq = nginxSchedule(ws, l)
+	} else {
+		seq = deadlineSchedule(ws, l)
+	}
+	for i, c := range seq {
+		seq[i] = idx[c]
+	}
+	return seq
+}
+
+// nginxSchedule is nginx's smooth weighted round robin run for one period of
+// l = sum(ws) picks: every backend gains its weight, the one with the highest
+// running total (the first on ties) is picked and loses l. For weights 5,1,1
+// it yields 0 0 1 0 2 0 0. Cost O(l·len(ws)).
+func nginxSchedule(ws []int64, l int64) []int32 {
+	cur := make([]int64, len(ws))
+	seq := make([]int32, l)
+	for s := range seq {
+		best := 0
+		for i, x := range ws {
+			cur[i] += x
+			if cur[i] > cur[best] {
+				best = i
+			}
+		}
+		cur[best] -= l
+		seq[s] = int32(best)
+	}
+	return seq
+}
+
+// deadlineSchedule produces a smooth schedule of one period l = sum(ws) in
+// O(l·log n): backend i's k-th turn (k from 0) is due at (k+0.5)/ws[i], and
+// turns are taken earliest deadline first, ties by index. Like nginx's
+// sequence, every backend is spread evenly over the period, but the two
+// orders differ in detail.
+func deadlineSchedule(ws []int64, l int64) []int32 {
+	n := len(ws)
+	k := make([]int64, n) // turns taken so far
+	// Deadlines are compared as (2k_a+1)/(2w_a) < (2k_b+1)/(2w_b), cross-
+	// multiplied to stay exact in integers: k < w <= 2^20, so no overflow.
+	before := func(a, b int32) bool {
+		da, db := (2*k[a]+1)*ws[b], (2*k[b]+1)*ws[a]
+		return da < db || da == db && a < b
+	}
+	h := make([]int32, n) // binary min-heap of backends by next deadline
+	for i := range h {
+		h[i] = int32(i)
+	}
+	down := func(i int) {
+		for {
+			c := 2*i + 1
+			if c >= n {
+				return
+			}
+			if c+1 < n && before(h[c+1], h[c]) {
+				c++
+			}
+			if !before(h[c], h[i]) {
+				return
+			}
+			h[i], h[c] = h[c], h[i]
+			i = c
+		}
+	}
+	for i := n/2 - 1; i >= 0; i-- {
+		down(i)
+	}
+	seq := make([]int32, l)
+	for s := range seq {
+		top := h[0]
+		seq[s] = top
+		k[top]++
+		down(0)
+	}
+	return seq
+}
+
+// reduce divides positive weights by their greatest common divisor, which
+// shortens the schedule without changing any proportion.
+func reduce(ws []int64) {
+	var g int64
+	for _, x := range ws {
+		for x != 0 {
+			g, x = x, g%x
+		}
+	}
+	if g > 1 {
+		for i := range ws {
+			ws[i] /= g
+		}
+	}
+}
+
+// fit scales positive counts down proportionally so their sum is at most
+// limit, keeping each at least 1 (so the sum can exceed limit only when
+// len(v) > limit). It reports whether it changed anything. Each result is
+// floor(v·budget/sum) with budget = limit-len(v), leaving room for the
+// round-ups to 1; with v <= 2^33 and limit <= 2^20 the product fits in int64.
+func fit(v []int64, limit int64) bool {
+	var sum int64
+	for _, x := range v {
+		sum += x
+	}
+	if sum <= limit {
+		return false
+	}
+	budget := max(limit-int64(len(v)), 0)
+	for i, x := range v {
+		v[i] = max(1, x*budget/sum)
+	}
+	return true
+}
