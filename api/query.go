@@ -1,0 +1,117 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/tcpdispatch/tcpdispatch/store"
+)
+
+// Limits on get-tcp-ip parameters.
+const (
+	maxKeyLen  = 256
+	maxExclude = 32
+	maxN       = 10
+)
+
+// query holds the parsed get-tcp-ip parameters. It is parsed by hand from
+// RawQuery so the common request allocates nothing (url.ParseQuery builds a
+// map per request).
+type query struct {
+	key     string
+	text    bool
+	n       int
+	exclude []string
+	buf     [8]string // backing array for exclude in the common case
+}
+
+var errBadQuery = errors.New("bad query")
+
+// parseQuery parses raw into q. Unknown parameters are ignored, so clients
+// may add cache busters; a repeated parameter takes its last value.
+func parseQuery(raw string, q *query) error {
+	q.n = 1
+	q.exclude = q.buf[:0]
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		if pair == "" {
+			continue
+		}
+		name, value, _ := strings.Cut(pair, "=")
+		var err error
+		if name, err = unescape(name); err != nil {
+			return err
+		}
+		switch name {
+		case "key":
+			if value, err = unescape(value); err != nil {
+				return err
+			}
+			if len(value) > maxKeyLen {
+				return fmt.Errorf("%w: key longer than %d bytes", errBadQuery, maxKeyLen)
+			}
+			q.key = value
+		case "format":
+			switch value {
+			case "", "json":
+				q.text = false
+			case "text":
+				q.text = true
+			default:
+				return fmt.Errorf("%w: format must be json or text, not %q", errBadQuery, value)
+			}
+		case "n":
+			n, err := strconv.Atoi(value)
+			if err != nil || n < 1 || n > maxN {
+				return fmt.Errorf("%w: n must be an integer in 1..%d, not %q", errBadQuery, maxN, value)
+			}
+			q.n = n
+		case "exclude":
+			if value, err = unescape(value); err != nil {
+				return err
+			}
+			q.exclude = q.exclude[:0]
+			for value != "" {
+				var id string
+				id, value, _ = strings.Cut(value, ",")
+				id = strings.TrimSpace(id)
+				if id == "" {
+					continue
+				}
+				if err := store.ValidateID(id); err != nil {
+					return fmt.Errorf("%w: exclude: %v", errBadQuery, err)
+				}
+				if len(q.exclude) == maxExclude {
+					return fmt.Errorf("%w: exclude lists more than %d ids", errBadQuery, maxExclude)
+				}
+				q.exclude = append(q.exclude, id)
+			}
+		}
+	}
+	return nil
+}
+
+// unescape decodes s only when it holds an escape, so plain values are
+// returned without a copy.
+func unescape(s string) (string, error) {
+	if !strings.ContainsAny(s, "%+") {
+		return s, nil
+	}
+	u, err := url.QueryUnescape(s)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", errBadQuery, err)
+	}
+	return u, nil
+}
+
+// clientIP returns the host part of a RemoteAddr without allocating.
+func clientIP(remote string) string {
+	if i := strings.LastIndexByte(remote, ':'); i > 0 {
+		remote = remote[:i]
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(remote, "["), "]")
+}

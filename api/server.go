@@ -1,0 +1,392 @@
+// Package api serves the dispatcher's HTTP contract with echo:
+//
+//	GET /get-tcp-ip   one tcp-server for this client (?key= ?exclude= ?format= ?n=)
+//	GET /v1/servers   this replica's view of every registered server
+//	GET /v1/status    replica name, leader, snapshot revision and age, etcd reachability
+//	GET /healthz      the process is alive
+//	GET /readyz       has a snapshot and is not shutting down
+//	GET /metrics      Prometheus metrics
+//
+// Every answer comes from the replica's local snapshot: no request waits on
+// etcd, so lookups keep working, stale but valid, while etcd is unreachable.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+
+	"github.com/tcpdispatch/tcpdispatch/store"
+)
+
+// Source is the local copy of the key space. *store.Watcher implements it.
+type Source interface {
+	// Snapshot returns the current snapshot or nil; it must not block.
+	Snapshot() *store.Snapshot
+	// Sync says up to which etcd revision the copy is known current.
+	Sync() store.Sync
+	// Age is how long ago etcd last confirmed the copy, -1 if never.
+	Age() time.Duration
+	// Reachable reports whether etcd confirmed the copy recently.
+	Reachable() bool
+}
+
+// LeaderState reports whether this replica leads. *election.Election
+// implements it.
+type LeaderState interface {
+	IsLeader() bool
+}
+
+// Config configures the HTTP server.
+type Config struct {
+	// Name is the replica name reported by /v1/status.
+	Name string
+	// ReadHeaderTimeout bounds reading request headers (slowloris). Default 5s.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request. Default 10s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing a response. Default 10s.
+	WriteTimeout time.Duration
+	// IdleTimeout closes idle keep-alive connections. Default 60s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds request headers; larger ones get 431. Default 16 KiB.
+	MaxHeaderBytes int
+	// LameDuck is how long /readyz fails before the listener closes on
+	// shutdown, so load balancers and DNS health checks move clients away
+	// while get-tcp-ip still answers. Default 2s.
+	LameDuck time.Duration
+	// ShutdownTimeout bounds waiting for in-flight requests after the lame
+	// duck window. Default 5s.
+	ShutdownTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		LameDuck:          2 * time.Second,
+		ShutdownTimeout:   5 * time.Second,
+	}
+}
+
+func (c *Config) setDefaults() {
+	d := DefaultConfig()
+	for _, p := range []struct{ v, d *time.Duration }{
+		{&c.ReadHeaderTimeout, &d.ReadHeaderTimeout}, {&c.ReadTimeout, &d.ReadTimeout},
+		{&c.WriteTimeout, &d.WriteTimeout}, {&c.IdleTimeout, &d.IdleTimeout},
+		{&c.ShutdownTimeout, &d.ShutdownTimeout},
+	} {
+		if *p.v == 0 {
+			*p.v = *p.d
+		}
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	if c.LameDuck < 0 {
+		c.LameDuck = 0
+	}
+}
+
+// Server is the replica's HTTP front.
+type Server struct {
+	cfg      Config
+	src      Source
+	leader   LeaderState
+	log      *logrus.Entry
+	echo     *echo.Echo
+	draining atomic.Bool
+
+	picks, noServer, badRequest prometheus.Counter
+}
+
+// New returns a server answering from src. gatherer serves /metrics when
+// not nil; reg receives the server's own metrics when not nil.
+func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Server, error) {
+	cfg.setDefaults()
+	if log == nil {
+		l := logrus.New()
+		l.SetLevel(logrus.PanicLevel)
+		log = logrus.NewEntry(l)
+	}
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tcpdispatch_get_tcp_ip_requests_total",
+		Help: "get-tcp-ip requests by outcome."}, []string{"outcome"})
+	if reg != nil {
+		if err := reg.Register(requests); err != nil {
+			return nil, fmt.Errorf("register api metrics: %w", err)
+		}
+	}
+	s := &Server{cfg: cfg, src: src, leader: leader, log: log,
+		picks: requests.WithLabelValues("ok"), noServer: requests.WithLabelValues("no_server"),
+		badRequest: requests.WithLabelValues("bad_request")}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.Logger.SetOutput(logWriter{log})
+	// Hash on the peer address: a forwarded-for header is the client's to
+	// forge, and would let one client pick any server.
+	e.IPExtractor = echo.ExtractIPDirect()
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(middleware.Recover())
+	e.GET("/get-tcp-ip", s.getTCPIP)
+	e.GET("/v1/servers", s.servers)
+	e.GET("/v1/status", s.status)
+	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
+	e.GET("/readyz", s.readyz)
+	if gatherer != nil {
+		e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
+	}
+	s.echo = e
+	return s, nil
+}
+
+// Handler returns the HTTP handler, for tests and benchmarks.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Run serves on ln until ctx is cancelled. Then it fails /readyz for the
+// lame-duck window while still answering everything else, stops accepting,
+// and waits up to ShutdownTimeout for requests in flight. It returns nil
+// after a clean shutdown.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          nil,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve http: %w", err)
+	case <-ctx.Done():
+	}
+	s.draining.Store(true)
+	s.log.WithField("lame_duck", s.cfg.LameDuck).Info("shutting down: /readyz now fails")
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve http: %w", err)
+	case <-time.After(s.cfg.LameDuck):
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("shut down http: %w", err)
+	}
+	return nil
+}
+
+// Shared header values: assigning them avoids the slice Header.Set
+// allocates. net/http only reads them.
+var (
+	contentJSON = []string{"application/json"}
+	contentText = []string{"text/plain; charset=utf-8"}
+	noStore     = []string{"no-store"}
+)
+
+func (s *Server) getTCPIP(c echo.Context) error {
+	req := c.Request()
+	var q query
+	if err := parseQuery(req.URL.RawQuery, &q); err != nil {
+		s.badRequest.Inc()
+		return writeError(c, http.StatusBadRequest, err.Error())
+	}
+	snap := s.src.Snapshot()
+	if snap == nil {
+		s.noServer.Inc()
+		return writeError(c, http.StatusServiceUnavailable, "no snapshot yet: this replica has not reached etcd since it started")
+	}
+	key := q.key
+	if key == "" {
+		key = clientIP(req.RemoteAddr)
+	}
+	if q.n > 1 {
+		return s.pickN(c, snap, key, &q)
+	}
+	srv := snap.Pick(key, q.exclude)
+	if srv == nil {
+		s.noServer.Inc()
+		return writeError(c, http.StatusServiceUnavailable, noServerReason(snap, len(q.exclude)))
+	}
+	s.picks.Inc()
+	h := c.Response().Header()
+	h["Cache-Control"] = noStore
+	if q.text {
+		h["Content-Type"] = contentText
+		c.Response().WriteHeader(http.StatusOK)
+		_, err := c.Response().Write(srv.AnswerText())
+		return err
+	}
+	h["Content-Type"] = contentJSON
+	c.Response().WriteHeader(http.StatusOK)
+	_, err := c.Response().Write(srv.Answer())
+	return err
+}
+
+// pickResponse is the get-tcp-ip answer with alternatives (?n=K).
+type pickResponse struct {
+	ID           string    `json:"id"`
+	Addr         string    `json:"addr"`
+	Alternatives []pickAlt `json:"alternatives"`
+}
+
+type pickAlt struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+}
+
+func (s *Server) pickN(c echo.Context, snap *store.Snapshot, key string, q *query) error {
+	var buf [maxN]*store.Server
+	got := snap.PickN(key, q.exclude, q.n, buf[:0])
+	if len(got) == 0 {
+		s.noServer.Inc()
+		return writeError(c, http.StatusServiceUnavailable, noServerReason(snap, len(q.exclude)))
+	}
+	s.picks.Inc()
+	c.Response().Header()["Cache-Control"] = noStore
+	if q.text {
+		var b []byte
+		for i, srv := range got {
+			if i > 0 {
+				b = append(b, '\n')
+			}
+			b = append(b, srv.Addr...)
+		}
+		return c.Blob(http.StatusOK, contentText[0], b)
+	}
+	resp := pickResponse{ID: got[0].ID, Addr: got[0].Addr, Alternatives: make([]pickAlt, 0, len(got)-1)}
+	for _, srv := range got[1:] {
+		resp.Alternatives = append(resp.Alternatives, pickAlt{srv.ID, srv.Addr})
+	}
+	return c.JSON(http.StatusOK, resp)
+}
+
+func noServerReason(snap *store.Snapshot, excluded int) string {
+	if excluded > 0 {
+		return fmt.Sprintf("no healthy server: %d registered, %d eligible, %d excluded by the request", len(snap.Servers), snap.Eligible(), excluded)
+	}
+	return fmt.Sprintf("no healthy server: %d registered, %d eligible", len(snap.Servers), snap.Eligible())
+}
+
+// serversResponse is the body of /v1/servers.
+type serversResponse struct {
+	Name          string         `json:"name"`
+	Revision      int64          `json:"revision"`
+	SnapshotAgeMs int64          `json:"snapshot_age_ms"`
+	Strategy      string         `json:"strategy"`
+	Leader        string         `json:"leader"`
+	Problems      []string       `json:"problems,omitempty"`
+	Servers       []store.Server `json:"servers"`
+}
+
+func (s *Server) servers(c echo.Context) error {
+	snap := s.src.Snapshot()
+	if snap == nil {
+		return writeError(c, http.StatusServiceUnavailable, "no snapshot yet: this replica has not reached etcd since it started")
+	}
+	return c.JSON(http.StatusOK, serversResponse{
+		Name: s.cfg.Name, Revision: s.src.Sync().Revision, SnapshotAgeMs: ageMs(s.src.Age()),
+		Strategy: string(snap.Strategy), Leader: snap.Leader, Problems: snap.Problems, Servers: snap.Servers,
+	})
+}
+
+// statusResponse is the body of /v1/status.
+type statusResponse struct {
+	Name          string `json:"name"`
+	Leader        string `json:"leader"`
+	IsLeader      bool   `json:"is_leader"`
+	LeaderEpoch   int64  `json:"leader_epoch"`
+	Revision      int64  `json:"revision"`
+	SnapshotAgeMs int64  `json:"snapshot_age_ms"`
+	Etcd          string `json:"etcd"`
+	Ready         bool   `json:"ready"`
+	Strategy      string `json:"strategy"`
+	Servers       int    `json:"servers"`
+	Eligible      int    `json:"eligible"`
+}
+
+func (s *Server) status(c echo.Context) error {
+	st := statusResponse{Name: s.cfg.Name, IsLeader: s.leader.IsLeader(), Revision: s.src.Sync().Revision,
+		SnapshotAgeMs: ageMs(s.src.Age()), Etcd: "unreachable"}
+	if s.src.Reachable() {
+		st.Etcd = "ok"
+	}
+	if snap := s.src.Snapshot(); snap != nil {
+		st.Leader, st.LeaderEpoch = snap.Leader, snap.LeaderEpoch
+		st.Strategy, st.Servers, st.Eligible = string(snap.Strategy), len(snap.Servers), snap.Eligible()
+		st.Ready = !s.draining.Load()
+	}
+	return c.JSON(http.StatusOK, st)
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	switch {
+	case s.draining.Load():
+		return c.String(http.StatusServiceUnavailable, "shutting down\n")
+	case s.src.Snapshot() == nil:
+		return c.String(http.StatusServiceUnavailable, "no snapshot yet: waiting for etcd\n")
+	}
+	return c.String(http.StatusOK, "ok\n")
+}
+
+func ageMs(d time.Duration) int64 {
+	if d < 0 {
+		return -1
+	}
+	return d.Milliseconds()
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(c echo.Context, code int, msg string) error {
+	return c.JSON(code, errorBody{msg})
+}
+
+// errorHandler answers echo's own errors (404, 405, panics) in the same
+// JSON shape as ours.
+func (s *Server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, msg := http.StatusInternalServerError, "internal error"
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code, msg = he.Code, fmt.Sprint(he.Message)
+	} else {
+		s.log.WithError(err).WithField("path", c.Request().URL.Path).Error("request failed")
+	}
+	if werr := writeError(c, code, msg); werr != nil {
+		s.log.WithError(werr).Debug("write error response")
+	}
+}
+
+// logWriter routes echo's internal logger to logrus at debug level.
+type logWriter struct{ log *logrus.Entry }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Debug(string(p))
+	return len(p), nil
+}

@@ -1,0 +1,136 @@
+// Command dispatcher runs one tcpdispatch replica: it answers GET
+// /get-tcp-ip with the address of a healthy tcp-server. With no flags it
+// embeds a one-member etcd cluster; see --help and README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/tcpdispatch/tcpdispatch/node"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	cfg := node.DefaultConfig()
+	fs := flag.NewFlagSet("dispatcher", flag.ContinueOnError)
+	var endpoints, logFormat, logLevel string
+	fs.StringVar(&cfg.Name, "name", cfg.Name, "replica name; also the embedded etcd member's name")
+	fs.StringVar(&cfg.ListenHTTP, "listen-http", cfg.ListenHTTP, "address of the HTTP API (get-tcp-ip, /v1/*, /healthz, /readyz, /metrics)")
+	fs.StringVar(&cfg.Prefix, "prefix", cfg.Prefix, "etcd key prefix")
+	fs.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated client URLs of an existing etcd cluster; when set, no member is embedded")
+	fs.DurationVar(&cfg.EtcdDialTimeout, "etcd-dial-timeout", cfg.EtcdDialTimeout, "timeout for connecting to etcd (serving never waits for it)")
+	fs.StringVar(&cfg.EtcdLogLevel, "etcd-log-level", cfg.EtcdLogLevel, "level of etcd's own log lines passed on: debug, info, warn, error")
+
+	e := &cfg.Embed
+	fs.StringVar(&e.DataDir, "data-dir", "", "embedded member: path to the data directory (default \"<name>.etcd\")")
+	fs.StringVar(&e.ListenClientURLs, "listen-client-urls", e.ListenClientURLs, "embedded member: URLs to listen on for client traffic")
+	fs.StringVar(&e.AdvertiseClientURLs, "advertise-client-urls", e.AdvertiseClientURLs, "embedded member: client URLs to advertise; the replica's own client uses them")
+	fs.StringVar(&e.ListenPeerURLs, "listen-peer-urls", e.ListenPeerURLs, "embedded member: URLs to listen on for peer traffic")
+	fs.StringVar(&e.InitialAdvertisePeerURLs, "initial-advertise-peer-urls", e.InitialAdvertisePeerURLs, "embedded member: peer URLs to advertise")
+	fs.StringVar(&e.InitialCluster, "initial-cluster", "", "embedded member: initial cluster, name=peerURL,... (default \"<name>=<initial-advertise-peer-urls>\")")
+	fs.StringVar(&e.InitialClusterState, "initial-cluster-state", e.InitialClusterState, "embedded member: new or existing")
+	fs.StringVar(&e.InitialClusterToken, "initial-cluster-token", e.InitialClusterToken, "embedded member: initial cluster token")
+	fs.UintVar(&e.HeartbeatMs, "heartbeat-interval", e.HeartbeatMs, "embedded member: raft heartbeat interval in milliseconds")
+	fs.UintVar(&e.ElectionMs, "election-timeout", e.ElectionMs, "embedded member: raft election timeout in milliseconds")
+	fs.StringVar(&e.AutoCompactionRetention, "auto-compaction-retention", e.AutoCompactionRetention, "embedded member: periodic compaction retention (e.g. 1h); 0 disables")
+
+	fs.DurationVar(&cfg.LeaderTTL, "leader-ttl", cfg.LeaderTTL, "leader session TTL: how long a dead leader keeps leadership (whole seconds)")
+	fs.DurationVar(&cfg.Probe.Interval, "probe-interval", cfg.Probe.Interval, "time between two probes of one tcp-server")
+	fs.DurationVar(&cfg.Probe.Timeout, "probe-timeout", cfg.Probe.Timeout, "timeout of one probe (TCP connect)")
+	fs.IntVar(&cfg.Probe.Rise, "rise", cfg.Probe.Rise, "consecutive successful probes that bring a down server up")
+	fs.IntVar(&cfg.Probe.Fall, "fall", cfg.Probe.Fall, "consecutive failed probes that take an up server down")
+	fs.IntVar(&cfg.Probe.Concurrency, "probe-concurrency", cfg.Probe.Concurrency, "probes in flight at once")
+	fs.DurationVar(&cfg.Probe.RefreshInterval, "health-refresh", cfg.Probe.RefreshInterval, "rewrite every health record this often even without a transition")
+	fs.DurationVar(&cfg.API.LameDuck, "shutdown-delay", cfg.API.LameDuck, "lame-duck window on shutdown: /readyz fails while get-tcp-ip still answers")
+	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: dispatcher [flags]\n\nEvery flag can also be set by the environment variable TCPDISPATCH_<FLAG>, upper-cased with - as _ (e.g. TCPDISPATCH_LISTEN_HTTP=:9090); a flag on the command line wins.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if err := applyEnv(fs, os.LookupEnv); err != nil {
+		fmt.Fprintln(os.Stderr, "dispatcher:", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "dispatcher: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	for _, ep := range strings.Split(endpoints, ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, ep)
+		}
+	}
+
+	logger := logrus.New()
+	logger.Out = os.Stderr
+	switch logFormat {
+	case "text":
+		logger.Formatter = &logrus.TextFormatter{FullTimestamp: true, TimestampFormat: time.RFC3339Nano}
+	case "json":
+		logger.Formatter = &logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano}
+	default:
+		fmt.Fprintf(os.Stderr, "dispatcher: log-format %q: want text or json\n", logFormat)
+		return 2
+	}
+	lvl, err := logrus.ParseLevel(logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dispatcher: log-level:", err)
+		return 2
+	}
+	logger.SetLevel(lvl)
+	log := logrus.NewEntry(logger).WithField("replica", cfg.Name)
+
+	n, err := node.New(cfg, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dispatcher:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := n.Run(ctx); err != nil {
+		log.WithError(err).Error("replica failed")
+		return 1
+	}
+	log.Info("replica stopped")
+	return 0
+}
+
+// applyEnv sets every flag not given on the command line from
+// TCPDISPATCH_<FLAG> when that variable is set.
+func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		env := "TCPDISPATCH_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := lookup(env); ok {
+			if serr := f.Value.Set(v); serr != nil {
+				err = fmt.Errorf("%s=%q: %w", env, v, serr)
+			}
+		}
+	})
+	return err
+}

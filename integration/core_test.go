@@ -1,0 +1,399 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/client/v3"
+)
+
+const (
+	probeInterval = 500 * time.Millisecond
+	fall          = 2
+)
+
+// coreFlags are the replica flags of the core test: the acceptance's 2s
+// leader TTL and a faster probe interval to keep the test short.
+var coreFlags = []string{"--leader-ttl", "2s", "--probe-interval", probeInterval.String(), "--probe-timeout", "250ms",
+	"--rise", "2", "--fall", fmt.Sprint(fall), "--shutdown-delay", "500ms"}
+
+// TestReplicatedCore walks the acceptance list of the replicated core on one
+// three-replica cluster (three-member embedded etcd) with three tcp-servers.
+func TestReplicatedCore(t *testing.T) {
+	c := startCluster(t, clusterOpts{replicas: 3, extra: coreFlags})
+	weights := map[string]int{"tcp1": 100, "tcp2": 200, "tcp3": 300}
+	servers := map[string]*tcpServer{}
+	for _, id := range []string{"tcp1", "tcp2", "tcp3"} {
+		servers[id] = c.startTCPServer(id)
+		c.etcdctl("put", c.prefix+"servers/"+id+"/addr", servers[id].addr)
+		c.etcdctl("put", c.prefix+"servers/"+id+"/weight", fmt.Sprint(weights[id]))
+	}
+	c.waitEligible(c.replicas, 3)
+
+	t.Run("weights", func(t *testing.T) {
+		for _, r := range c.replicas {
+			counts := map[string]int{}
+			const calls = 1200
+			for range calls {
+				p, _, err := getTCPIP(r.http, "")
+				if err != nil {
+					t.Fatalf("%s: %v", r.name, err)
+				}
+				counts[p.ID]++
+			}
+			for id, w := range weights {
+				want := float64(calls) * float64(w) / 600
+				if got := float64(counts[id]); math.Abs(got-want) > 0.10*want {
+					t.Errorf("%s: %s got %v of %d calls, want %v ±10%%", r.name, id, got, calls, want)
+				}
+			}
+			t.Logf("%s: %v", r.name, counts)
+		}
+	})
+
+	t.Run("killed tcp-server leaves every replica", func(t *testing.T) {
+		servers["tcp3"].kill()
+		killed := time.Now()
+		bound := probeInterval*fall + time.Second
+		c.waitNotServed(t, "tcp3", bound+2*time.Second)
+		took := time.Since(killed)
+		t.Logf("tcp3 gone from all replicas %v after SIGKILL (bound interval×fall+1s = %v)", took.Round(time.Millisecond), bound)
+		if took > bound {
+			t.Errorf("took %v, want <= %v", took, bound)
+		}
+	})
+
+	t.Run("weight change reaches every replica", func(t *testing.T) {
+		c.etcdctl("put", c.prefix+"servers/tcp1/weight", "700")
+		eventually(t, 5*time.Second, "weight 700 everywhere", func() error {
+			for _, r := range c.replicas {
+				v, err := r.servers()
+				if err != nil {
+					return err
+				}
+				if s, _ := v.find("tcp1"); s.Weight != 700 {
+					return fmt.Errorf("%s: weight %d", r.name, s.Weight)
+				}
+			}
+			return nil
+		})
+	})
+
+	t.Run("garbage values are reported and change nothing", func(t *testing.T) {
+		before, err := c.replicas[0].servers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.etcdctl("put", c.prefix+"servers/tcp1/weight", "abc")
+		c.etcdctl("put", c.prefix+"servers/tcp2/addr", "127.0.0.1")
+		eventually(t, 5*time.Second, "errors reported", func() error {
+			for _, r := range c.replicas {
+				v, err := r.servers()
+				if err != nil {
+					return err
+				}
+				s1, _ := v.find("tcp1")
+				s2, _ := v.find("tcp2")
+				if len(s1.Errors) == 0 || len(s2.Errors) == 0 {
+					return fmt.Errorf("%s: errors not reported yet: %v %v", r.name, s1.Errors, s2.Errors)
+				}
+				if s1.Weight != 700 || !s1.Eligible || s2.Addr != servers["tcp2"].addr || !s2.Eligible {
+					return fmt.Errorf("%s: garbage changed the view: %+v %+v", r.name, s1, s2)
+				}
+			}
+			return nil
+		})
+		for _, r := range c.replicas {
+			for range 20 {
+				if _, _, err := getTCPIP(r.http, ""); err != nil {
+					t.Fatalf("%s after garbage: %v", r.name, err)
+				}
+			}
+		}
+		t.Logf("before: %+v", before.Servers)
+		c.etcdctl("put", c.prefix+"servers/tcp1/weight", "100")
+		c.etcdctl("put", c.prefix+"servers/tcp2/addr", servers["tcp2"].addr)
+	})
+
+	t.Run("SIGKILL of the leader holding raft leadership", func(t *testing.T) {
+		old := c.waitLeader(t, c.replicas)
+		oldEpoch := c.mustStatus(t, old).LeaderEpoch
+		c.moveRaftLeader(t, old)
+		var survivors []*replica
+		for _, r := range c.replicas {
+			if r != old {
+				survivors = append(survivors, r)
+			}
+		}
+		load := startLoad(survivors)
+		old.kill()
+		killed := time.Now()
+		// tcp3 recovers while the leader is dead.
+		servers["tcp3"].start()
+
+		var newLeader *replica
+		eventually(t, 10*time.Second, "new leader", func() error {
+			if newLeader = c.leader(survivors); newLeader == nil {
+				return errNotYet
+			}
+			return nil
+		})
+		took := time.Since(killed)
+		newEpoch := c.mustStatus(t, newLeader).LeaderEpoch
+		t.Logf("new leader %s (epoch %d, was %d) %v after SIGKILL of %s", newLeader.name, newEpoch, oldEpoch, took.Round(time.Millisecond), old.name)
+		if took > 4*time.Second {
+			t.Errorf("failover took %v, want < 4s with --leader-ttl 2s", took)
+		}
+		if newEpoch <= oldEpoch {
+			t.Errorf("epoch did not increase: %d -> %d", oldEpoch, newEpoch)
+		}
+		// The new leader's first fenced write lands: tcp3's record, written
+		// with the new epoch, makes it servable again.
+		eventually(t, 10*time.Second, "tcp3 served again with a record of the new epoch", func() error {
+			h, err := c.health("tcp3")
+			if err != nil {
+				return err
+			}
+			if h.Epoch != newEpoch || !h.Healthy {
+				return fmt.Errorf("tcp3 record %+v", h)
+			}
+			return c.servedBy(survivors, "tcp3")
+		})
+		errs, total := load.stop()
+		t.Logf("load on survivors during failover: %d requests, %d errors", total, len(errs))
+		if len(errs) > 0 {
+			t.Errorf("survivors failed get-tcp-ip %d times, first: %v", len(errs), errs[0])
+		}
+
+		t.Run("restart on its data dir rejoins", func(t *testing.T) {
+			old.start()
+			eventually(t, 20*time.Second, old.name+" rejoined and current", func() error {
+				s, err := old.status()
+				if err != nil {
+					return err
+				}
+				want := c.mustStatus(t, newLeader).Revision
+				if s.Etcd != "ok" || s.Revision < want || s.Eligible != 3 {
+					return fmt.Errorf("%+v (leader at revision %d)", s, want)
+				}
+				return nil
+			})
+		})
+	})
+
+	t.Run("SIGTERM of the leader hands over in under a second", func(t *testing.T) {
+		old := c.waitLeader(t, c.replicas)
+		var others []*replica
+		for _, r := range c.replicas {
+			if r != old {
+				others = append(others, r)
+			}
+		}
+		old.signal(syscall.SIGTERM)
+		sent := time.Now()
+		eventually(t, 5*time.Second, "handover", func() error {
+			if c.leader(others) == nil {
+				return errNotYet
+			}
+			return nil
+		})
+		took := time.Since(sent)
+		t.Logf("handover %v after SIGTERM of %s", took.Round(time.Millisecond), old.name)
+		if took > time.Second {
+			t.Errorf("handover took %v, want < 1s", took)
+		}
+		if !old.wait(10 * time.Second) {
+			t.Errorf("%s did not exit within 10s of SIGTERM", old.name)
+		}
+		old.start()
+		c.waitEligible([]*replica{old}, 3)
+	})
+}
+
+// waitEligible waits until every replica in rs serves n eligible servers.
+func (c *cluster) waitEligible(rs []*replica, n int) {
+	c.t.Helper()
+	eventually(c.t, 30*time.Second, fmt.Sprintf("%d eligible servers", n), func() error {
+		for _, r := range rs {
+			s, err := r.status()
+			if err != nil {
+				return err
+			}
+			if s.Eligible != n {
+				return fmt.Errorf("%s: %d eligible", r.name, s.Eligible)
+			}
+		}
+		return nil
+	})
+}
+
+// waitNotServed polls every replica until none returns id.
+func (c *cluster) waitNotServed(t *testing.T, id string, d time.Duration) {
+	t.Helper()
+	eventually(t, d, id+" not served", func() error {
+		for _, r := range c.replicas {
+			for range 12 {
+				p, _, err := getTCPIP(r.http, "")
+				if err != nil {
+					return err
+				}
+				if p.ID == id {
+					return fmt.Errorf("%s still returns %s", r.name, id)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// servedBy reports an error unless every replica in rs returns id within a
+// few calls.
+func (c *cluster) servedBy(rs []*replica, id string) error {
+	for _, r := range rs {
+		seen := false
+		for range 30 {
+			p, _, err := getTCPIP(r.http, "")
+			if err != nil {
+				return err
+			}
+			seen = seen || p.ID == id
+		}
+		if !seen {
+			return fmt.Errorf("%s does not return %s", r.name, id)
+		}
+	}
+	return nil
+}
+
+func (c *cluster) waitLeader(t *testing.T, rs []*replica) *replica {
+	t.Helper()
+	var l *replica
+	eventually(t, 15*time.Second, "a leader", func() error {
+		if l = c.leader(rs); l == nil {
+			return errNotYet
+		}
+		return nil
+	})
+	return l
+}
+
+func (c *cluster) mustStatus(t *testing.T, r *replica) status {
+	t.Helper()
+	s, err := r.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+type healthRecord struct {
+	Addr    string `json:"addr"`
+	Healthy bool   `json:"healthy"`
+	Epoch   int64  `json:"epoch"`
+	Leader  string `json:"leader"`
+}
+
+// health reads a health record straight from etcd.
+func (c *cluster) health(id string) (healthRecord, error) {
+	var h healthRecord
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err := c.cli.Get(ctx, c.prefix+"health/"+id)
+	if err != nil {
+		return h, err
+	}
+	if len(resp.Kvs) == 0 {
+		return h, fmt.Errorf("no health record for %s", id)
+	}
+	return h, json.Unmarshal(resp.Kvs[0].Value, &h)
+}
+
+// moveRaftLeader makes r's embedded member the etcd raft leader.
+func (c *cluster) moveRaftLeader(t *testing.T, r *replica) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := c.cli.Status(ctx, r.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Leader == st.Header.MemberId {
+		return
+	}
+	leaderCli, err := clientv3.New(clientv3.Config{Endpoints: c.endpointOf(st.Leader), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leaderCli.Close()
+	if _, err := leaderCli.MoveLeader(ctx, st.Header.MemberId); err != nil {
+		t.Fatalf("move raft leadership to %s: %v", r.name, err)
+	}
+	eventually(t, 5*time.Second, "raft leader moved", func() error {
+		st, err := c.cli.Status(ctx, r.client)
+		if err != nil {
+			return err
+		}
+		if st.Leader != st.Header.MemberId {
+			return errNotYet
+		}
+		return nil
+	})
+}
+
+// endpointOf returns the client URL of the member with id.
+func (c *cluster) endpointOf(id uint64) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, r := range c.replicas {
+		st, err := c.cli.Status(ctx, r.client)
+		if err == nil && st.Header.MemberId == id {
+			return []string{r.client}
+		}
+	}
+	return nil
+}
+
+// load calls get-tcp-ip on a set of replicas continuously and records
+// every error.
+type load struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	errs   []error
+	total  atomic.Int64
+}
+
+func startLoad(rs []*replica) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{cancel: cancel}
+	for _, r := range rs {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for ctx.Err() == nil {
+				_, _, err := getTCPIP(r.http, "")
+				l.total.Add(1)
+				if err != nil {
+					l.mu.Lock()
+					l.errs = append(l.errs, fmt.Errorf("%s: %w", r.name, err))
+					l.mu.Unlock()
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) stop() ([]error, int64) {
+	l.cancel()
+	l.wg.Wait()
+	return l.errs, l.total.Load()
+}

@@ -1,0 +1,362 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// binDir holds bin/dispatcher and bin/tcpserver; TestMain builds them when
+// TCPDISPATCH_BIN does not point at a build.
+var binDir string
+
+// proc is one process of the cluster under test, with its log kept in a
+// file that is printed when the test fails.
+type proc struct {
+	t       testing.TB
+	name    string
+	bin     string
+	args    []string
+	logPath string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func newProc(t testing.TB, dir, name, bin string, args ...string) *proc {
+	p := &proc{t: t, name: name, bin: filepath.Join(binDir, bin), args: args, logPath: filepath.Join(dir, name+".log")}
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(p.logPath)
+			if len(b) > 64<<10 {
+				b = b[len(b)-64<<10:]
+			}
+			t.Logf("---- log of %s (tail) ----\n%s", p.name, b)
+		}
+	})
+	return p
+}
+
+// start starts the process; its output is appended to its log file.
+func (p *proc) start() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	fmt.Fprintf(f, "==== start %s %s\n", p.bin, strings.Join(p.args, " "))
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		p.t.Fatalf("start %s: %v", p.name, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		f.Close()
+		close(done)
+	}()
+	p.cmd, p.done = cmd, done
+}
+
+// signal sends sig to the process.
+func (p *proc) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
+// wait waits up to d for the process to exit and reports whether it did.
+func (p *proc) wait(d time.Duration) bool {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	if done == nil {
+		return true
+	}
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// kill sends SIGKILL and waits for the exit.
+func (p *proc) kill() {
+	p.signal(syscall.SIGKILL)
+	p.wait(10 * time.Second)
+}
+
+// stop ends the process: SIGTERM, then SIGKILL after 10s.
+func (p *proc) stop() {
+	p.signal(syscall.SIGCONT)
+	p.signal(syscall.SIGTERM)
+	if !p.wait(10 * time.Second) {
+		p.kill()
+	}
+}
+
+// freePorts returns n distinct loopback ports that were free a moment ago.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return ports
+}
+
+// replica is one bin/dispatcher process.
+type replica struct {
+	*proc
+	http, client, peer string // URLs
+}
+
+// clusterOpts configures a test cluster.
+type clusterOpts struct {
+	replicas int
+	extra    []string // flags given to every replica
+}
+
+// cluster is N replicas forming an N-member embedded etcd cluster.
+type cluster struct {
+	t        testing.TB
+	dir      string
+	replicas []*replica
+	cli      *clientv3.Client
+	prefix   string
+}
+
+func startCluster(t testing.TB, o clusterOpts) *cluster {
+	t.Helper()
+	dir := t.TempDir()
+	ports := freePorts(t, 3*o.replicas)
+	c := &cluster{t: t, dir: dir, prefix: "/tcpdispatch/"}
+	var initial []string
+	for i := range o.replicas {
+		r := &replica{
+			http:   fmt.Sprintf("http://127.0.0.1:%d", ports[3*i]),
+			client: fmt.Sprintf("http://127.0.0.1:%d", ports[3*i+1]),
+			peer:   fmt.Sprintf("http://127.0.0.1:%d", ports[3*i+2]),
+		}
+		c.replicas = append(c.replicas, r)
+		initial = append(initial, fmt.Sprintf("d%d=%s", i+1, r.peer))
+	}
+	var endpoints []string
+	for i, r := range c.replicas {
+		name := fmt.Sprintf("d%d", i+1)
+		args := append([]string{
+			"--name", name,
+			"--listen-http", strings.TrimPrefix(r.http, "http://"),
+			"--data-dir", filepath.Join(dir, name+".etcd"),
+			"--listen-client-urls", r.client, "--advertise-client-urls", r.client,
+			"--listen-peer-urls", r.peer, "--initial-advertise-peer-urls", r.peer,
+			"--initial-cluster", strings.Join(initial, ","),
+			"--initial-cluster-token", "it-" + filepath.Base(dir),
+			"--log-level", "debug",
+		}, o.extra...)
+		r.proc = newProc(t, dir, name, "dispatcher", args...)
+		r.start()
+		endpoints = append(endpoints, r.client)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	c.cli = cli
+	eventually(t, 30*time.Second, "etcd cluster serves writes", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := cli.Put(ctx, c.prefix+"probe-ready", "1")
+		return err
+	})
+	return c
+}
+
+// tcpServer is one bin/tcpserver process.
+type tcpServer struct {
+	*proc
+	id, addr string
+}
+
+func (c *cluster) startTCPServer(id string) *tcpServer {
+	c.t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePorts(c.t, 1)[0])
+	s := &tcpServer{proc: newProc(c.t, c.dir, id, "tcpserver", "--listen", addr, "--id", id), id: id, addr: addr}
+	s.start()
+	eventually(c.t, 10*time.Second, id+" accepts", func() error {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	})
+	return s
+}
+
+// etcdctl runs the pinned etcdctl (go tool etcdctl) against the cluster.
+func (c *cluster) etcdctl(args ...string) string {
+	c.t.Helper()
+	var eps []string
+	for _, r := range c.replicas {
+		eps = append(eps, r.client)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", append([]string{"tool", "etcdctl", "--endpoints", strings.Join(eps, ","), "--dial-timeout", "3s"}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		c.t.Fatalf("etcdctl %s: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return out.String()
+}
+
+var httpClient = &http.Client{Timeout: 2 * time.Second}
+
+type pick struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+}
+
+// getTCPIP asks r for a server.
+func getTCPIP(base, query string) (pick, int, error) {
+	var p pick
+	resp, err := httpClient.Get(base + "/get-tcp-ip" + query)
+	if err != nil {
+		return p, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return p, resp.StatusCode, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return p, resp.StatusCode, fmt.Errorf("get-tcp-ip: %d %s", resp.StatusCode, b)
+	}
+	return p, resp.StatusCode, json.Unmarshal(b, &p)
+}
+
+type status struct {
+	Name          string `json:"name"`
+	Leader        string `json:"leader"`
+	IsLeader      bool   `json:"is_leader"`
+	LeaderEpoch   int64  `json:"leader_epoch"`
+	Revision      int64  `json:"revision"`
+	SnapshotAgeMs int64  `json:"snapshot_age_ms"`
+	Etcd          string `json:"etcd"`
+	Eligible      int    `json:"eligible"`
+}
+
+func getJSON(url string, v any) error {
+	resp, err := httpClient.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func (r *replica) status() (status, error) {
+	var s status
+	err := getJSON(r.http+"/v1/status", &s)
+	return s, err
+}
+
+type serverView struct {
+	ID       string    `json:"id"`
+	Addr     string    `json:"addr"`
+	Weight   int       `json:"weight"`
+	Healthy  bool      `json:"healthy"`
+	Eligible bool      `json:"eligible"`
+	Since    time.Time `json:"since"`
+	Errors   []string  `json:"errors"`
+}
+
+type serversView struct {
+	Revision int64        `json:"revision"`
+	Servers  []serverView `json:"servers"`
+}
+
+func (r *replica) servers() (serversView, error) {
+	var v serversView
+	err := getJSON(r.http+"/v1/servers", &v)
+	return v, err
+}
+
+func (v serversView) find(id string) (serverView, bool) {
+	for _, s := range v.Servers {
+		if s.ID == id {
+			return s, true
+		}
+	}
+	return serverView{}, false
+}
+
+// leader returns the replica that reports is_leader, or nil.
+func (c *cluster) leader(among []*replica) *replica {
+	for _, r := range among {
+		if s, err := r.status(); err == nil && s.IsLeader {
+			return r
+		}
+	}
+	return nil
+}
+
+// eventually polls f until it returns nil or d passes.
+func eventually(t testing.TB, d time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var err error
+	for {
+		if err = f(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %v", what, d, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+var errNotYet = errors.New("not yet")

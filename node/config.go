@@ -1,0 +1,160 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/tcpdispatch/tcpdispatch/api"
+	"github.com/tcpdispatch/tcpdispatch/election"
+	"github.com/tcpdispatch/tcpdispatch/prober"
+	"github.com/tcpdispatch/tcpdispatch/store"
+)
+
+// Config is everything one replica needs. Flags of cmd/dispatcher map onto
+// it one to one.
+type Config struct {
+	// Name names the replica (reported as leader) and its embedded etcd
+	// member.
+	Name string
+	// ListenHTTP is the address of the HTTP API, e.g. ":8080".
+	ListenHTTP string
+	// Prefix is the etcd key prefix of the layout.
+	Prefix string
+	// EtcdEndpoints selects external mode: use this etcd cluster and embed
+	// no member.
+	EtcdEndpoints []string
+	// Embed configures the embedded member when EtcdEndpoints is empty.
+	Embed EmbedConfig
+	// EtcdDialTimeout bounds establishing the client's connection. It does
+	// not delay serving: HTTP answers from whatever snapshot it has.
+	EtcdDialTimeout time.Duration
+	// EtcdLogLevel is the level at which etcd's own logs (embedded member,
+	// client) are passed on: debug, info, warn, error.
+	EtcdLogLevel string
+	// LeaderTTL is the election session TTL: how long a dead leader holds
+	// leadership. Whole seconds; etcd enforces a minimum of 1.5 election
+	// timeouts.
+	LeaderTTL time.Duration
+	Probe     prober.Config
+	API       api.Config
+	Store     store.Config
+}
+
+// EmbedConfig carries the embedded member's settings, named and defaulted
+// as etcd's own flags.
+type EmbedConfig struct {
+	DataDir                  string
+	ListenClientURLs         string
+	AdvertiseClientURLs      string
+	ListenPeerURLs           string
+	InitialAdvertisePeerURLs string
+	InitialCluster           string
+	InitialClusterState      string
+	InitialClusterToken      string
+	// HeartbeatMs and ElectionMs are etcd's --heartbeat-interval and
+	// --election-timeout, in milliseconds.
+	HeartbeatMs, ElectionMs uint
+	// AutoCompactionRetention is etcd's --auto-compaction-retention in
+	// periodic mode (e.g. "1h"); "0" disables it.
+	AutoCompactionRetention string
+}
+
+// DefaultConfig returns a working one-node configuration.
+func DefaultConfig() Config {
+	return Config{
+		Name:            "default",
+		ListenHTTP:      ":8080",
+		Prefix:          store.DefaultPrefix,
+		EtcdDialTimeout: 5 * time.Second,
+		EtcdLogLevel:    "warn",
+		LeaderTTL:       election.DefaultConfig().TTL,
+		Embed: EmbedConfig{
+			ListenClientURLs:         "http://localhost:2379",
+			AdvertiseClientURLs:      "http://localhost:2379",
+			ListenPeerURLs:           "http://localhost:2380",
+			InitialAdvertisePeerURLs: "http://localhost:2380",
+			InitialClusterState:      "new",
+			InitialClusterToken:      "etcd-cluster",
+			// Half of etcd's 100ms/1000ms: when the dispatcher leader's
+			// member is also the raft leader, a failover waits for a raft
+			// election, then etcd extends every lease by one election
+			// timeout, then the dead leader's TTL runs out. With etcd's
+			// timers that sum is over 4s at a 2s TTL. Raise both for
+			// members spread over a WAN.
+			HeartbeatMs:             50,
+			ElectionMs:              500,
+			AutoCompactionRetention: "1h",
+		},
+		Probe: prober.DefaultConfig(),
+		API:   api.DefaultConfig(),
+		Store: store.DefaultConfig(),
+	}
+}
+
+// Validate checks the rules that span components.
+func (c Config) Validate() error {
+	if c.Name == "" {
+		return errors.New("name must not be empty")
+	}
+	if c.ListenHTTP == "" {
+		return errors.New("listen-http must not be empty")
+	}
+	if _, err := store.NewKeys(c.Prefix); err != nil {
+		return err
+	}
+	if c.LeaderTTL < time.Second {
+		return fmt.Errorf("leader-ttl %v: must be at least 1s", c.LeaderTTL)
+	}
+	if c.Probe.Timeout >= c.LeaderTTL {
+		return fmt.Errorf("probe-timeout %v must be below leader-ttl %v", c.Probe.Timeout, c.LeaderTTL)
+	}
+	if err := c.Probe.Validate(); err != nil {
+		return err
+	}
+	if len(c.EtcdEndpoints) > 0 {
+		return nil
+	}
+	e := c.Embed
+	for name, v := range map[string]string{"listen-client-urls": e.ListenClientURLs, "advertise-client-urls": e.AdvertiseClientURLs,
+		"listen-peer-urls": e.ListenPeerURLs, "initial-advertise-peer-urls": e.InitialAdvertisePeerURLs} {
+		if _, err := parseURLs(v); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if e.InitialClusterState != "new" && e.InitialClusterState != "existing" {
+		return fmt.Errorf("initial-cluster-state %q: must be new or existing", e.InitialClusterState)
+	}
+	if e.HeartbeatMs == 0 || e.ElectionMs < 5*e.HeartbeatMs {
+		return fmt.Errorf("election-timeout (%dms) must be at least 5 × heartbeat-interval (%dms)", e.ElectionMs, e.HeartbeatMs)
+	}
+	if minTTL := time.Duration(e.ElectionMs) * time.Millisecond * 3 / 2; c.LeaderTTL < minTTL {
+		return fmt.Errorf("leader-ttl %v: etcd raises any lease below 1.5 × election-timeout (%v)", c.LeaderTTL, minTTL)
+	}
+	return nil
+}
+
+// parseURLs parses a comma-separated URL list as etcd does.
+func parseURLs(s string) ([]url.URL, error) {
+	var out []url.URL
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		u, err := url.Parse(part)
+		if err != nil {
+			return nil, err
+		}
+		if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+			return nil, fmt.Errorf("URL %q: want http://host:port", part)
+		}
+		out = append(out, *u)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no URL given")
+	}
+	return out, nil
+}

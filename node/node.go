@@ -1,0 +1,264 @@
+// Package node wires one dispatcher replica: an embedded etcd member (or a
+// client of an external cluster), the store watcher that keeps the local
+// snapshot, the election, the prober that runs while this replica leads, and
+// the HTTP API.
+//
+// Start-up never waits for etcd: the HTTP listener is up first and answers
+// from whatever snapshot exists (503 with a reason until there is one).
+// Shutdown runs in the order that keeps clients served: leadership is
+// resigned at once so a successor takes over in milliseconds, /readyz fails
+// for the lame-duck window while get-tcp-ip still answers, the listener
+// closes, and only then the watcher, the client and the embedded member stop.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sirupsen/logrus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/tcpdispatch/tcpdispatch/api"
+	"github.com/tcpdispatch/tcpdispatch/election"
+	"github.com/tcpdispatch/tcpdispatch/prober"
+	"github.com/tcpdispatch/tcpdispatch/store"
+)
+
+// Node is one replica.
+type Node struct {
+	cfg Config
+	log *logrus.Entry
+}
+
+// New validates cfg and returns a replica ready to Run.
+func New(cfg Config, log *logrus.Entry) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		l := logrus.New()
+		l.SetLevel(logrus.PanicLevel)
+		log = logrus.NewEntry(l)
+	}
+	return &Node{cfg: cfg, log: log}, nil
+}
+
+// Run runs the replica until ctx is cancelled, then shuts down in order and
+// returns nil; it returns an error if a component cannot start (the HTTP
+// address is taken, the embedded member cannot start).
+func (n *Node) Run(ctx context.Context) error {
+	cfg := n.cfg
+	ln, err := net.Listen("tcp", cfg.ListenHTTP)
+	if err != nil {
+		return fmt.Errorf("listen http: %w", err)
+	}
+	defer ln.Close()
+
+	level, err := zapcore.ParseLevel(cfg.EtcdLogLevel)
+	if err != nil {
+		return fmt.Errorf("etcd-log-level: %w", err)
+	}
+	etcdLog := newZapLogger(n.log.WithField("component", "etcd"), level)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// failed ends the replica when a component cannot go on.
+	runCtx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+
+	endpoints := cfg.EtcdEndpoints
+	var member *embed.Etcd
+	if len(endpoints) == 0 {
+		member, err = n.startMember()
+		if err != nil {
+			return err
+		}
+		defer func() {
+			member.Close()
+			n.log.Info("embedded etcd member stopped")
+		}()
+		endpoints = strings.Split(cfg.Embed.AdvertiseClientURLs, ",")
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            endpoints,
+		DialTimeout:          cfg.EtcdDialTimeout,
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
+		Logger:               etcdLog.Named("client"),
+	})
+	if err != nil {
+		return fmt.Errorf("etcd client: %w", err)
+	}
+	var closeCli sync.Once
+	closeClient := func() { closeCli.Do(func() { cli.Close() }) }
+	defer closeClient()
+
+	storeCfg := cfg.Store
+	storeCfg.Prefix = cfg.Prefix
+	watcher, err := store.NewWatcher(storeCfg, cli, n.log.WithField("component", "store"), reg)
+	if err != nil {
+		return err
+	}
+	ecfg := election.DefaultConfig()
+	ecfg.Name, ecfg.Prefix, ecfg.TTL = cfg.Name, watcher.Keys().Election(), cfg.LeaderTTL
+	// Each election call must finish well inside one TTL, or a slow etcd
+	// could hold a deposed leader past its lease.
+	ecfg.OpTimeout = min(ecfg.OpTimeout, cfg.LeaderTTL/2)
+	elect, err := election.New(ecfg, cli, n.log.WithField("component", "election"))
+	if err != nil {
+		return err
+	}
+	prb, err := prober.New(cfg.Probe, watcher.Keys(), watcher, n.log.WithField("component", "prober"), reg)
+	if err != nil {
+		return err
+	}
+	apiCfg := cfg.API
+	apiCfg.Name = cfg.Name
+	srv, err := api.New(apiCfg, watcher, elect, n.log.WithField("component", "api"), reg, reg)
+	if err != nil {
+		return err
+	}
+
+	// The watcher outlives the HTTP server so that get-tcp-ip stays
+	// current through the lame-duck window.
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = watcher.Run(watchCtx) // returns nil on cancellation only
+	}()
+	defer wg.Wait()
+
+	electionDone := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(electionDone)
+		err := elect.Run(runCtx, func(lctx context.Context, l *election.Leadership) error {
+			return prb.Run(lctx, l)
+		})
+		if err != nil {
+			fail(fmt.Errorf("election: %w", err))
+		}
+	}()
+	if member != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.watchMember(runCtx, member, fail)
+		}()
+	}
+
+	n.log.WithFields(logrus.Fields{"http": ln.Addr().String(), "etcd": strings.Join(endpoints, ","),
+		"embedded": member != nil}).Info("replica started")
+	err = srv.Run(runCtx, ln)
+	if err != nil {
+		fail(err)
+	}
+	stopWatch()
+	// The election resigns within its OpTimeout, except that an
+	// interrupted campaign blocks on a dead etcd until the client closes.
+	select {
+	case <-electionDone:
+	case <-time.After(2 * cfg.LeaderTTL):
+		n.log.Warn("election did not stop; closing the etcd client to end it")
+		closeClient()
+	}
+	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+// startMember starts the embedded etcd member. It does not wait for the
+// member to join its cluster: a three-member cluster needs its peers, and
+// HTTP must answer meanwhile.
+func (n *Node) startMember() (*embed.Etcd, error) {
+	e := n.cfg.Embed
+	cfg := embed.NewConfig()
+	cfg.Name = n.cfg.Name
+	cfg.Dir = e.DataDir
+	if cfg.Dir == "" {
+		cfg.Dir = n.cfg.Name + ".etcd"
+	}
+	var err error
+	if cfg.ListenClientUrls, err = parseURLs(e.ListenClientURLs); err != nil {
+		return nil, err
+	}
+	if cfg.AdvertiseClientUrls, err = parseURLs(e.AdvertiseClientURLs); err != nil {
+		return nil, err
+	}
+	if cfg.ListenPeerUrls, err = parseURLs(e.ListenPeerURLs); err != nil {
+		return nil, err
+	}
+	if cfg.AdvertisePeerUrls, err = parseURLs(e.InitialAdvertisePeerURLs); err != nil {
+		return nil, err
+	}
+	cfg.InitialCluster = e.InitialCluster
+	if cfg.InitialCluster == "" {
+		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	}
+	cfg.ClusterState = e.InitialClusterState
+	cfg.InitialClusterToken = e.InitialClusterToken
+	cfg.TickMs, cfg.ElectionMs = e.HeartbeatMs, e.ElectionMs
+	if e.AutoCompactionRetention != "" && e.AutoCompactionRetention != "0" {
+		cfg.AutoCompactionMode = "periodic"
+		cfg.AutoCompactionRetention = e.AutoCompactionRetention
+	}
+	level, err := zapcore.ParseLevel(n.cfg.EtcdLogLevel)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(n.log.WithField("component", "etcd"), level))
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("embedded etcd config: %w", err)
+	}
+	m, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded etcd: %w", err)
+	}
+	n.log.WithFields(logrus.Fields{"data_dir": cfg.Dir, "client": urlsString(cfg.AdvertiseClientUrls),
+		"peer": urlsString(cfg.AdvertisePeerUrls)}).Info("embedded etcd member starting")
+	return m, nil
+}
+
+// watchMember reports the member joining its cluster, and ends the replica
+// if the member fails.
+func (n *Node) watchMember(ctx context.Context, m *embed.Etcd, fail context.CancelCauseFunc) {
+	start := time.Now()
+	select {
+	case <-ctx.Done():
+		return
+	case <-m.Server.ReadyNotify():
+		n.log.WithField("after", time.Since(start).Round(time.Millisecond)).Info("embedded etcd member ready")
+	case <-m.Server.StopNotify():
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-m.Err():
+		fail(fmt.Errorf("embedded etcd: %w", err))
+	case <-m.Server.StopNotify():
+		fail(errors.New("embedded etcd member stopped"))
+	}
+}
+
+func urlsString(us []url.URL) string {
+	s := make([]string, len(us))
+	for i, u := range us {
+		s[i] = u.String()
+	}
+	return strings.Join(s, ",")
+}

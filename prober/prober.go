@@ -1,0 +1,400 @@
+// Package prober is the leader's health checker. It probes every registered
+// tcp-server with a TCP connect, applies rise/fall hysteresis, and writes
+// health records to etcd through the leader's fenced writer: only on
+// transitions and on a slow refresh, batched into transactions, never one
+// write per probe.
+//
+// A prober runs only while its replica leads: Run receives the leadership
+// context and returns when it is cancelled. A new leader starts from the
+// health records already in etcd, so a failover neither marks every server
+// down nor resurrects a dead one.
+package prober
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tcpdispatch/tcpdispatch/election"
+	"github.com/tcpdispatch/tcpdispatch/store"
+)
+
+// Config configures a Prober.
+type Config struct {
+	// Interval is the time between two probes of one server. Default 1s.
+	Interval time.Duration
+	// Timeout bounds one probe (TCP connect). Default 500ms; must be below
+	// Interval.
+	Timeout time.Duration
+	// Rise is how many consecutive successes bring a down server up.
+	// Default 2.
+	Rise int
+	// Fall is how many consecutive failures take an up server down.
+	// Default 2.
+	Fall int
+	// Concurrency bounds the probes in flight at once. Default 64.
+	Concurrency int
+	// RefreshInterval is how often every record is rewritten even without a
+	// transition, so its checked_at shows the leader is alive. Default 30s.
+	RefreshInterval time.Duration
+	// BatchSize is the number of writes per transaction; etcd's default
+	// --max-txn-ops is 128. Default 100.
+	BatchSize int
+	// OpTimeout bounds each etcd transaction. Default 2s.
+	OpTimeout time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{
+		Interval:        time.Second,
+		Timeout:         500 * time.Millisecond,
+		Rise:            2,
+		Fall:            2,
+		Concurrency:     64,
+		RefreshInterval: 30 * time.Second,
+		BatchSize:       100,
+		OpTimeout:       2 * time.Second,
+		Now:             time.Now,
+	}
+}
+
+// Validate checks c's cross-field rules.
+func (c Config) Validate() error {
+	switch {
+	case c.Interval <= 0 || c.Timeout <= 0:
+		return errors.New("prober: interval and timeout must be positive")
+	case c.Timeout >= c.Interval:
+		return fmt.Errorf("prober: timeout (%v) must be below interval (%v)", c.Timeout, c.Interval)
+	case c.Rise < 1 || c.Fall < 1:
+		return errors.New("prober: rise and fall must be at least 1")
+	case c.Concurrency < 1 || c.BatchSize < 1 || c.BatchSize > 128:
+		return errors.New("prober: concurrency must be >= 1 and batch size in 1..128")
+	case c.RefreshInterval < c.Interval:
+		return errors.New("prober: refresh interval must be at least the probe interval")
+	case c.OpTimeout <= 0:
+		return errors.New("prober: op timeout must be positive")
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	d := DefaultConfig()
+	if c.Interval == 0 {
+		c.Interval = d.Interval
+	}
+	if c.Timeout == 0 {
+		c.Timeout = d.Timeout
+	}
+	if c.Rise == 0 {
+		c.Rise = d.Rise
+	}
+	if c.Fall == 0 {
+		c.Fall = d.Fall
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = d.Concurrency
+	}
+	if c.RefreshInterval == 0 {
+		c.RefreshInterval = d.RefreshInterval
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = d.BatchSize
+	}
+	if c.OpTimeout == 0 {
+		c.OpTimeout = d.OpTimeout
+	}
+	if c.Now == nil {
+		c.Now = d.Now
+	}
+}
+
+// Snapshots is where the prober learns the registered servers and the
+// health already recorded. *store.Watcher implements it.
+type Snapshots interface {
+	Snapshot() *store.Snapshot
+}
+
+// Writer commits fenced writes. *election.Leadership implements it; Txn must
+// return election.ErrNotLeader when the fence fails.
+type Writer interface {
+	Txn(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) (*clientv3.TxnResponse, error)
+	Epoch() int64
+	Name() string
+}
+
+var _ Writer = (*election.Leadership)(nil)
+
+// Prober probes tcp-servers while its replica leads.
+type Prober struct {
+	cfg     Config
+	keys    store.Keys
+	snaps   Snapshots
+	log     *logrus.Entry
+	dialer  net.Dialer
+	metrics *metrics
+}
+
+// New returns a prober of the servers in snaps; keys is the etcd layout the
+// health records are written to. Zero fields of cfg take their defaults.
+func New(cfg Config, keys store.Keys, snaps Snapshots, log *logrus.Entry, reg prometheus.Registerer) (*Prober, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		l := logrus.New()
+		l.SetLevel(logrus.PanicLevel)
+		log = logrus.NewEntry(l)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Prober{cfg: cfg, keys: keys, snaps: snaps, log: log, metrics: m, dialer: net.Dialer{Timeout: cfg.Timeout}}, nil
+}
+
+// target is one server to probe in a round.
+type target struct {
+	id, addr string
+	ok       bool
+	reason   string
+}
+
+// Run probes until ctx (the leadership context) is cancelled, writing
+// through w. It returns nil on cancellation and election.ErrNotLeader when a
+// write finds leadership lost; other etcd errors are logged and the
+// unwritten records retried next round.
+func (p *Prober) Run(ctx context.Context, w Writer) error {
+	log := p.log.WithField("epoch", w.Epoch())
+	trackers := make(map[string]*tracker)
+	pending := make(map[string]store.Health) // records not yet written
+	lastRefresh := p.cfg.Now()
+	seeded := false
+
+	// Jitter the first round so replicas that win in turn after a flapping
+	// etcd do not probe in lockstep with a fixed phase.
+	first := time.Duration(rand.Int64N(int64(p.cfg.Interval) / 4))
+	timer := time.NewTimer(first)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		}
+		start := p.cfg.Now()
+		snap := p.snaps.Snapshot()
+		if snap == nil {
+			timer.Reset(p.cfg.Interval)
+			continue
+		}
+		if !seeded {
+			p.seed(snap, trackers)
+			seeded = true
+		}
+		targets := p.targets(snap, trackers, pending)
+		p.probe(ctx, targets)
+		if ctx.Err() != nil {
+			return nil
+		}
+		now := p.cfg.Now()
+		refresh := now.Sub(lastRefresh) >= p.cfg.RefreshInterval
+		for _, t := range targets {
+			tr := trackers[t.id]
+			changed := tr.observe(t.ok, t.reason, now, p.cfg.Rise, p.cfg.Fall)
+			if changed {
+				p.metrics.transitions.Inc()
+				log.WithFields(logrus.Fields{"server": t.id, "addr": t.addr, "up": tr.status == statusUp, "reason": t.reason}).Info("server health changed")
+			}
+			if changed || refresh || !recorded(snap, t.id, tr) {
+				pending[t.id] = store.Health{Addr: tr.addr, Healthy: tr.status == statusUp, Since: tr.since,
+					CheckedAt: now, Reason: tr.reason, Epoch: w.Epoch(), Leader: w.Name()}
+			}
+		}
+		if refresh {
+			lastRefresh = now
+		}
+		if err := p.flush(ctx, w, snap, pending); err != nil {
+			if errors.Is(err, election.ErrNotLeader) {
+				return err
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			log.WithError(err).Warn("write health records; retrying next round")
+		}
+		p.metrics.rounds.Inc()
+		timer.Reset(max(0, p.cfg.Interval-p.cfg.Now().Sub(start)))
+	}
+}
+
+// seed initialises trackers from the records a previous leader wrote.
+func (p *Prober) seed(snap *store.Snapshot, trackers map[string]*tracker) {
+	for _, s := range snap.Servers {
+		if s.State == "unknown" {
+			continue
+		}
+		st := statusDown
+		if s.Healthy {
+			st = statusUp
+		}
+		trackers[s.ID] = &tracker{addr: s.Addr, status: st, since: s.Since, reason: s.Reason}
+	}
+}
+
+// recorded reports whether etcd already holds tr's verdict for id.
+func recorded(snap *store.Snapshot, id string, tr *tracker) bool {
+	s := snap.Lookup(id)
+	return s != nil && s.State != "unknown" && s.Addr == tr.addr && s.Healthy == (tr.status == statusUp)
+}
+
+// targets lists the servers to probe and drops state of removed ones.
+func (p *Prober) targets(snap *store.Snapshot, trackers map[string]*tracker, pending map[string]store.Health) []target {
+	out := make([]target, 0, len(snap.Servers))
+	live := make(map[string]bool, len(snap.Servers))
+	for _, s := range snap.Servers {
+		if s.Addr == "" {
+			continue
+		}
+		live[s.ID] = true
+		tr := trackers[s.ID]
+		if tr == nil || tr.addr != s.Addr {
+			// A new address starts without a verdict: the old one's
+			// says nothing about it.
+			tr = &tracker{addr: s.Addr}
+			trackers[s.ID] = tr
+		}
+		out = append(out, target{id: s.ID, addr: s.Addr})
+	}
+	for id := range trackers {
+		if !live[id] {
+			delete(trackers, id)
+		}
+	}
+	for id := range pending {
+		if !live[id] {
+			delete(pending, id)
+		}
+	}
+	return out
+}
+
+// probe runs one TCP connect per target, at most Concurrency at once, and
+// fills in the results.
+func (p *Prober) probe(ctx context.Context, targets []target) {
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(p.cfg.Concurrency, len(targets)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				t := &targets[i]
+				t.ok, t.reason = p.check(ctx, t.addr)
+			}
+		}()
+	}
+	for i := range targets {
+		select {
+		case work <- i:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	close(work)
+	wg.Wait()
+}
+
+func (p *Prober) check(ctx context.Context, addr string) (bool, string) {
+	start := time.Now()
+	conn, err := p.dialer.DialContext(ctx, "tcp", addr)
+	p.metrics.latency.Observe(time.Since(start).Seconds())
+	if err != nil {
+		p.metrics.failures.Inc()
+		return false, err.Error()
+	}
+	conn.Close()
+	return true, ""
+}
+
+// flush writes pending records and deletes records of servers that are no
+// longer registered, in fenced transactions of at most BatchSize writes.
+// Records that were written are removed from pending.
+func (p *Prober) flush(ctx context.Context, w Writer, snap *store.Snapshot, pending map[string]store.Health) error {
+	var ops []clientv3.Op
+	var ids []string
+	for id, h := range pending {
+		b, err := json.Marshal(h)
+		if err != nil {
+			return fmt.Errorf("encode health of %s: %w", id, err)
+		}
+		ops = append(ops, clientv3.OpPut(p.keys.Health(id), string(b)))
+		ids = append(ids, id)
+	}
+	for _, id := range snap.OrphanHealth() {
+		ops = append(ops, clientv3.OpDelete(p.keys.Health(id)))
+		ids = append(ids, "")
+	}
+	for len(ops) > 0 {
+		n := min(len(ops), p.cfg.BatchSize)
+		tctx, cancel := context.WithTimeout(ctx, p.cfg.OpTimeout)
+		_, err := w.Txn(tctx, nil, ops[:n]...)
+		cancel()
+		if err != nil {
+			return err
+		}
+		p.metrics.txns.Inc()
+		p.metrics.writes.Add(float64(n))
+		for _, id := range ids[:n] {
+			if id != "" {
+				delete(pending, id)
+			}
+		}
+		ops, ids = ops[n:], ids[n:]
+	}
+	return nil
+}
+
+type metrics struct {
+	rounds, transitions, failures, txns, writes prometheus.Counter
+	latency                                     prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		rounds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_rounds_total",
+			Help: "Probe rounds completed by this replica while leading."}),
+		transitions: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_transitions_total",
+			Help: "Health transitions decided by this replica."}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_probe_failures_total",
+			Help: "Failed probes."}),
+		txns: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_write_txns_total",
+			Help: "Fenced transactions committed with health records."}),
+		writes: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_writes_total",
+			Help: "Health records written or deleted."}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tcpdispatch_prober_probe_seconds",
+			Help: "TCP connect probe latency.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 12)}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.rounds, m.transitions, m.failures, m.txns, m.writes, m.latency} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register prober metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,62 @@
+package prober
+
+import "time"
+
+// status is a server's health as the hysteresis tracker sees it.
+type status int
+
+const (
+	statusUnknown status = iota
+	statusUp
+	statusDown
+)
+
+// tracker applies rise/fall hysteresis to probe results, as HAProxy's rise
+// and fall and Consul's success/failures-before thresholds do: a server that
+// is up goes down only after fall consecutive failures, one that is down
+// comes up only after rise consecutive successes. A server with no verdict
+// yet takes the result of its first probe, so a new server is served
+// without waiting rise intervals.
+type tracker struct {
+	addr   string
+	status status
+	since  time.Time
+	reason string
+	streak int // consecutive results contradicting status
+}
+
+// observe records one probe result and reports whether status changed.
+func (t *tracker) observe(ok bool, reason string, now time.Time, rise, fall int) bool {
+	if ok {
+		t.reason = ""
+	} else {
+		t.reason = reason
+	}
+	switch {
+	case t.status == statusUnknown:
+		t.status, t.since, t.streak = statusDown, now, 0
+		if ok {
+			t.status = statusUp
+		}
+		return true
+	case (t.status == statusUp) == ok:
+		t.streak = 0
+		return false
+	}
+	t.streak++
+	need := fall
+	if t.status == statusDown {
+		need = rise
+	}
+	if t.streak < need {
+		return false
+	}
+	t.streak = 0
+	t.since = now
+	if ok {
+		t.status = statusUp
+	} else {
+		t.status = statusDown
+	}
+	return true
+}

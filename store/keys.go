@@ -1,0 +1,192 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultPrefix is the etcd key prefix used when none is configured.
+const DefaultPrefix = "/tcpdispatch/"
+
+// DefaultWeight is the static weight of a server whose weight key is absent.
+const DefaultWeight = 100
+
+// MaxWeight is the largest static weight an operator may set.
+const MaxWeight = 10000
+
+// Server fields an operator writes under servers/<id>/.
+const (
+	FieldAddr   = "addr"
+	FieldWeight = "weight"
+)
+
+// Keys is the etcd key layout under one prefix:
+//
+//	<prefix>servers/<id>/addr     host:port (operator)
+//	<prefix>servers/<id>/weight   0..10000, default 100 (operator)
+//	<prefix>config/strategy       wrr | random | hash (operator)
+//	<prefix>health/<id>           JSON Health (leader, fenced)
+//	<prefix>election/<lease>      leader election (concurrency.Election)
+type Keys struct {
+	prefix string
+}
+
+// NewKeys returns the layout under prefix, which must start with "/"; a
+// missing trailing "/" is added.
+func NewKeys(prefix string) (Keys, error) {
+	if !strings.HasPrefix(prefix, "/") {
+		return Keys{}, fmt.Errorf("prefix %q: must start with /", prefix)
+	}
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return Keys{prefix: prefix}, nil
+}
+
+// Prefix returns the root of the layout, ending in "/".
+func (k Keys) Prefix() string { return k.prefix }
+
+// Servers returns the prefix of every server key.
+func (k Keys) Servers() string { return k.prefix + "servers/" }
+
+// Server returns the prefix of one server's keys, with the trailing slash
+// that keeps "tcp1" from matching "tcp10" in a prefix delete.
+func (k Keys) Server(id string) string { return k.Servers() + id + "/" }
+
+// ServerField returns the key of one field of a server.
+func (k Keys) ServerField(id, field string) string { return k.Server(id) + field }
+
+// Strategy returns the key holding the balancing strategy.
+func (k Keys) Strategy() string { return k.prefix + "config/strategy" }
+
+// HealthPrefix returns the prefix of the leader-written health records.
+func (k Keys) HealthPrefix() string { return k.prefix + "health/" }
+
+// Health returns the key of one server's health record.
+func (k Keys) Health(id string) string { return k.HealthPrefix() + id }
+
+// Election returns the election prefix without a trailing slash, in the
+// form concurrency.NewElection expects.
+func (k Keys) Election() string { return k.prefix + "election" }
+
+// keyKind classifies a key under the prefix.
+type keyKind int
+
+const (
+	kindUnknown keyKind = iota
+	kindServerField
+	kindStrategy
+	kindHealth
+	kindElection
+)
+
+// parse classifies key; id and field are set for server keys, id for health
+// keys.
+func (k Keys) parse(key string) (kind keyKind, id, field string) {
+	rest, ok := strings.CutPrefix(key, k.prefix)
+	if !ok {
+		return kindUnknown, "", ""
+	}
+	switch {
+	case rest == "config/strategy":
+		return kindStrategy, "", ""
+	case strings.HasPrefix(rest, "servers/"):
+		id, field, ok := strings.Cut(rest[len("servers/"):], "/")
+		if !ok || ValidateID(id) != nil || field == "" || strings.Contains(field, "/") {
+			return kindUnknown, "", ""
+		}
+		return kindServerField, id, field
+	case strings.HasPrefix(rest, "health/"):
+		id := rest[len("health/"):]
+		if ValidateID(id) != nil {
+			return kindUnknown, "", ""
+		}
+		return kindHealth, id, ""
+	case strings.HasPrefix(rest, "election/"):
+		return kindElection, "", ""
+	}
+	return kindUnknown, "", ""
+}
+
+// MaxIDLen bounds a server id, which travels in every get-tcp-ip answer.
+const MaxIDLen = 128
+
+// ValidateID reports whether id can name a server: 1..128 bytes of
+// letters, digits, '-', '_', '.', ':' and '@'.
+func ValidateID(id string) error {
+	if id == "" || len(id) > MaxIDLen {
+		return fmt.Errorf("server id %q: must be 1..%d bytes", id, MaxIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9') ||
+			c == '-' || c == '_' || c == '.' || c == ':' || c == '@' {
+			continue
+		}
+		return fmt.Errorf("server id %q: byte %q not allowed (use letters, digits, - _ . : @)", id, c)
+	}
+	return nil
+}
+
+// ParseAddr validates a tcp-server address written by an operator: host:port
+// with a non-empty host and a port in 1..65535. Surrounding space is ignored.
+func ParseAddr(v string) (string, error) {
+	v = strings.TrimSpace(v)
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return "", fmt.Errorf("addr %q: want host:port: %w", v, err)
+	}
+	if host == "" {
+		return "", fmt.Errorf("addr %q: empty host", v)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("addr %q: port must be a number in 1..65535", v)
+	}
+	return v, nil
+}
+
+// ParseWeight validates a static weight written by an operator: an integer
+// in 0..10000; 0 drains the server.
+func ParseWeight(v string) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil {
+		return 0, fmt.Errorf("weight %q: not an integer", v)
+	}
+	if n < 0 || n > MaxWeight {
+		return 0, fmt.Errorf("weight %d: must be in 0..%d", n, MaxWeight)
+	}
+	return n, nil
+}
+
+// Health is the leader's verdict on one server, stored as JSON under
+// health/<id>. Epoch is the writer's leader epoch (the create revision of its
+// election key), so a reader can tell which term wrote it.
+type Health struct {
+	// Addr is the address that was probed; a verdict for another address
+	// than the one registered now does not apply.
+	Addr    string `json:"addr"`
+	Healthy bool   `json:"healthy"`
+	// Since is when the server last changed between healthy and unhealthy.
+	Since time.Time `json:"since"`
+	// CheckedAt is when the leader wrote this record.
+	CheckedAt time.Time `json:"checked_at"`
+	// Reason says why the last probe failed; empty when healthy.
+	Reason string `json:"reason,omitempty"`
+	Epoch  int64  `json:"epoch"`
+	Leader string `json:"leader"`
+}
+
+// errEmptyHealth is returned for a health record without an address.
+var errEmptyHealth = errors.New("health record without addr")
+
+func (h Health) validate() error {
+	if h.Addr == "" {
+		return errEmptyHealth
+	}
+	return nil
+}

@@ -1,0 +1,142 @@
+package store
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/tcpdispatch/tcpdispatch/balancer"
+)
+
+// Server is one registered tcp-server as this replica sees it.
+type Server struct {
+	ID string `json:"id"`
+	// Addr is the last valid address an operator wrote; empty if none was
+	// ever valid.
+	Addr string `json:"addr"`
+	// Weight is the static weight (last valid value, or DefaultWeight).
+	Weight int `json:"weight"`
+	// Healthy is the leader's last verdict for Addr; false when unknown.
+	Healthy bool `json:"healthy"`
+	// State is "up", "down" or "unknown" (no verdict for this address yet).
+	State string `json:"state"`
+	// Since is the time of the last health transition; zero when unknown.
+	Since time.Time `json:"since"`
+	// Reason is why the last probe failed.
+	Reason string `json:"reason,omitempty"`
+	// Eligible reports whether get-tcp-ip may return this server now:
+	// valid addr and weight, healthy, weight > 0.
+	Eligible bool `json:"eligible"`
+	// Errors lists operator values that were rejected and ignored.
+	Errors []string `json:"errors,omitempty"`
+
+	answer     []byte // pre-encoded get-tcp-ip JSON body
+	answerText []byte // "addr\n" for ?format=text
+}
+
+// Answer returns the get-tcp-ip JSON body for s, encoded once per snapshot
+// so that serving it allocates nothing. Callers must not modify it.
+func (s *Server) Answer() []byte { return s.answer }
+
+// AnswerText returns the get-tcp-ip plain-text body ("host:port", no newline, so
+// that a shell's $(curl ...) and an exact comparison both work).
+// Callers must not modify it.
+func (s *Server) AnswerText() []byte { return s.answerText }
+
+// Snapshot is an immutable view of the key space at one revision. Readers
+// share it without locks; the watcher replaces it whole.
+type Snapshot struct {
+	// Revision is the etcd revision of the last change applied.
+	Revision int64
+	// Servers are all registered servers sorted by id.
+	Servers []Server
+	// Strategy is the balancing strategy in force.
+	Strategy balancer.Strategy
+	// Leader is the name of the replica holding the election key with the
+	// lowest create revision; empty when none does.
+	Leader string
+	// LeaderEpoch is the create revision of the leader's key.
+	LeaderEpoch int64
+	// Problems lists rejected operator values outside server keys.
+	Problems []string
+	// BuiltAt is when this snapshot was built.
+	BuiltAt time.Time
+
+	orphans  []string // ids with a health record but no registration
+	picker   *balancer.Picker
+	eligible []int32 // picker index -> index in Servers
+	index    map[string]int
+}
+
+// Lookup returns the server with id, or nil.
+func (s *Snapshot) Lookup(id string) *Server {
+	if i, ok := s.index[id]; ok {
+		return &s.Servers[i]
+	}
+	return nil
+}
+
+// OrphanHealth returns the ids that have a health record but are no longer
+// registered; the leader deletes those records.
+func (s *Snapshot) OrphanHealth() []string { return s.orphans }
+
+// Eligible returns the number of servers get-tcp-ip may return.
+func (s *Snapshot) Eligible() int { return len(s.eligible) }
+
+// Pick chooses one eligible server for key (client IP or the caller's
+// sticky key), skipping the ids in exclude. It returns nil if none is left.
+// It does not allocate.
+func (s *Snapshot) Pick(key string, exclude []string) *Server {
+	if s.picker == nil {
+		return nil
+	}
+	i := s.picker.Pick(key, exclude)
+	if i < 0 {
+		return nil
+	}
+	return &s.Servers[s.eligible[i]]
+}
+
+// PickN appends up to n distinct eligible servers to dst, in preference
+// order (the first is what Pick would choose).
+func (s *Snapshot) PickN(key string, exclude []string, n int, dst []*Server) []*Server {
+	if s.picker == nil || n <= 0 {
+		return dst
+	}
+	var buf [16]int
+	idx := s.picker.PickN(key, exclude, n, buf[:0])
+	for _, i := range idx {
+		dst = append(dst, &s.Servers[s.eligible[i]])
+	}
+	return dst
+}
+
+// newSnapshot finishes a snapshot whose exported fields are set: it indexes
+// the servers, pre-encodes answers and builds the picker.
+func newSnapshot(s *Snapshot) (*Snapshot, error) {
+	s.index = make(map[string]int, len(s.Servers))
+	backends := make([]balancer.Backend, 0, len(s.Servers))
+	for i := range s.Servers {
+		srv := &s.Servers[i]
+		s.index[srv.ID] = i
+		if !srv.Eligible {
+			continue
+		}
+		body, err := json.Marshal(struct {
+			ID   string `json:"id"`
+			Addr string `json:"addr"`
+		}{srv.ID, srv.Addr})
+		if err != nil {
+			return nil, err
+		}
+		srv.answer = body
+		srv.answerText = []byte(srv.Addr)
+		backends = append(backends, balancer.Backend{ID: srv.ID, Weight: srv.Weight})
+		s.eligible = append(s.eligible, int32(i))
+	}
+	p, err := balancer.New(s.Strategy, backends)
+	if err != nil {
+		return nil, err
+	}
+	s.picker = p
+	return s, nil
+}

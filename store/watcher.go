@@ -1,0 +1,396 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Config configures a Watcher.
+type Config struct {
+	// Prefix is the etcd key prefix of the layout (see Keys).
+	Prefix string
+	// ProgressInterval is how often the watcher asks etcd to confirm that the
+	// local copy is current (a watch progress request). It bounds the
+	// snapshot age reported while etcd is healthy. Default 500ms.
+	ProgressInterval time.Duration
+	// StaleAfter is the snapshot age past which etcd is reported unreachable.
+	// Default 3s; must exceed ProgressInterval.
+	StaleAfter time.Duration
+	// OpTimeout bounds each list (range) request. Default 5s.
+	OpTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the jittered exponential pause between
+	// failed attempts to list or watch. Defaults 100ms and 3s.
+	MinBackoff, MaxBackoff time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{
+		Prefix:           DefaultPrefix,
+		ProgressInterval: 500 * time.Millisecond,
+		StaleAfter:       3 * time.Second,
+		OpTimeout:        5 * time.Second,
+		MinBackoff:       100 * time.Millisecond,
+		MaxBackoff:       3 * time.Second,
+		Now:              time.Now,
+	}
+}
+
+// Validate checks the cross-field rules of c.
+func (c Config) Validate() error {
+	switch {
+	case c.ProgressInterval <= 0:
+		return errors.New("store: ProgressInterval must be positive")
+	case c.StaleAfter <= c.ProgressInterval:
+		return fmt.Errorf("store: StaleAfter (%v) must exceed ProgressInterval (%v)", c.StaleAfter, c.ProgressInterval)
+	case c.OpTimeout <= 0:
+		return errors.New("store: OpTimeout must be positive")
+	case c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff:
+		return errors.New("store: need 0 < MinBackoff <= MaxBackoff")
+	}
+	_, err := NewKeys(c.Prefix)
+	return err
+}
+
+// Sync says how current the local copy is known to be.
+type Sync struct {
+	// Revision is the etcd revision up to which every change under the
+	// prefix has been applied.
+	Revision int64
+	// At is when etcd last confirmed that (by an event or a progress
+	// notification); zero before the first list.
+	At time.Time
+}
+
+// Watcher keeps an immutable Snapshot of the key space current: it lists the
+// prefix at a revision, watches from the next one, resumes a broken watch
+// from the last applied revision, and lists again when that revision was
+// compacted. While etcd is unreachable the last snapshot stays in place.
+type Watcher struct {
+	cfg     Config
+	keys    Keys
+	cli     *clientv3.Client
+	log     *logrus.Entry
+	metrics *metrics
+
+	snap    atomic.Pointer[Snapshot]
+	sync    atomic.Pointer[Sync]
+	changed chan struct{} // closed and replaced on every new snapshot
+	mu      sync.Mutex    // guards changed
+}
+
+// NewWatcher returns a watcher of cli under cfg.Prefix. Zero fields of cfg
+// take their defaults. Metrics are registered on reg when it is not nil.
+func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometheus.Registerer) (*Watcher, error) {
+	d := DefaultConfig()
+	if cfg.Prefix == "" {
+		cfg.Prefix = d.Prefix
+	}
+	if cfg.ProgressInterval == 0 {
+		cfg.ProgressInterval = d.ProgressInterval
+	}
+	if cfg.StaleAfter == 0 {
+		cfg.StaleAfter = d.StaleAfter
+	}
+	if cfg.OpTimeout == 0 {
+		cfg.OpTimeout = d.OpTimeout
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = d.MinBackoff
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = d.MaxBackoff
+	}
+	if cfg.Now == nil {
+		cfg.Now = d.Now
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	keys, _ := NewKeys(cfg.Prefix)
+	if log == nil {
+		l := logrus.New()
+		l.Out = discard{}
+		log = logrus.NewEntry(l)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	w := &Watcher{cfg: cfg, keys: keys, cli: cli, log: log, metrics: m, changed: make(chan struct{})}
+	w.sync.Store(&Sync{})
+	return w, nil
+}
+
+// Keys returns the key layout the watcher reads.
+func (w *Watcher) Keys() Keys { return w.keys }
+
+// Snapshot returns the current snapshot, or nil before the first list
+// succeeded. It never blocks.
+func (w *Watcher) Snapshot() *Snapshot { return w.snap.Load() }
+
+// Sync returns how current the snapshot is known to be.
+func (w *Watcher) Sync() Sync { return *w.sync.Load() }
+
+// Age returns how long ago etcd last confirmed the snapshot is current, or
+// -1 before the first list.
+func (w *Watcher) Age() time.Duration {
+	s := w.sync.Load()
+	if s.At.IsZero() {
+		return -1
+	}
+	return w.cfg.Now().Sub(s.At)
+}
+
+// Reachable reports whether etcd confirmed the snapshot within StaleAfter.
+func (w *Watcher) Reachable() bool {
+	age := w.Age()
+	return age >= 0 && age <= w.cfg.StaleAfter
+}
+
+// Changed returns a channel that is closed when a snapshot newer than the
+// current one is published.
+func (w *Watcher) Changed() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.changed
+}
+
+// Publish installs a snapshot built elsewhere (for example one restored
+// from disk) if the watcher has none yet. It reports whether it did.
+func (w *Watcher) Publish(s *Snapshot) bool {
+	if !w.snap.CompareAndSwap(nil, s) {
+		return false
+	}
+	w.notify()
+	return true
+}
+
+func (w *Watcher) notify() {
+	w.mu.Lock()
+	close(w.changed)
+	w.changed = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// Run keeps the snapshot current until ctx is cancelled, then returns nil.
+// Errors talking to etcd are logged and retried with backoff; they never end
+// Run.
+func (w *Watcher) Run(ctx context.Context) error {
+	m := newModel(w.keys)
+	needList := true
+	backoff := w.cfg.MinBackoff
+	for ctx.Err() == nil {
+		if needList {
+			if err := w.list(ctx, m); err != nil {
+				if ctx.Err() == nil {
+					w.log.WithError(err).Warn("list etcd prefix; serving the last snapshot")
+				}
+				sleep(ctx, jitter(backoff))
+				backoff = min(2*backoff, w.cfg.MaxBackoff)
+				continue
+			}
+			needList = false
+		}
+		var err error
+		needList, err = w.watch(ctx, m)
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			w.log.WithError(err).Warn("watch etcd prefix; resuming")
+			sleep(ctx, jitter(backoff))
+			backoff = min(2*backoff, w.cfg.MaxBackoff)
+		} else {
+			backoff = w.cfg.MinBackoff
+		}
+	}
+	return nil
+}
+
+// list replaces the model with a full listing of the prefix.
+func (w *Watcher) list(ctx context.Context, m *model) error {
+	lctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), w.cfg.OpTimeout)
+	defer cancel()
+	resp, err := w.cli.Get(lctx, w.keys.Prefix(), clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("get %s: %w", w.keys.Prefix(), err)
+	}
+	m.beginRelist()
+	for _, kv := range resp.Kvs {
+		w.report(m.put(string(kv.Key), kv.Value, kv.CreateRevision))
+	}
+	m.endRelist()
+	m.rev = resp.Header.Revision
+	w.metrics.lists.Inc()
+	return w.publish(m, resp.Header.Revision)
+}
+
+// watch follows changes after m.rev until the watch breaks. It reports
+// whether the model must be listed again (the revision was compacted).
+func (w *Watcher) watch(ctx context.Context, m *model) (relist bool, err error) {
+	// RequireLeader makes a member cut off from its quorum cancel the watch
+	// instead of leaving it silently stale.
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := w.cli.Watch(wctx, w.keys.Prefix(), clientv3.WithPrefix(), clientv3.WithRev(m.rev+1), clientv3.WithProgressNotify())
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(w.cfg.ProgressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+				// Errors surface on the watch channel; nothing to do here.
+				_ = w.cli.RequestProgress(wctx)
+			}
+		}
+	}()
+	defer wg.Wait()
+	defer cancel()
+
+	for resp := range wch {
+		if resp.CompactRevision != 0 {
+			w.metrics.compactions.Inc()
+			w.log.WithField("compact_revision", resp.CompactRevision).Warn("watch revision compacted; listing again")
+			return true, nil
+		}
+		if err := resp.Err(); err != nil {
+			if errors.Is(err, rpctypes.ErrCompacted) {
+				return true, nil
+			}
+			return false, err
+		}
+		if resp.IsProgressNotify() {
+			w.confirm(resp.Header.Revision)
+			continue
+		}
+		applied := false
+		for _, ev := range resp.Events {
+			if ev.Kv.ModRevision <= m.rev {
+				w.metrics.staleEvents.Inc()
+				continue
+			}
+			if ev.Type == mvccpb.DELETE {
+				m.del(string(ev.Kv.Key))
+			} else {
+				w.report(m.put(string(ev.Kv.Key), ev.Kv.Value, ev.Kv.CreateRevision))
+			}
+			applied = true
+		}
+		if !applied {
+			continue
+		}
+		// Only the events' own revisions are known to be applied: a
+		// response's header revision can run ahead of events still queued
+		// for this watcher, so it is not used to advance m.rev.
+		m.rev = resp.Events[len(resp.Events)-1].Kv.ModRevision
+		if err := w.publish(m, m.rev); err != nil {
+			return false, err
+		}
+	}
+	if ctx.Err() != nil {
+		return false, nil
+	}
+	return false, errors.New("watch channel closed")
+}
+
+// publish builds and installs a snapshot of m, known current at rev.
+func (w *Watcher) publish(m *model, rev int64) error {
+	s, err := m.build(w.cfg.Now())
+	if err != nil {
+		// A build error is a bug (balancer rejected valid input); keep
+		// serving the previous snapshot.
+		return fmt.Errorf("build snapshot at revision %d: %w", m.rev, err)
+	}
+	w.snap.Store(s)
+	w.confirm(rev)
+	w.metrics.revision.Set(float64(m.rev))
+	w.metrics.servers.Set(float64(len(s.Servers)))
+	w.metrics.eligible.Set(float64(s.Eligible()))
+	w.notify()
+	return nil
+}
+
+// confirm records that every change up to rev has been applied.
+func (w *Watcher) confirm(rev int64) {
+	prev := w.sync.Load()
+	w.sync.Store(&Sync{Revision: max(prev.Revision, rev), At: w.cfg.Now()})
+}
+
+func (w *Watcher) report(r *rejected) {
+	if r == nil {
+		return
+	}
+	w.metrics.invalid.Inc()
+	w.log.WithField("key", r.key).WithError(r.err).Warn("ignoring invalid value; keeping the last good one")
+}
+
+// jitter returns d ± 20%.
+func jitter(d time.Duration) time.Duration {
+	return d - d/5 + time.Duration(rand.Int64N(int64(d)*2/5+1))
+}
+
+// sleep waits for d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+type metrics struct {
+	invalid, lists, compactions, staleEvents prometheus.Counter
+	revision, servers, eligible              prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		invalid: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_invalid_values_total",
+			Help: "Operator values rejected by validation and ignored."}),
+		lists: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_lists_total",
+			Help: "Full listings of the key prefix."}),
+		compactions: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_watch_compacted_total",
+			Help: "Watches that had to list again because their revision was compacted."}),
+		staleEvents: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_stale_events_total",
+			Help: "Watch events dropped because their revision was already applied."}),
+		revision: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_store_revision",
+			Help: "etcd revision of the last change applied to the snapshot."}),
+		servers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_store_servers",
+			Help: "Registered servers in the snapshot."}),
+		eligible: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_store_eligible_servers",
+			Help: "Servers get-tcp-ip may return."}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.invalid, m.lists, m.compactions, m.staleEvents, m.revision, m.servers, m.eligible} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register store metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
