@@ -21,20 +21,20 @@ const (
 // RawQuery so the common request allocates nothing (url.ParseQuery builds a
 // map per request).
 type query struct {
-	key     string
-	text    bool
-	n       int
-	exclude []string
-	buf     [8]string // backing array for exclude in the common case
+	key  string
+	text bool
+	n    int
 }
 
 var errBadQuery = errors.New("bad query")
 
-// parseQuery parses raw into q. Unknown parameters are ignored, so clients
-// may add cache busters; a repeated parameter takes its last value.
-func parseQuery(raw string, q *query) error {
+// parseQuery parses raw into q and returns the excluded ids, appended to
+// buf[:0] (a caller's stack array in the common case, so nothing is
+// allocated). Unknown parameters are ignored, so clients may add cache
+// busters; a repeated parameter takes its last value.
+func parseQuery(raw string, q *query, buf []string) (exclude []string, err error) {
 	q.n = 1
-	q.exclude = q.buf[:0]
+	exclude = buf[:0]
 	for raw != "" {
 		var pair string
 		pair, raw, _ = strings.Cut(raw, "&")
@@ -42,39 +42,44 @@ func parseQuery(raw string, q *query) error {
 			continue
 		}
 		name, value, _ := strings.Cut(pair, "=")
-		var err error
 		if name, err = unescape(name); err != nil {
-			return err
+			return nil, err
 		}
 		switch name {
 		case "key":
 			if value, err = unescape(value); err != nil {
-				return err
+				return nil, err
 			}
 			if len(value) > maxKeyLen {
-				return fmt.Errorf("%w: key longer than %d bytes", errBadQuery, maxKeyLen)
+				return nil, fmt.Errorf("%w: key longer than %d bytes", errBadQuery, maxKeyLen)
 			}
 			q.key = value
 		case "format":
+			if value, err = unescape(value); err != nil {
+				return nil, err
+			}
 			switch value {
 			case "", "json":
 				q.text = false
 			case "text":
 				q.text = true
 			default:
-				return fmt.Errorf("%w: format must be json or text, not %q", errBadQuery, value)
+				return nil, fmt.Errorf("%w: format must be json or text, not %q", errBadQuery, value)
 			}
 		case "n":
+			if value, err = unescape(value); err != nil {
+				return nil, err
+			}
 			n, err := strconv.Atoi(value)
 			if err != nil || n < 1 || n > maxN {
-				return fmt.Errorf("%w: n must be an integer in 1..%d, not %q", errBadQuery, maxN, value)
+				return nil, fmt.Errorf("%w: n must be an integer in 1..%d, not %q", errBadQuery, maxN, value)
 			}
 			q.n = n
 		case "exclude":
 			if value, err = unescape(value); err != nil {
-				return err
+				return nil, err
 			}
-			q.exclude = q.exclude[:0]
+			exclude = exclude[:0]
 			for value != "" {
 				var id string
 				id, value, _ = strings.Cut(value, ",")
@@ -83,16 +88,16 @@ func parseQuery(raw string, q *query) error {
 					continue
 				}
 				if err := store.ValidateID(id); err != nil {
-					return fmt.Errorf("%w: exclude: %v", errBadQuery, err)
+					return nil, fmt.Errorf("%w: exclude: %v", errBadQuery, err)
 				}
-				if len(q.exclude) == maxExclude {
-					return fmt.Errorf("%w: exclude lists more than %d ids", errBadQuery, maxExclude)
+				if len(exclude) == maxExclude {
+					return nil, fmt.Errorf("%w: exclude lists more than %d ids", errBadQuery, maxExclude)
 				}
-				q.exclude = append(q.exclude, id)
+				exclude = append(exclude, id)
 			}
 		}
 	}
-	return nil
+	return exclude, nil
 }
 
 // unescape decodes s only when it holds an escape, so plain values are

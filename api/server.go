@@ -17,11 +17,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
@@ -141,14 +141,20 @@ func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prom
 	// forge, and would let one client pick any server.
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.HTTPErrorHandler = s.errorHandler
-	e.Use(middleware.Recover())
-	e.GET("/get-tcp-ip", s.getTCPIP)
-	e.GET("/v1/servers", s.servers)
-	e.GET("/v1/status", s.status)
-	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
-	e.GET("/readyz", s.readyz)
+	// Handlers are wrapped here, once: echo applies e.Use and route
+	// middleware anew on every request, which allocates.
+	routes := map[string]echo.HandlerFunc{
+		"/get-tcp-ip": s.getTCPIP,
+		"/v1/servers": s.servers,
+		"/v1/status":  s.status,
+		"/healthz":    func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") },
+		"/readyz":     s.readyz,
+	}
 	if gatherer != nil {
-		e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
+		routes["/metrics"] = echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	}
+	for path, h := range routes {
+		e.GET(path, s.recoverPanics(h))
 	}
 	s.echo = e
 	return s, nil
@@ -207,8 +213,12 @@ var (
 
 func (s *Server) getTCPIP(c echo.Context) error {
 	req := c.Request()
-	var q query
-	if err := parseQuery(req.URL.RawQuery, &q); err != nil {
+	var (
+		q   query
+		buf [8]string
+	)
+	exclude, err := parseQuery(req.URL.RawQuery, &q, buf[:])
+	if err != nil {
 		s.badRequest.Inc()
 		return writeError(c, http.StatusBadRequest, err.Error())
 	}
@@ -222,12 +232,12 @@ func (s *Server) getTCPIP(c echo.Context) error {
 		key = clientIP(req.RemoteAddr)
 	}
 	if q.n > 1 {
-		return s.pickN(c, snap, key, &q)
+		return s.pickN(c, snap, key, &q, exclude)
 	}
-	srv := snap.Pick(key, q.exclude)
+	srv := snap.Pick(key, exclude)
 	if srv == nil {
 		s.noServer.Inc()
-		return writeError(c, http.StatusServiceUnavailable, noServerReason(snap, len(q.exclude)))
+		return writeError(c, http.StatusServiceUnavailable, noServerReason(snap, len(exclude)))
 	}
 	s.picks.Inc()
 	h := c.Response().Header()
@@ -235,12 +245,12 @@ func (s *Server) getTCPIP(c echo.Context) error {
 	if q.text {
 		h["Content-Type"] = contentText
 		c.Response().WriteHeader(http.StatusOK)
-		_, err := c.Response().Write(srv.AnswerText())
+		_, err = c.Response().Write(srv.AnswerText())
 		return err
 	}
 	h["Content-Type"] = contentJSON
 	c.Response().WriteHeader(http.StatusOK)
-	_, err := c.Response().Write(srv.Answer())
+	_, err = c.Response().Write(srv.Answer())
 	return err
 }
 
@@ -256,12 +266,12 @@ type pickAlt struct {
 	Addr string `json:"addr"`
 }
 
-func (s *Server) pickN(c echo.Context, snap *store.Snapshot, key string, q *query) error {
+func (s *Server) pickN(c echo.Context, snap *store.Snapshot, key string, q *query, exclude []string) error {
 	var buf [maxN]*store.Server
-	got := snap.PickN(key, q.exclude, q.n, buf[:0])
+	got := snap.PickN(key, exclude, q.n, buf[:0])
 	if len(got) == 0 {
 		s.noServer.Inc()
-		return writeError(c, http.StatusServiceUnavailable, noServerReason(snap, len(q.exclude)))
+		return writeError(c, http.StatusServiceUnavailable, noServerReason(snap, len(exclude)))
 	}
 	s.picks.Inc()
 	c.Response().Header()["Cache-Control"] = noStore
@@ -381,6 +391,28 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	if werr := writeError(c, code, msg); werr != nil {
 		s.log.WithError(werr).Debug("write error response")
 	}
+}
+
+// recoverPanics turns a handler panic into a 500 and a log line. echo's
+// Recover middleware allocates on every request; this wrapper is built once
+// per route.
+func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		defer func() {
+			if r := recover(); r != nil {
+				s.panicked(c, r)
+			}
+		}()
+		return next(c)
+	}
+}
+
+func (s *Server) panicked(c echo.Context, r any) {
+	if r == http.ErrAbortHandler {
+		panic(r)
+	}
+	s.log.WithField("panic", r).WithField("stack", string(debug.Stack())).Error("handler panicked")
+	s.errorHandler(echo.NewHTTPError(http.StatusInternalServerError, "internal error"), c)
 }
 
 // logWriter routes echo's internal logger to logrus at debug level.

@@ -24,9 +24,10 @@
 //     the process is paused or partitioned, because etcd checks the fence.
 //   - The lead context is cancelled when the replica observes the loss: its
 //     session ends (lease expired or revoked), no keep-alive of the lease was
-//     acknowledged for TTL, the leader key is deleted or replaced, the key's
-//     watch breaks, a fenced Txn fails its fence compare, or Run's ctx is
-//     cancelled. context.Cause of the lead context wraps [ErrNotLeader] for a
+//     acknowledged for TTL, the leader key is deleted or replaced (a broken
+//     watch of the key resumes from its last revision, so a deletion in the
+//     gap is still seen), a fenced Txn fails its fence compare, or Run's ctx
+//     is cancelled. context.Cause of the lead context wraps [ErrNotLeader] for a
 //     detected loss.
 //   - Every goroutine Run starts has exited when Run returns. (The etcd
 //     client keeps its own connection, lease and watch goroutines; the ones
@@ -83,7 +84,6 @@ var (
 	errKeyDeleted  = fmt.Errorf("%w: leader key deleted", ErrNotLeader)
 	errKeyReplaced = fmt.Errorf("%w: leader key replaced", ErrNotLeader)
 	errLeaseStale  = fmt.Errorf("%w: no lease keep-alive acknowledged for TTL", ErrNotLeader)
-	errWatchClosed = fmt.Errorf("%w: leader key watch closed", ErrNotLeader)
 	errFenceFailed = fmt.Errorf("%w: fenced txn compare failed", ErrNotLeader)
 	// errTermEnded ends a term whose lead function returned on its own.
 	errTermEnded = errors.New("election: lead function returned")
@@ -411,36 +411,94 @@ func (e *Election) watchLease(ctx context.Context, s *concurrency.Session, l *Le
 }
 
 // watchKey ends l as lost when the leader key is deleted or replaced; it
-// returns when ctx (the term's context) is done. A watch that closes or
-// fails counts as a loss: without it a deletion could go unseen. It is
-// separate from watchLease because Watch blocks until its stream is open,
-// which takes as long as etcd is unreachable.
+// returns when ctx (the term's context) is done. It is separate from
+// watchLease because Watch blocks until its stream is open, which takes as
+// long as etcd is unreachable.
+//
+// A broken watch is not a loss by itself: a raft leader election in etcd
+// cancels every RequireLeader watch, and stepping down for it would make
+// leadership flap whenever etcd changes its own leader. The watch resumes
+// from the last revision seen, so a deletion in the gap is still observed;
+// if that revision was compacted, a Get decides. While etcd stays
+// unreachable, watchLease ends the term when the lease goes stale.
 func (e *Election) watchKey(ctx context.Context, l *Leadership) {
+	// From the epoch itself, not epoch+1: a watch starting past etcd's
+	// revision holds back progress notifications for every watch sharing
+	// its gRPC stream. The creation event has CreateRevision == epoch and
+	// is not a loss.
+	rev := l.epoch
+	for ctx.Err() == nil {
+		lost, next := e.watchKeyFrom(ctx, l, rev)
+		if lost != nil {
+			l.end(lost, true)
+			return
+		}
+		rev = next
+		if !e.pauseShort(ctx) {
+			return
+		}
+	}
+}
+
+// watchKeyFrom watches the leader key from rev until the watch breaks. It
+// returns the reason leadership is lost, or nil and the revision to resume
+// from.
+func (e *Election) watchKeyFrom(ctx context.Context, l *Leadership, rev int64) (lost error, next int64) {
 	// WithRequireLeader fails the watch if the member loses its raft leader,
 	// instead of silently serving a stale view.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for wr := range e.cli.Watch(wctx, l.key, clientv3.WithRev(l.epoch+1)) {
+	for wr := range e.cli.Watch(wctx, l.key, clientv3.WithRev(rev)) {
 		if ctx.Err() != nil {
-			return
+			return nil, rev
+		}
+		if wr.CompactRevision != 0 || errors.Is(wr.Err(), rpctypes.ErrCompacted) {
+			return e.verifyKey(ctx, l)
 		}
 		if err := wr.Err(); err != nil {
-			l.end(fmt.Errorf("%w: watch leader key: %w", ErrNotLeader, err), true)
-			return
+			e.log.WithError(err).Debug("leader key watch broke; resuming")
+			return nil, rev
 		}
 		for _, ev := range wr.Events {
 			if ev.Type == clientv3.EventTypeDelete {
-				l.end(errKeyDeleted, true)
-				return
+				return errKeyDeleted, rev
 			}
 			if ev.Kv.CreateRevision != l.epoch {
-				l.end(errKeyReplaced, true)
-				return
+				return errKeyReplaced, rev
 			}
+			rev = ev.Kv.ModRevision
 		}
 	}
-	if ctx.Err() == nil {
-		l.end(errWatchClosed, true)
+	return nil, rev
+}
+
+// verifyKey reads the leader key after its watch history was compacted.
+func (e *Election) verifyKey(ctx context.Context, l *Leadership) (lost error, next int64) {
+	gctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
+	defer cancel()
+	resp, err := e.cli.Get(gctx, l.key)
+	switch {
+	case err != nil:
+		// Unknown; the lease watcher ends the term if etcd stays away.
+		return nil, l.epoch
+	case len(resp.Kvs) == 0:
+		return errKeyDeleted, 0
+	case resp.Kvs[0].CreateRevision != l.epoch:
+		return errKeyReplaced, 0
+	}
+	return nil, resp.Header.Revision
+}
+
+// pauseShort waits about 100ms before a watch is resumed; it reports false
+// if ctx ended first.
+func (e *Election) pauseShort(ctx context.Context) bool {
+	t := time.NewTimer(time.Duration(80+rand.Int64N(40)) * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -230,22 +230,37 @@ func (c *cluster) startTCPServer(id string) *tcpServer {
 	return s
 }
 
-// etcdctl runs the pinned etcdctl (go tool etcdctl) against the cluster.
+// etcdctl runs the pinned etcdctl (go tool etcdctl) against the cluster
+// and fails the test if it fails.
 func (c *cluster) etcdctl(args ...string) string {
 	c.t.Helper()
-	var eps []string
+	out, err := c.tryEtcdctl(args...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+// tryEtcdctl runs the pinned etcdctl against the cluster.
+func (c *cluster) tryEtcdctl(args ...string) (string, error) {
+	eps := map[string]bool{}
+	var list []string
 	for _, r := range c.replicas {
-		eps = append(eps, r.client)
+		if !eps[r.client] {
+			eps[r.client] = true
+			list = append(list, r.client)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", append([]string{"tool", "etcdctl", "--endpoints", strings.Join(eps, ","), "--dial-timeout", "3s"}, args...)...)
+	cmd := exec.CommandContext(ctx, "go", append([]string{"tool", "etcdctl", "--endpoints", strings.Join(list, ","),
+		"--dial-timeout", "3s", "--command-timeout", "5s"}, args...)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		c.t.Fatalf("etcdctl %s: %v\n%s", strings.Join(args, " "), err, out.String())
+		return out.String(), fmt.Errorf("etcdctl %s: %v\n%s", strings.Join(args, " "), err, out.String())
 	}
-	return out.String()
+	return out.String(), nil
 }
 
 var httpClient = &http.Client{Timeout: 2 * time.Second}

@@ -185,7 +185,7 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 
 	// Jitter the first round so replicas that win in turn after a flapping
 	// etcd do not probe in lockstep with a fixed phase.
-	first := time.Duration(rand.Int64N(int64(p.cfg.Interval) / 4))
+	first := time.Duration(rand.Int64N(max(1, int64(p.cfg.Interval)/4)))
 	timer := time.NewTimer(first)
 	defer timer.Stop()
 	for {

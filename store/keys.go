@@ -143,8 +143,11 @@ func ParseAddr(v string) (string, error) {
 	if host == "" {
 		return "", fmt.Errorf("addr %q: empty host", v)
 	}
+	if strings.ContainsFunc(host, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return "", fmt.Errorf("addr %q: host contains space or control characters", v)
+	}
 	n, err := strconv.Atoi(port)
-	if err != nil || n < 1 || n > 65535 {
+	if err != nil || port[0] < '0' || port[0] > '9' || n < 1 || n > 65535 {
 		return "", fmt.Errorf("addr %q: port must be a number in 1..65535", v)
 	}
 	return v, nil

@@ -2,6 +2,9 @@ package store
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tcpdispatch/tcpdispatch/balancer"
@@ -108,6 +111,24 @@ func (s *Snapshot) PickN(key string, exclude []string, n int, dst []*Server) []*
 		dst = append(dst, &s.Servers[s.eligible[i]])
 	}
 	return dst
+}
+
+// NewSnapshot builds a snapshot from a list of servers, as the watcher does
+// from etcd. Servers are sorted by id; each must have a unique valid id, and
+// Eligible decides whether it may be picked. It serves tests, benchmarks
+// and snapshots restored from disk.
+func NewSnapshot(revision int64, strategy balancer.Strategy, servers []Server, now time.Time) (*Snapshot, error) {
+	s := &Snapshot{Revision: revision, Strategy: strategy, BuiltAt: now, Servers: slices.Clone(servers)}
+	slices.SortFunc(s.Servers, func(a, b Server) int { return strings.Compare(a.ID, b.ID) })
+	for i, srv := range s.Servers {
+		if err := ValidateID(srv.ID); err != nil {
+			return nil, err
+		}
+		if i > 0 && s.Servers[i-1].ID == srv.ID {
+			return nil, fmt.Errorf("server id %q: listed twice", srv.ID)
+		}
+	}
+	return newSnapshot(s)
 }
 
 // newSnapshot finishes a snapshot whose exported fields are set: it indexes

@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 )
 
 // Config configures a Watcher.
@@ -204,18 +205,22 @@ func (w *Watcher) Run(ctx context.Context) error {
 				continue
 			}
 			needList = false
+			backoff = w.cfg.MinBackoff
 		}
-		var err error
-		needList, err = w.watch(ctx, m)
+		relist, delivered, err := w.watch(ctx, m)
+		needList = relist
 		if ctx.Err() != nil {
 			break
+		}
+		if delivered {
+			// A watch that worked for a while breaks for a fresh
+			// reason: retry it promptly.
+			backoff = w.cfg.MinBackoff
 		}
 		if err != nil {
 			w.log.WithError(err).Warn("watch etcd prefix; resuming")
 			sleep(ctx, jitter(backoff))
 			backoff = min(2*backoff, w.cfg.MaxBackoff)
-		} else {
-			backoff = w.cfg.MinBackoff
 		}
 	}
 	return nil
@@ -240,13 +245,20 @@ func (w *Watcher) list(ctx context.Context, m *model) error {
 }
 
 // watch follows changes after m.rev until the watch breaks. It reports
-// whether the model must be listed again (the revision was compacted).
-func (w *Watcher) watch(ctx context.Context, m *model) (relist bool, err error) {
+// whether the model must be listed again (the revision was compacted) and
+// whether etcd delivered anything before the break.
+func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, err error) {
 	// RequireLeader makes a member cut off from its quorum cancel the watch
-	// instead of leaving it silently stale.
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	// instead of leaving it silently stale. The stream tag gives this watch
+	// a gRPC stream of its own: progress requests are answered per stream,
+	// and other watches of the same client must not hold ours back.
+	wctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(ctx), "tcpdispatch-stream", "store"))
 	defer cancel()
-	wch := w.cli.Watch(wctx, w.keys.Prefix(), clientv3.WithPrefix(), clientv3.WithRev(m.rev+1), clientv3.WithProgressNotify())
+	// Watch from m.rev, not m.rev+1: etcd answers progress requests only
+	// once its revision reaches every watch's start revision, so a watch
+	// starting in the future would leave the copy's age growing on a quiet
+	// cluster. The event at m.rev itself is dropped below.
+	wch := w.cli.Watch(wctx, w.keys.Prefix(), clientv3.WithPrefix(), clientv3.WithRev(m.rev), clientv3.WithProgressNotify())
 
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -271,14 +283,15 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist bool, err error) 
 		if resp.CompactRevision != 0 {
 			w.metrics.compactions.Inc()
 			w.log.WithField("compact_revision", resp.CompactRevision).Warn("watch revision compacted; listing again")
-			return true, nil
+			return true, delivered, nil
 		}
 		if err := resp.Err(); err != nil {
 			if errors.Is(err, rpctypes.ErrCompacted) {
-				return true, nil
+				return true, delivered, nil
 			}
-			return false, err
+			return false, delivered, err
 		}
+		delivered = true
 		if resp.IsProgressNotify() {
 			w.confirm(resp.Header.Revision)
 			continue
@@ -304,13 +317,13 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist bool, err error) 
 		// for this watcher, so it is not used to advance m.rev.
 		m.rev = resp.Events[len(resp.Events)-1].Kv.ModRevision
 		if err := w.publish(m, m.rev); err != nil {
-			return false, err
+			return false, delivered, err
 		}
 	}
 	if ctx.Err() != nil {
-		return false, nil
+		return false, delivered, nil
 	}
-	return false, errors.New("watch channel closed")
+	return false, delivered, errors.New("watch channel closed")
 }
 
 // publish builds and installs a snapshot of m, known current at rev.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,10 +19,19 @@ import (
 
 // Member is one running embedded etcd member.
 type Member struct {
-	Etcd       *embed.Etcd
-	ClientURL  string
-	DataDir    string
-	clientPort int
+	Etcd      *embed.Etcd
+	ClientURL string
+	DataDir   string
+	stopOnce  sync.Once
+}
+
+// Stop stops the member and waits for it; later calls do nothing (embed's
+// own Close panics when called twice).
+func (m *Member) Stop() {
+	m.stopOnce.Do(func() {
+		m.Etcd.Close()
+		<-m.Etcd.Server.StopNotify()
+	})
 }
 
 // Start runs a single-member etcd cluster and returns it once it serves
@@ -53,11 +63,9 @@ func Start(t testing.TB) *Member {
 		e.Close()
 		t.Fatal("etcd did not become ready within 20s")
 	}
-	t.Cleanup(func() {
-		e.Close()
-		<-e.Server.StopNotify()
-	})
-	return &Member{Etcd: e, ClientURL: cURL.String(), DataDir: cfg.Dir}
+	m := &Member{Etcd: e, ClientURL: cURL.String(), DataDir: cfg.Dir}
+	t.Cleanup(m.Stop)
+	return m
 }
 
 // Client returns a client of m that is closed when the test ends.
