@@ -1,6 +1,8 @@
 package node
 
 import (
+	"strings"
+
 	"github.com/sirupsen/logrus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -47,8 +49,20 @@ func (c *logrusCore) Write(ent zapcore.Entry, fields []zapcore.Field) error {
 	if ent.LoggerName != "" {
 		e = e.WithField("logger", ent.LoggerName)
 	}
-	e.Log(logrusLevel(ent.Level), ent.Message)
+	level := logrusLevel(ent.Level)
+	if shutdownNoise(enc.Fields) {
+		level = logrus.DebugLevel
+	}
+	e.Log(level, ent.Message)
 	return nil
+}
+
+// shutdownNoise reports an entry that only says a listener was closed:
+// etcd logs those at error level on every clean stop.
+func shutdownNoise(fields map[string]any) bool {
+	msg, ok := fields["error"].(string)
+	return ok && (strings.HasSuffix(msg, "use of closed network connection") ||
+		msg == "http: Server closed" || msg == "grpc: the server has been stopped")
 }
 
 func (c *logrusCore) Sync() error { return nil }

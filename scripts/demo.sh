@@ -62,7 +62,7 @@ Try:
   curl -s http://127.0.0.1:8081/v1/servers
   curl -s http://127.0.0.1:8081/v1/status
   for i in \$(seq 60); do curl -s 'http://127.0.0.1:8081/get-tcp-ip?format=text'; echo; done | sort | uniq -c
-  echo hello | nc -q1 \$(curl -s 'http://127.0.0.1:8081/get-tcp-ip?format=text' | tr ':' ' ')
+  addr=\$(curl -s 'http://127.0.0.1:8081/get-tcp-ip?format=text'); exec 3<>/dev/tcp/\${addr%:*}/\${addr#*:}; echo hello >&3; head -n1 <&3; exec 3>&-
 
   ${ETCDCTL[*]} put /tcpdispatch/servers/tcp1/weight 1000
   ${ETCDCTL[*]} put /tcpdispatch/servers/tcp5/weight 0          # drain

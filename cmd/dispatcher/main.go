@@ -23,14 +23,21 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-func run(args []string) int {
-	cfg := node.DefaultConfig()
+// options are the parsed command line.
+type options struct {
+	cfg                            node.Config
+	endpoints, logFormat, logLevel string
+}
+
+// newFlags defines every flag on a new flag set writing into the options.
+func newFlags() (*flag.FlagSet, *options) {
+	o := &options{cfg: node.DefaultConfig()}
+	cfg := &o.cfg
 	fs := flag.NewFlagSet("dispatcher", flag.ContinueOnError)
-	var endpoints, logFormat, logLevel string
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "replica name; also the embedded etcd member's name")
 	fs.StringVar(&cfg.ListenHTTP, "listen-http", cfg.ListenHTTP, "address of the HTTP API (get-tcp-ip, /v1/*, /healthz, /readyz, /metrics)")
 	fs.StringVar(&cfg.Prefix, "prefix", cfg.Prefix, "etcd key prefix")
-	fs.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated client URLs of an existing etcd cluster; when set, no member is embedded")
+	fs.StringVar(&o.endpoints, "etcd-endpoints", "", "comma-separated client URLs of an existing etcd cluster; when set, no member is embedded")
 	fs.DurationVar(&cfg.EtcdDialTimeout, "etcd-dial-timeout", cfg.EtcdDialTimeout, "timeout for connecting to etcd (serving never waits for it)")
 	fs.StringVar(&cfg.EtcdLogLevel, "etcd-log-level", cfg.EtcdLogLevel, "level of etcd's own log lines passed on: debug, info, warn, error")
 
@@ -55,11 +62,23 @@ func run(args []string) int {
 	fs.IntVar(&cfg.Probe.Concurrency, "probe-concurrency", cfg.Probe.Concurrency, "probes in flight at once")
 	fs.DurationVar(&cfg.Probe.RefreshInterval, "health-refresh", cfg.Probe.RefreshInterval, "rewrite every health record this often even without a transition")
 	fs.DurationVar(&cfg.API.LameDuck, "shutdown-delay", cfg.API.LameDuck, "lame-duck window on shutdown: /readyz fails while get-tcp-ip still answers")
-	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: dispatcher [flags]\n\nEvery flag can also be set by the environment variable TCPDISPATCH_<FLAG>, upper-cased with - as _ (e.g. TCPDISPATCH_LISTEN_HTTP=:9090); a flag on the command line wins.\n\nFlags:\n")
 		fs.PrintDefaults()
+	}
+	return fs, o
+}
+
+func run(args []string) int {
+	fs, o := newFlags()
+	cfg, endpoints, logFormat, logLevel := &o.cfg, &o.endpoints, &o.logFormat, &o.logLevel
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
+			// Asked-for help goes to stdout, so that it can be paged.
+			fs.SetOutput(os.Stdout)
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -75,7 +94,7 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "dispatcher: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	for _, ep := range strings.Split(endpoints, ",") {
+	for _, ep := range strings.Split(*endpoints, ",") {
 		if ep = strings.TrimSpace(ep); ep != "" {
 			cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, ep)
 		}
@@ -83,16 +102,16 @@ func run(args []string) int {
 
 	logger := logrus.New()
 	logger.Out = os.Stderr
-	switch logFormat {
+	switch *logFormat {
 	case "text":
 		logger.Formatter = &logrus.TextFormatter{FullTimestamp: true, TimestampFormat: time.RFC3339Nano}
 	case "json":
 		logger.Formatter = &logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano}
 	default:
-		fmt.Fprintf(os.Stderr, "dispatcher: log-format %q: want text or json\n", logFormat)
+		fmt.Fprintf(os.Stderr, "dispatcher: log-format %q: want text or json\n", *logFormat)
 		return 2
 	}
-	lvl, err := logrus.ParseLevel(logLevel)
+	lvl, err := logrus.ParseLevel(*logLevel)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dispatcher: log-level:", err)
 		return 2
@@ -100,7 +119,7 @@ func run(args []string) int {
 	logger.SetLevel(lvl)
 	log := logrus.NewEntry(logger).WithField("replica", cfg.Name)
 
-	n, err := node.New(cfg, log)
+	n, err := node.New(*cfg, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dispatcher:", err)
 		return 2
