@@ -2,14 +2,27 @@
 //
 // A Picker is built once per configuration snapshot, off the request path,
 // and then shared by every request goroutine: Pick and PickN take no locks
-// and make no allocations. Three strategies are offered:
+// and make no allocations. Five strategies are offered:
 //
 //   - WRR: nginx's smooth weighted round robin, precomputed as a schedule so
 //     a pick is one atomic add and one slice read.
 //   - Random: weighted random, O(log n) per pick.
 //   - Hash: consistent hashing (a ketama-like ring) on a caller-supplied key.
 //     Ring positions depend only on backend IDs, weights and the key, so every
-//     dispatcher replica maps a key to the same backend.
+//     dispatcher replica maps a key to the same backend. With a load factor
+//     (Options.HashLoadFactor) it is consistent hashing with bounded loads
+//     (Mirrokni, Thorup, Zadimoghaddam 2017): a key whose backend is full
+//     walks on to the next backend with room.
+//   - P2C: the power of two choices: two backends drawn by weight, the less
+//     loaded one wins. O(log n) per pick.
+//   - LeastLoad: the least loaded backend of all, relative to its weight.
+//     O(n) per pick.
+//
+// Load, for P2C, LeastLoad and bounded Hash, is a backend's reported
+// connection count (Load.Conns, fixed per Picker) plus the clients handed to
+// it since that report (Load.Assigned, a shared atomic Counter that every
+// pick increments). Counting assignments keeps a stale report from herding
+// every new client onto the one backend that looked emptiest.
 //
 // Weights are relative; only their ratios matter. To bound memory and build
 // time, WRR schedules and hash rings are capped at 1<<20 entries; beyond that
@@ -22,6 +35,7 @@ package balancer
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -42,9 +56,18 @@ const (
 	Random Strategy = "random"
 	// Hash maps a key (the client IP or the ?key= value) to a backend with
 	// a consistent hash ring, so a key sticks to its backend while that
-	// backend stays in the set.
+	// backend stays in the set. With Options.HashLoadFactor > 0, a backend
+	// whose load reached its bound passes its keys on clockwise.
 	Hash Strategy = "hash"
+	// P2C draws two backends at random by weight and picks the one with
+	// the lower load per unit of weight.
+	P2C Strategy = "p2c"
+	// LeastLoad picks the backend with the lowest load per unit of weight.
+	LeastLoad Strategy = "least-load"
 )
+
+// validNames is listed in errors about unknown strategies.
+const validNames = "wrr, random, hash, p2c, least-load"
 
 // maxWeight bounds Backend.Weight so that sums over any realistic number of
 // backends cannot overflow int64.
@@ -52,7 +75,7 @@ const maxWeight = 1<<31 - 1
 
 var (
 	// ErrUnknownStrategy is wrapped by ParseStrategy and New when the
-	// strategy is not one of wrr, random or hash.
+	// strategy is not one of wrr, random, hash, p2c or least-load.
 	ErrUnknownStrategy = errors.New("unknown strategy")
 	// ErrDuplicateID is wrapped by New when two backends share an ID.
 	ErrDuplicateID = errors.New("duplicate backend ID")
@@ -67,10 +90,10 @@ func ParseStrategy(s string) (Strategy, error) {
 	switch st := Strategy(strings.ToLower(strings.TrimSpace(s))); st {
 	case "":
 		return WRR, nil
-	case WRR, Random, Hash:
+	case WRR, Random, Hash, P2C, LeastLoad:
 		return st, nil
 	}
-	return "", fmt.Errorf("parse strategy %q: %w (valid: wrr, random, hash)", s, ErrUnknownStrategy)
+	return "", fmt.Errorf("parse strategy %q: %w (valid: %s)", s, ErrUnknownStrategy, validNames)
 }
 
 // Backend is one server a Picker may choose.
@@ -84,11 +107,67 @@ type Backend struct {
 	Weight int
 }
 
+// Counter counts the clients handed to one backend. It is shared by the
+// Pickers of successive snapshots, so a count survives a rebuild, and is
+// padded to a cache line of its own because every pick of that backend
+// writes it.
+type Counter struct {
+	n atomic.Int64
+	_ [56]byte
+}
+
+// Load returns the count.
+func (c *Counter) Load() int64 { return c.n.Load() }
+
+// Add adds d to the count.
+func (c *Counter) Add(d int64) { c.n.Add(d) }
+
+// Load is what a Picker knows of one backend's occupancy.
+type Load struct {
+	// Conns is the backend's last reported connection count; 0 when
+	// unknown.
+	Conns int64
+	// Assigned, when not nil, is incremented by every pick that returns
+	// the backend as first choice, and its value is added to Conns by P2C,
+	// LeastLoad and bounded Hash. The owner resets it (by passing a fresh
+	// Counter to the next Picker) when a new report arrives. nil disables
+	// that accounting for the backend.
+	Assigned *Counter
+	// Capacity, when > 0, replaces Weight as the divisor of the load score
+	// of P2C and LeastLoad. Callers whose Weight already falls with the
+	// reported load pass a weight without that factor here, so that load is
+	// not counted twice.
+	Capacity int
+}
+
+// Options are the rarely needed knobs of NewWith.
+type Options struct {
+	// Loads, when not nil, must have one entry per backend, in the same
+	// order. When nil, the Picker counts its own assignments in counters
+	// of its own (as if every Load were {0, new(Counter)}).
+	Loads []Load
+	// HashLoadFactor is the bound c of consistent hashing with bounded
+	// loads: no backend is given a client while its load is at least
+	// ceil(c × (total load + 1) × weight/total weight). It must be 0 (no
+	// bound: plain consistent hashing) or > 1. Only Hash uses it.
+	HashLoadFactor float64
+	// RingWeights, when not nil, must have one entry per backend: Hash
+	// places ring points by these weights instead of Weight, which then
+	// only decides eligibility (> 0) and each backend's share of the load
+	// bound. Callers pass static weights here and load-adjusted ones as
+	// Weight, so that load changes move no keys on the ring. Entries <= 0
+	// of eligible backends count as 1.
+	RingWeights []int
+}
+
+// ErrBadOptions is wrapped by NewWith when Options are inconsistent.
+var ErrBadOptions = errors.New("bad picker options")
+
 // Picker chooses backends from the fixed set given to New.
 //
-// A Picker is immutable after New, apart from the WRR position counter,
-// which is atomic; all methods are safe for concurrent use without locks.
-// A Picker must not be copied.
+// A Picker is immutable after New, apart from the WRR position counter and
+// the assignment counters, which are atomic; all methods are safe for
+// concurrent use without locks. A Picker must not be copied.
 type Picker struct {
 	strategy Strategy
 	ids      []string
@@ -103,44 +182,75 @@ type Picker struct {
 	ring  []uint64 // Hash: sorted point positions
 	owner []int32  // Hash: owner[j] is the backend at ring[j]
 
-	// next is written by every WRR pick. The padding keeps it off the cache
-	// line holding the read-only fields above, which every pick also reads.
-	_    [64]byte
-	next atomic.Uint64
-	_    [56]byte
+	conns    []int64    // reported connections per backend
+	counters []*Counter // assignments per backend; entries may be nil
+	invW     []float64  // 1/weight, 0 for weight <= 0
+	// bound is HashLoadFactor/total weight, 0 when hashing is unbounded.
+	bound float64
+	// base is the total load (conns + assigned) when the Picker was built;
+	// picked counts the picks since, so base+picked is the current total.
+	base int64
+
+	// next and picked are written by picks. The padding keeps them off the
+	// cache line holding the read-only fields above, which every pick also
+	// reads.
+	_      [64]byte
+	next   atomic.Uint64
+	picked atomic.Int64
+	_      [48]byte
 }
 
-// New builds a Picker for strategy s over backends. The slice is copied;
-// results of Pick and PickN are indices into it. Backends with Weight <= 0
-// are never picked, and an empty or all-zero set is allowed (every pick
-// returns -1).
+// New builds a Picker for strategy s over backends; it is NewWith with zero
+// Options. The slice is copied; results of Pick and PickN are indices into
+// it. Backends with Weight <= 0 are never picked, and an empty or all-zero
+// set is allowed (every pick returns -1).
 //
-// New returns an error wrapping ErrUnknownStrategy if s is not WRR, Random
-// or Hash (New does not map "" to WRR; use ParseStrategy for operator
-// input), ErrDuplicateID if two backends share an ID, or ErrWeightTooLarge.
+// New returns an error wrapping ErrUnknownStrategy if s is not one of the
+// strategies above (New does not map "" to WRR; use ParseStrategy for
+// operator input), ErrDuplicateID if two backends share an ID, or
+// ErrWeightTooLarge.
 //
-// Cost: O(n) for Random; for WRR, O(L·n) or O(L·log n) where L is the
-// schedule length, sum(weights)/gcd(weights); for Hash, O(P·log P) where P is
-// the ring size, 1.6 points per unit of weight/100. L and P are capped at
-// 1<<20: above that, weights are scaled down proportionally with every
-// positive weight kept at least 1. Each scaled weight is within one unit of
-// the exact proportion, so only backends holding well under 1/2^20 of the
-// total weight see their relative share noticeably distorted (tiny weights
-// round up, never to zero). A smaller ring also spreads keys less evenly:
-// a backend's share of keys varies by roughly 1/sqrt(its points). New is
-// meant to run off the request path; it takes well under a second for
-// 10,000 backends.
+// Cost: O(n) for Random, P2C and LeastLoad; for WRR, O(L·n) or O(L·log n)
+// where L is the schedule length, sum(weights)/gcd(weights); for Hash,
+// O(P·log P) where P is the ring size, 1.6 points per unit of weight/100. L
+// and P are capped at 1<<20: above that, weights are scaled down
+// proportionally with every positive weight kept at least 1. Each scaled
+// weight is within one unit of the exact proportion, so only backends
+// holding well under 1/2^20 of the total weight see their relative share
+// noticeably distorted (tiny weights round up, never to zero). A smaller
+// ring also spreads keys less evenly: a backend's share of keys varies by
+// roughly 1/sqrt(its points). New is meant to run off the request path; it
+// takes well under a second for 10,000 backends.
 func New(s Strategy, backends []Backend) (*Picker, error) {
+	return NewWith(s, backends, Options{})
+}
+
+// NewWith is New with load information and options; see Options. It also
+// returns an error wrapping ErrBadOptions if len(o.Loads) is neither 0 nor
+// len(backends), or o.HashLoadFactor is neither 0 nor above 1.
+func NewWith(s Strategy, backends []Backend, o Options) (*Picker, error) {
 	switch s {
-	case WRR, Random, Hash:
+	case WRR, Random, Hash, P2C, LeastLoad:
 	default:
-		return nil, fmt.Errorf("new picker: strategy %q: %w (valid: wrr, random, hash)", s, ErrUnknownStrategy)
+		return nil, fmt.Errorf("new picker: strategy %q: %w (valid: %s)", s, ErrUnknownStrategy, validNames)
+	}
+	if o.Loads != nil && len(o.Loads) != len(backends) {
+		return nil, fmt.Errorf("new picker: %d loads for %d backends: %w", len(o.Loads), len(backends), ErrBadOptions)
+	}
+	if o.RingWeights != nil && len(o.RingWeights) != len(backends) {
+		return nil, fmt.Errorf("new picker: %d ring weights for %d backends: %w", len(o.RingWeights), len(backends), ErrBadOptions)
+	}
+	if o.HashLoadFactor != 0 && !(o.HashLoadFactor > 1 && o.HashLoadFactor < 1e6) {
+		return nil, fmt.Errorf("new picker: hash load factor %v: %w (want 0 or above 1)", o.HashLoadFactor, ErrBadOptions)
 	}
 	p := &Picker{
 		strategy: s,
 		ids:      make([]string, len(backends)),
 		index:    make(map[string]int32, len(backends)),
 		prefix:   make([]int64, len(backends)+1),
+		conns:    make([]int64, len(backends)),
+		counters: make([]*Counter, len(backends)),
+		invW:     make([]float64, len(backends)),
 	}
 	weights := make([]int64, len(backends))
 	for i, b := range backends {
@@ -154,9 +264,22 @@ func New(s Strategy, backends []Backend) (*Picker, error) {
 		p.index[b.ID] = int32(i)
 		if b.Weight > 0 {
 			weights[i] = int64(b.Weight)
+			p.invW[i] = 1 / float64(b.Weight)
 			p.eligible++
 		}
 		p.prefix[i+1] = p.prefix[i] + weights[i]
+		if o.Loads == nil {
+			p.counters[i] = new(Counter)
+		} else {
+			p.conns[i] = max(0, o.Loads[i].Conns)
+			p.counters[i] = o.Loads[i].Assigned
+			if c := o.Loads[i].Capacity; c > 0 && b.Weight > 0 {
+				p.invW[i] = 1 / float64(c)
+			}
+		}
+		if b.Weight > 0 {
+			p.base += p.load(i)
+		}
 	}
 	switch s {
 	case WRR:
@@ -167,7 +290,19 @@ func New(s Strategy, backends []Backend) (*Picker, error) {
 			p.next.Store(rand.Uint64N(uint64(len(p.seq))))
 		}
 	case Hash:
-		p.ring, p.owner = buildRing(p.ids, weights)
+		ringW := weights
+		if o.RingWeights != nil {
+			ringW = make([]int64, len(weights))
+			for i, w := range weights {
+				if w > 0 {
+					ringW[i] = min(max(1, int64(o.RingWeights[i])), maxWeight)
+				}
+			}
+		}
+		p.ring, p.owner = buildRing(p.ids, ringW)
+		if o.HashLoadFactor > 0 && p.total() > 0 {
+			p.bound = o.HashLoadFactor / float64(p.total())
+		}
 	}
 	return p, nil
 }
@@ -180,72 +315,200 @@ func (p *Picker) Strategy() Strategy { return p.strategy }
 func (p *Picker) Len() int { return len(p.ids) }
 
 // Pick returns the index (into the backends given to New) of the chosen
-// backend, or -1 if no backend with positive weight remains after exclusion.
+// backend, or -1 if no backend with positive weight remains after exclusion,
+// and counts one assignment to it.
 //
 // key is used only by Hash; callers pass the client IP or the ?key= value.
-// The same key yields the same backend for as long as that backend is in
-// the set and not excluded. Other strategies ignore key.
+// Without a load bound, the same key yields the same backend for as long as
+// that backend is in the set and not excluded; with one, also only while
+// that backend is below its bound. Other strategies ignore key.
 //
 // exclude lists backend IDs the caller must not receive, typically those it
 // just failed to reach; unknown IDs are ignored. WRR then claims further
 // schedule slots (at most 16 more) until one holds an allowed backend, and
 // otherwise falls back to a weighted random choice among the rest; Random
-// draws among the remaining backends by weight; Hash walks clockwise to the
-// next remaining backend.
+// and P2C draw among the remaining backends by weight; LeastLoad scans the
+// rest; Hash walks clockwise to the next remaining backend.
 //
 // Pick is safe for concurrent use and does not allocate as long as
-// len(exclude) <= 128. Cost: O(1) for WRR and O(log n) for Random and Hash
-// (plus O(len(key)) hashing); a non-empty exclude adds a map lookup and a
-// small sorted insert per ID.
+// len(exclude) <= 128. Cost: O(1) for WRR, O(log n) for Random, P2C and
+// unbounded Hash (plus O(len(key)) hashing), O(n) for LeastLoad; bounded
+// Hash adds a walk past full backends, short unless most are full; a
+// non-empty exclude adds a map lookup and a small sorted insert per ID.
 func (p *Picker) Pick(key string, exclude []string) int {
+	i := -1
 	if len(exclude) == 0 {
 		switch p.strategy {
 		case WRR:
-			if len(p.seq) == 0 {
-				return -1
+			if len(p.seq) > 0 {
+				i = int(p.seq[p.tick()%uint64(len(p.seq))])
 			}
-			return int(p.seq[p.tick()%uint64(len(p.seq))])
 		case Random:
-			if p.eligible == 0 {
-				return -1
+			if p.eligible > 0 {
+				i = p.locate(rand.Int64N(p.total()))
 			}
-			return p.locate(rand.Int64N(p.total()))
 		case Hash:
-			if len(p.ring) == 0 {
-				return -1
+			if len(p.ring) > 0 && p.bound == 0 {
+				i = int(p.owner[p.ringStart(key)])
+			} else if len(p.ring) > 0 {
+				i = p.hashBounded(key, nil)
 			}
-			return int(p.owner[p.ringStart(key)])
+		case P2C:
+			if p.eligible > 0 {
+				i = p.p2c(nil)
+			}
+		case LeastLoad:
+			i = p.least(nil)
+		}
+	} else {
+		var t taken
+		p.exclude(&t, exclude)
+		var one [1]int
+		if got := p.choose(key, &t, 1, one[:0]); len(got) > 0 {
+			i = got[0]
 		}
 	}
-	var t taken
-	p.exclude(&t, exclude)
-	var one [1]int
-	if got := p.pickN(key, &t, 1, one[:0]); len(got) > 0 {
-		return got[0]
+	if i >= 0 {
+		p.assign(i)
 	}
-	return -1
+	return i
 }
 
 // PickN appends to dst up to n distinct backend indices in order of
 // preference and returns the extended slice. The first is chosen exactly as
-// Pick would choose it; the rest are alternatives a client may try next:
-// for WRR the next distinct backends in the schedule, for Random weighted
-// sampling without replacement, for Hash the next distinct backends clockwise
-// on the ring (so the list is deterministic for a key). Fewer than n are
-// appended when fewer eligible, non-excluded backends exist. key and exclude
-// mean what they mean for Pick.
+// Pick would choose it, and counted as Pick counts it; the rest are
+// alternatives a client may try next, not counted: for WRR the next distinct
+// backends in the schedule, for Random and P2C weighted sampling without
+// replacement, for LeastLoad the next least loaded, for Hash the next
+// distinct backends clockwise on the ring (so the list is deterministic for
+// a key while no bound applies). Fewer than n are appended when fewer
+// eligible, non-excluded backends exist. key and exclude mean what they mean
+// for Pick.
 //
 // PickN is safe for concurrent use. It does not allocate when cap(dst)-len(dst)
 // >= n and len(exclude)+n <= 128. It is meant for small n: cost is
 // O(n·(n+len(exclude)+log Len())) in general, though Hash may walk up to the
-// whole ring when n approaches the number of backends.
+// whole ring when n approaches the number of backends, and LeastLoad scans
+// all backends per entry.
 func (p *Picker) PickN(key string, exclude []string, n int, dst []int) []int {
 	if n <= 0 {
 		return dst
 	}
 	var t taken
 	p.exclude(&t, exclude)
-	return p.pickN(key, &t, n, dst)
+	start := len(dst)
+	dst = p.choose(key, &t, n, dst)
+	if len(dst) > start {
+		p.assign(dst[start])
+	}
+	return dst
+}
+
+// assign counts one client handed to backend i.
+func (p *Picker) assign(i int) {
+	if c := p.counters[i]; c != nil {
+		c.Add(1)
+	}
+	if p.bound > 0 {
+		p.picked.Add(1)
+	}
+}
+
+// load returns backend i's current load: reported connections plus
+// assignments counted since.
+func (p *Picker) load(i int) int64 {
+	l := p.conns[i]
+	if c := p.counters[i]; c != nil {
+		l += c.Load()
+	}
+	return l
+}
+
+// score is backend i's load per unit of weight; lower is better. The +1
+// makes an empty backend's score depend on its weight, so a backend in slow
+// start (small weight) fills only up to its share instead of taking every
+// client while its load is 0.
+func (p *Picker) score(i int) float64 {
+	return float64(p.load(i)+1) * p.invW[i]
+}
+
+// p2c draws two backends not in t by weight and returns the one with the
+// lower score. A draw that repeats the first is retried twice, so small
+// sets still compare two distinct backends most of the time.
+func (p *Picker) p2c(t *taken) int {
+	a := p.draw(t)
+	if a < 0 {
+		return -1
+	}
+	b := a
+	for try := 0; try < 3 && b == a; try++ {
+		b = p.draw(t)
+	}
+	if p.score(b) < p.score(a) {
+		return b
+	}
+	return a
+}
+
+// draw returns a backend not in t (t may be nil) chosen by weight.
+func (p *Picker) draw(t *taken) int {
+	if t == nil {
+		return p.locate(rand.Int64N(p.total()))
+	}
+	return p.sample(t)
+}
+
+// least returns the eligible backend not in t (t may be nil) with the
+// lowest score, or -1. The scan starts at a random backend so that ties
+// are broken differently by each pick and each replica.
+func (p *Picker) least(t *taken) int {
+	n := len(p.ids)
+	if p.eligible == 0 || (t != nil && len(t.list()) >= p.eligible) {
+		return -1
+	}
+	best, bestScore := -1, 0.0
+	start := rand.IntN(n)
+	for k := range n {
+		i := start + k
+		if i >= n {
+			i -= n
+		}
+		if p.invW[i] == 0 || (t != nil && t.has(int32(i))) {
+			continue
+		}
+		if s := p.score(i); best < 0 || s < bestScore {
+			best, bestScore = i, s
+		}
+	}
+	return best
+}
+
+// hashBounded walks the ring clockwise from key's position to the first
+// backend not in t (t may be nil) whose load is below its bound. If every
+// remaining backend is full, which the bound's definition rules out unless
+// concurrent picks race past it, it returns the key's first remaining
+// backend, as unbounded hashing would.
+func (p *Picker) hashBounded(key string, t *taken) int {
+	r := len(p.ring)
+	total := p.base + p.picked.Load()
+	limit := p.bound * float64(total+1)
+	first := -1
+	for j, start := 0, p.ringStart(key); j < r; j++ {
+		c := p.owner[(start+j)%r]
+		if t != nil && t.has(c) {
+			continue
+		}
+		i := int(c)
+		if first < 0 {
+			first = i
+		}
+		// Capacity is ceil(limit × weight). The relative epsilon keeps a
+		// product that should be an exact integer from rounding up past it.
+		if x := limit * float64(p.weight(i)); float64(p.load(i)) < math.Ceil(x-x*1e-9) {
+			return i
+		}
+	}
+	return first
 }
 
 // Bounds on searching the WRR schedule for a backend that is not excluded:
@@ -258,8 +521,9 @@ const (
 	maxWalk  = 64
 )
 
-// pickN appends up to n backends not in t, adding each to t as it goes.
-func (p *Picker) pickN(key string, t *taken, n int, dst []int) []int {
+// choose appends up to n backends not in t, adding each to t as it goes.
+// It counts no assignment; its callers do.
+func (p *Picker) choose(key string, t *taken, n int, dst []int) []int {
 	// Knowing how many can still be found lets every loop below stop early
 	// instead of searching for backends that do not exist.
 	end := len(dst) + min(n, p.eligible-len(t.list()))
@@ -310,7 +574,31 @@ func (p *Picker) pickN(key string, t *taken, n int, dst []int) []int {
 			dst = append(dst, i)
 			t.add(int32(i), p.weight(i))
 		}
+	case P2C:
+		if len(dst) < end {
+			i := p.p2c(t)
+			dst = append(dst, i)
+			t.add(int32(i), p.weight(i))
+		}
+		for len(dst) < end {
+			i := p.sample(t)
+			dst = append(dst, i)
+			t.add(int32(i), p.weight(i))
+		}
+	case LeastLoad:
+		for len(dst) < end {
+			i := p.least(t)
+			dst = append(dst, i)
+			t.add(int32(i), p.weight(i))
+		}
 	case Hash:
+		if p.bound > 0 && len(p.ring) > 0 && len(dst) < end {
+			// The first choice respects the bound; alternatives are the
+			// next backends clockwise, as without one.
+			i := p.hashBounded(key, t)
+			dst = append(dst, i)
+			t.add(int32(i), p.weight(i))
+		}
 		// Every eligible backend has at least one point, so the walk finds
 		// all remaining ones within one turn of the ring.
 		r := len(p.ring)

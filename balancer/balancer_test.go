@@ -19,7 +19,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-var strategies = []balancer.Strategy{balancer.WRR, balancer.Random, balancer.Hash}
+var strategies = []balancer.Strategy{balancer.WRR, balancer.Random, balancer.Hash, balancer.P2C, balancer.LeastLoad}
 
 func TestParseStrategy(t *testing.T) {
 	tests := []struct {
