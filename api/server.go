@@ -301,13 +301,35 @@ func noServerReason(snap *store.Snapshot, excluded int) string {
 
 // serversResponse is the body of /v1/servers.
 type serversResponse struct {
-	Name          string         `json:"name"`
-	Revision      int64          `json:"revision"`
-	SnapshotAgeMs int64          `json:"snapshot_age_ms"`
-	Strategy      string         `json:"strategy"`
-	Leader        string         `json:"leader"`
-	Problems      []string       `json:"problems,omitempty"`
-	Servers       []store.Server `json:"servers"`
+	Name          string   `json:"name"`
+	Revision      int64    `json:"revision"`
+	SnapshotAgeMs int64    `json:"snapshot_age_ms"`
+	Strategy      string   `json:"strategy"`
+	Leader        string   `json:"leader"`
+	Problems      []string `json:"problems,omitempty"`
+	// Panic is set while too few servers are eligible and every healthy
+	// one is served (see store.Balancing).
+	Panic     bool          `json:"panic"`
+	Balancing balancingView `json:"balancing"`
+	Servers   []serverView  `json:"servers"`
+}
+
+// serverView is one server in /v1/servers: the snapshot's fields plus the
+// live count of clients this replica sent it since its last load report.
+type serverView struct {
+	store.Server
+	Assigned int64 `json:"assigned"`
+}
+
+// balancingView is store.Balancing with durations in a readable form.
+type balancingView struct {
+	SlowStart         string  `json:"slow_start"`
+	PanicThreshold    float64 `json:"panic_threshold"`
+	OverloadThreshold float64 `json:"overload_threshold"`
+	OverloadRecover   float64 `json:"overload_recover"`
+	HashLoadFactor    float64 `json:"hash_load_factor"`
+	Accounting        bool    `json:"assignment_accounting"`
+	MassRemoval       string  `json:"mass_removal"`
 }
 
 func (s *Server) servers(c echo.Context) error {
@@ -315,9 +337,18 @@ func (s *Server) servers(c echo.Context) error {
 	if snap == nil {
 		return writeError(c, http.StatusServiceUnavailable, "no snapshot yet: this replica has not reached etcd since it started")
 	}
+	views := make([]serverView, len(snap.Servers))
+	for i := range snap.Servers {
+		views[i] = serverView{Server: snap.Servers[i], Assigned: snap.Servers[i].Assigned()}
+	}
+	b := snap.Balancing
 	return c.JSON(http.StatusOK, serversResponse{
 		Name: s.cfg.Name, Revision: s.src.Sync().Revision, SnapshotAgeMs: ageMs(s.src.Age()),
-		Strategy: string(snap.Strategy), Leader: snap.Leader, Problems: snap.Problems, Servers: snap.Servers,
+		Strategy: string(snap.Strategy), Leader: snap.Leader, Problems: snap.Problems, Panic: snap.Panic,
+		Balancing: balancingView{SlowStart: b.SlowStart.String(), PanicThreshold: b.PanicThreshold,
+			OverloadThreshold: b.OverloadThreshold, OverloadRecover: b.OverloadRecover, HashLoadFactor: b.HashLoadFactor,
+			Accounting: b.Accounting, MassRemoval: b.MassRemoval},
+		Servers: views,
 	})
 }
 
@@ -334,6 +365,7 @@ type statusResponse struct {
 	Strategy      string `json:"strategy"`
 	Servers       int    `json:"servers"`
 	Eligible      int    `json:"eligible"`
+	Panic         bool   `json:"panic"`
 }
 
 func (s *Server) status(c echo.Context) error {
@@ -344,7 +376,7 @@ func (s *Server) status(c echo.Context) error {
 	}
 	if snap := s.src.Snapshot(); snap != nil {
 		st.Leader, st.LeaderEpoch = snap.Leader, snap.LeaderEpoch
-		st.Strategy, st.Servers, st.Eligible = string(snap.Strategy), len(snap.Servers), snap.Eligible()
+		st.Strategy, st.Servers, st.Eligible, st.Panic = string(snap.Strategy), len(snap.Servers), snap.Eligible(), snap.Panic
 		st.Ready = !s.draining.Load()
 	}
 	return c.JSON(http.StatusOK, st)

@@ -103,7 +103,7 @@ func snapshotOf(t testing.TB, cli *clientv3.Client, prefix string, kvs []kv) *st
 
 // fixtures are the snapshots the server tests answer from.
 type fixtures struct {
-	mixed *store.Snapshot // a, b, c eligible; d down; e bad weight; f bad addr; garbage strategy
+	mixed *store.Snapshot // a, b, c eligible; d down; e bad weight (keeps the default 100, eligible); f bad addr; garbage strategy
 	one   *store.Snapshot // only one eligible server
 	hash  *store.Snapshot // a..e eligible, hash strategy
 	none  *store.Snapshot // one server, down
@@ -139,8 +139,8 @@ func newFixtures(t *testing.T) fixtures {
 	})
 	// Sanity checks on what the watcher built, so that failures below are
 	// about the API.
-	if f.mixed.Eligible() != 3 || f.one.Eligible() != 1 || f.hash.Eligible() != 5 || f.none.Eligible() != 0 {
-		t.Fatalf("fixtures: eligible %d/%d/%d/%d; want 3/1/5/0",
+	if f.mixed.Eligible() != 4 || f.one.Eligible() != 1 || f.hash.Eligible() != 5 || f.none.Eligible() != 0 {
+		t.Fatalf("fixtures: eligible %d/%d/%d/%d; want 4/1/5/0",
 			f.mixed.Eligible(), f.one.Eligible(), f.hash.Eligible(), f.none.Eligible())
 	}
 	return f
@@ -253,8 +253,8 @@ func TestServer(t *testing.T) {
 		for range 50 {
 			seen[pick(t, get(t, h, "/get-tcp-ip", remote)).ID]++
 		}
-		if len(seen) != 3 || seen["a"] == 0 || seen["b"] == 0 || seen["c"] == 0 {
-			t.Fatalf("picks = %v; want a, b and c only", seen)
+		if len(seen) != 4 || seen["a"] == 0 || seen["b"] == 0 || seen["c"] == 0 || seen["e"] == 0 {
+			t.Fatalf("picks = %v; want a, b, c and e only", seen)
 		}
 		// wrr (the garbage strategy falls back to it): c has half the weight.
 		if seen["c"] >= seen["a"] {
@@ -265,18 +265,18 @@ func TestServer(t *testing.T) {
 	t.Run("exclude skips servers", func(t *testing.T) {
 		h := newTestServer(t, sourceOf(f.mixed), fakeLeader(false), nil).Handler()
 		for range 10 {
-			if p := pick(t, get(t, h, "/get-tcp-ip?exclude=a,%20b", remote)); p.ID != "c" || p.Addr != "10.0.0.3:9000" {
-				t.Fatalf("exclude a,b picked %+v; want c", p)
+			if p := pick(t, get(t, h, "/get-tcp-ip?exclude=a,%20b,e", remote)); p.ID != "c" || p.Addr != "10.0.0.3:9000" {
+				t.Fatalf("exclude a,b,e picked %+v; want c", p)
 			}
 		}
 	})
 
 	t.Run("exclude all", func(t *testing.T) {
 		h := newTestServer(t, sourceOf(f.mixed), fakeLeader(false), nil).Handler()
-		rec := get(t, h, "/get-tcp-ip?exclude=a,b,c", remote)
-		wantJSONError(t, rec, http.StatusServiceUnavailable, "no healthy server: 6 registered, 3 eligible, 3 excluded by the request")
-		rec = get(t, h, "/get-tcp-ip?exclude=a,b,c&n=3", remote)
-		wantJSONError(t, rec, http.StatusServiceUnavailable, "3 excluded by the request")
+		rec := get(t, h, "/get-tcp-ip?exclude=a,b,c,e", remote)
+		wantJSONError(t, rec, http.StatusServiceUnavailable, "no healthy server: 6 registered, 4 eligible, 4 excluded by the request")
+		rec = get(t, h, "/get-tcp-ip?exclude=a,b,c,e&n=3", remote)
+		wantJSONError(t, rec, http.StatusServiceUnavailable, "4 excluded by the request")
 	})
 
 	t.Run("no eligible server", func(t *testing.T) {
@@ -418,7 +418,7 @@ func TestServer(t *testing.T) {
 			errSub   string
 		}{
 			"a": {true, "up", ""}, "b": {true, "up", ""}, "c": {true, "up", ""},
-			"d": {false, "down", ""}, "e": {false, "up", `weight "heavy"`}, "f": {false, "unknown", `addr "10.0.0.6"`},
+			"d": {false, "down", ""}, "e": {true, "up", `weight "heavy"`}, "f": {false, "unknown", `addr "10.0.0.6"`},
 		}
 		if len(body.Servers) != len(want) {
 			t.Fatalf("%d servers; want %d: %s", len(body.Servers), len(want), rec.Body)
@@ -470,7 +470,7 @@ func TestServer(t *testing.T) {
 					t.Errorf("status = %s", rec.Body)
 				}
 				if tt.src.Snapshot() != nil && (body["leader"] != "replica-7" || body["leader_epoch"].(float64) <= 0 ||
-					body["servers"] != float64(6) || body["eligible"] != float64(3) || body["strategy"] != "wrr") {
+					body["servers"] != float64(6) || body["eligible"] != float64(4) || body["strategy"] != "wrr") {
 					t.Errorf("status snapshot fields = %s", rec.Body)
 				}
 			})

@@ -34,6 +34,11 @@ type Config struct {
 	// EtcdLogLevel is the level at which etcd's own logs (embedded member,
 	// client) are passed on: debug, info, warn, error.
 	EtcdLogLevel string
+	// SnapshotFile is where the replica keeps a copy of its last snapshot,
+	// so that a restart while etcd has no quorum still answers (stale, with
+	// its true age). Empty: "<data-dir>/tcpdispatch-snapshot.json" when
+	// embedding a member, none in external mode. "-" disables it.
+	SnapshotFile string
 	// LeaderTTL is the election session TTL: how long a dead leader holds
 	// leadership. Whole seconds; etcd enforces a minimum of 1.5 election
 	// timeouts.

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -130,6 +131,11 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 
+	snapFile := n.snapshotFile()
+	if snapFile != "" {
+		n.restore(watcher, snapFile)
+	}
+
 	// The watcher outlives the HTTP server so that get-tcp-ip stays
 	// current through the lame-duck window.
 	watchCtx, stopWatch := context.WithCancel(context.Background())
@@ -142,6 +148,13 @@ func (n *Node) Run(ctx context.Context) error {
 	}()
 	defer wg.Wait()
 
+	if snapFile != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.saveSnapshots(watchCtx, watcher, snapFile)
+		}()
+	}
 	electionDone := make(chan struct{})
 	wg.Add(1)
 	go func() {
@@ -183,6 +196,69 @@ func (n *Node) Run(ctx context.Context) error {
 	return err
 }
 
+// snapshotFile returns the path of the saved snapshot, or "" for none.
+func (n *Node) snapshotFile() string {
+	switch f := n.cfg.SnapshotFile; {
+	case f == "-":
+		return ""
+	case f != "":
+		return f
+	case len(n.cfg.EtcdEndpoints) == 0:
+		return filepath.Join(n.dataDir(), "tcpdispatch-snapshot.json")
+	}
+	return ""
+}
+
+// restore installs the saved snapshot, if any, before etcd answers.
+func (n *Node) restore(w *store.Watcher, path string) {
+	s, confirmed, err := store.LoadSnapshot(path, time.Now())
+	switch {
+	case errors.Is(err, store.ErrNoSavedSnapshot):
+		return
+	case err != nil:
+		n.log.WithError(err).Warn("ignoring the saved snapshot")
+		return
+	}
+	if w.Restore(s, confirmed) {
+		n.log.WithFields(logrus.Fields{"revision": s.Revision, "servers": len(s.Servers),
+			"age": time.Since(confirmed).Round(time.Millisecond)}).Info("serving the saved snapshot until etcd answers")
+	}
+}
+
+// saveSnapshots writes the current snapshot to path whenever it changes,
+// at most once a second, until ctx is cancelled.
+func (n *Node) saveSnapshots(ctx context.Context, w *store.Watcher, path string) {
+	var saved *store.Snapshot
+	for {
+		changed := w.Changed()
+		if s := w.Snapshot(); s != nil && s != saved {
+			if err := store.SaveSnapshot(path, s, w.Sync().At, time.Now()); err != nil {
+				n.log.WithError(err).Warn("save snapshot")
+			} else {
+				saved = s
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// dataDir returns the embedded member's data directory.
+func (n *Node) dataDir() string {
+	if n.cfg.Embed.DataDir != "" {
+		return n.cfg.Embed.DataDir
+	}
+	return n.cfg.Name + ".etcd"
+}
+
 // startMember starts the embedded etcd member. It does not wait for the
 // member to join its cluster: a three-member cluster needs its peers, and
 // HTTP must answer meanwhile.
@@ -190,10 +266,7 @@ func (n *Node) startMember() (*embed.Etcd, error) {
 	e := n.cfg.Embed
 	cfg := embed.NewConfig()
 	cfg.Name = n.cfg.Name
-	cfg.Dir = e.DataDir
-	if cfg.Dir == "" {
-		cfg.Dir = n.cfg.Name + ".etcd"
-	}
+	cfg.Dir = n.dataDir()
 	var err error
 	if cfg.ListenClientUrls, err = parseURLs(e.ListenClientURLs); err != nil {
 		return nil, err

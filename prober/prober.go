@@ -4,6 +4,13 @@
 // transitions and on a slow refresh, batched into transactions, never one
 // write per probe.
 //
+// A server with a status URL is also pulled for its status document (see
+// Status) after each successful connect; a failed pull counts as a failed
+// probe. The load it reports is smoothed (EWMA), run through overload
+// hysteresis, and written into the same health record, again only when it
+// changed meaningfully (5 points of load, 5% of conns, a state change) or
+// every LoadRefresh.
+//
 // A prober runs only while its replica leads: Run receives the leadership
 // context and returns when it is cancelled. A new leader starts from the
 // health records already in etcd, so a failover neither marks every server
@@ -17,6 +24,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -51,6 +59,19 @@ type Config struct {
 	BatchSize int
 	// OpTimeout bounds each etcd transaction. Default 2s.
 	OpTimeout time.Duration
+	// LoadRefresh is how often a load report is rewritten even without a
+	// meaningful change, so replicas can tell a steady server from a
+	// leader that stopped pulling. Default 10s; below Interval it means
+	// every round.
+	LoadRefresh time.Duration
+	// ReportTTL is how long replicas use a load report after its pull
+	// (written into the record as report_expires). Default 30s; must
+	// exceed LoadRefresh.
+	ReportTTL time.Duration
+	// LoadSmoothing is the EWMA weight of a new load sample, in (0, 1];
+	// 1 disables smoothing. Default 0.5 (a change is half felt after one
+	// interval, 94% after four).
+	LoadSmoothing float64
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -66,6 +87,9 @@ func DefaultConfig() Config {
 		RefreshInterval: 30 * time.Second,
 		BatchSize:       100,
 		OpTimeout:       2 * time.Second,
+		LoadRefresh:     10 * time.Second,
+		ReportTTL:       30 * time.Second,
+		LoadSmoothing:   0.5,
 		Now:             time.Now,
 	}
 }
@@ -85,6 +109,12 @@ func (c Config) Validate() error {
 		return errors.New("prober: refresh interval must be at least the probe interval")
 	case c.OpTimeout <= 0:
 		return errors.New("prober: op timeout must be positive")
+	case c.LoadRefresh <= 0:
+		return errors.New("prober: load refresh must be positive")
+	case c.ReportTTL <= c.LoadRefresh:
+		return fmt.Errorf("prober: report TTL (%v) must exceed the load refresh (%v)", c.ReportTTL, c.LoadRefresh)
+	case !(c.LoadSmoothing > 0 && c.LoadSmoothing <= 1):
+		return errors.New("prober: load smoothing must be in (0, 1]")
 	}
 	return nil
 }
@@ -115,6 +145,15 @@ func (c *Config) setDefaults() {
 	if c.OpTimeout == 0 {
 		c.OpTimeout = d.OpTimeout
 	}
+	if c.LoadRefresh == 0 {
+		c.LoadRefresh = d.LoadRefresh
+	}
+	if c.ReportTTL == 0 {
+		c.ReportTTL = 3 * c.LoadRefresh
+	}
+	if c.LoadSmoothing == 0 {
+		c.LoadSmoothing = d.LoadSmoothing
+	}
 	if c.Now == nil {
 		c.Now = d.Now
 	}
@@ -143,6 +182,7 @@ type Prober struct {
 	snaps   Snapshots
 	log     *logrus.Entry
 	dialer  net.Dialer
+	http    *http.Client
 	metrics *metrics
 }
 
@@ -162,14 +202,22 @@ func New(cfg Config, keys store.Keys, snaps Snapshots, log *logrus.Entry, reg pr
 	if err != nil {
 		return nil, err
 	}
-	return &Prober{cfg: cfg, keys: keys, snaps: snaps, log: log, metrics: m, dialer: net.Dialer{Timeout: cfg.Timeout}}, nil
+	// No keep-alives: a pull per server per interval is cheap, and idle
+	// connections would outlive the leadership term that opened them.
+	hc := &http.Client{
+		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil,
+			DialContext: (&net.Dialer{Timeout: cfg.Timeout}).DialContext, MaxResponseHeaderBytes: 16 << 10},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return &Prober{cfg: cfg, keys: keys, snaps: snaps, log: log, metrics: m, dialer: net.Dialer{Timeout: cfg.Timeout}, http: hc}, nil
 }
 
 // target is one server to probe in a round.
 type target struct {
-	id, addr string
-	ok       bool
-	reason   string
+	id, addr, statusURL string
+	ok                  bool
+	reason              string
+	status              *Status // the pulled document; nil without one
 }
 
 // Run probes until ctx (the leadership context) is cancelled, writing
@@ -179,9 +227,10 @@ type target struct {
 func (p *Prober) Run(ctx context.Context, w Writer) error {
 	log := p.log.WithField("epoch", w.Epoch())
 	trackers := make(map[string]*tracker)
+	loads := make(map[string]*loadTracker)
 	pending := make(map[string]store.Health) // records not yet written
 	lastRefresh := p.cfg.Now()
-	seeded := false
+	seeded, firstRound := false, true
 
 	// Jitter the first round so replicas that win in turn after a flapping
 	// etcd do not probe in lockstep with a fixed phase.
@@ -201,16 +250,19 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 			continue
 		}
 		if !seeded {
-			p.seed(snap, trackers)
+			p.seed(snap, trackers, loads)
 			seeded = true
 		}
-		targets := p.targets(snap, trackers, pending)
+		targets := p.targets(snap, trackers, loads, pending)
 		p.probe(ctx, targets)
 		if ctx.Err() != nil {
 			return nil
 		}
 		now := p.cfg.Now()
-		refresh := now.Sub(lastRefresh) >= p.cfg.RefreshInterval
+		// The first round of a term rewrites every record: readers then see
+		// which epoch vouches for each verdict, and the term's first fenced
+		// write proves the takeover without waiting for a transition.
+		refresh := firstRound || now.Sub(lastRefresh) >= p.cfg.RefreshInterval
 		for _, t := range targets {
 			tr := trackers[t.id]
 			changed := tr.observe(t.ok, t.reason, now, p.cfg.Rise, p.cfg.Fall)
@@ -218,14 +270,25 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 				p.metrics.transitions.Inc()
 				log.WithFields(logrus.Fields{"server": t.id, "addr": t.addr, "up": tr.status == statusUp, "reason": t.reason}).Info("server health changed")
 			}
-			if changed || refresh || !recorded(snap, t.id, tr) {
-				pending[t.id] = store.Health{Addr: tr.addr, Healthy: tr.status == statusUp, Since: tr.since,
+			lt := loads[t.id]
+			lt.observe(t.status, now, p.cfg.LoadSmoothing, snap.Balancing.OverloadThreshold, snap.Balancing.OverloadRecover)
+			if lt.overloaded != lt.wOverloaded && lt.has {
+				log.WithFields(logrus.Fields{"server": t.id, "overloaded": lt.overloaded, "load": lt.last.Utilization()}).Info("server overload changed")
+			}
+			if changed || refresh || !recorded(snap, t.id, tr) || lt.dirty(now, p.cfg.LoadRefresh) {
+				h := store.Health{Addr: tr.addr, Healthy: tr.status == statusUp, Since: tr.since,
 					CheckedAt: now, Reason: tr.reason, Epoch: w.Epoch(), Leader: w.Name()}
+				lt.fill(&h, p.cfg.ReportTTL)
+				// Marked written now: a failed flush keeps h pending and
+				// retries it, and a newer change replaces it.
+				lt.markWritten(h)
+				pending[t.id] = h
 			}
 		}
 		if refresh {
 			lastRefresh = now
 		}
+		firstRound = false
 		if err := p.flush(ctx, w, snap, pending); err != nil {
 			if errors.Is(err, election.ErrNotLeader) {
 				return err
@@ -241,8 +304,14 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 }
 
 // seed initialises trackers from the records a previous leader wrote.
-func (p *Prober) seed(snap *store.Snapshot, trackers map[string]*tracker) {
+func (p *Prober) seed(snap *store.Snapshot, trackers map[string]*tracker, loads map[string]*loadTracker) {
 	for _, s := range snap.Servers {
+		if s.Report == "fresh" {
+			// What etcd holds, so an unchanged load is not rewritten at
+			// once by every new leader.
+			loads[s.ID] = &loadTracker{written: true, wLoad: s.Load, wConns: s.Conns, wOverloaded: s.Overloaded,
+				wDraining: s.Draining && s.Weight > 0, wAt: s.ReportedAt, overloaded: s.Overloaded, ewma: s.Load, has: false}
+		}
 		if s.State == "unknown" {
 			continue
 		}
@@ -261,7 +330,7 @@ func recorded(snap *store.Snapshot, id string, tr *tracker) bool {
 }
 
 // targets lists the servers to probe and drops state of removed ones.
-func (p *Prober) targets(snap *store.Snapshot, trackers map[string]*tracker, pending map[string]store.Health) []target {
+func (p *Prober) targets(snap *store.Snapshot, trackers map[string]*tracker, loads map[string]*loadTracker, pending map[string]store.Health) []target {
 	out := make([]target, 0, len(snap.Servers))
 	live := make(map[string]bool, len(snap.Servers))
 	for _, s := range snap.Servers {
@@ -275,12 +344,21 @@ func (p *Prober) targets(snap *store.Snapshot, trackers map[string]*tracker, pen
 			// says nothing about it.
 			tr = &tracker{addr: s.Addr}
 			trackers[s.ID] = tr
+			delete(loads, s.ID)
 		}
-		out = append(out, target{id: s.ID, addr: s.Addr})
+		if loads[s.ID] == nil {
+			loads[s.ID] = &loadTracker{}
+		}
+		out = append(out, target{id: s.ID, addr: s.Addr, statusURL: s.StatusURL})
 	}
 	for id := range trackers {
 		if !live[id] {
 			delete(trackers, id)
+		}
+	}
+	for id := range loads {
+		if !live[id] {
+			delete(loads, id)
 		}
 	}
 	for id := range pending {
@@ -303,6 +381,15 @@ func (p *Prober) probe(ctx context.Context, targets []target) {
 			for i := range work {
 				t := &targets[i]
 				t.ok, t.reason = p.check(ctx, t.addr)
+				if t.ok && t.statusURL != "" {
+					st, err := pullStatus(ctx, p.http, t.statusURL, p.cfg.Timeout)
+					if err != nil {
+						p.metrics.statusFailures.Inc()
+						t.ok, t.reason = false, err.Error()
+					} else {
+						t.status = &st
+					}
+				}
 			}
 		}()
 	}
@@ -371,6 +458,7 @@ func (p *Prober) flush(ctx context.Context, w Writer, snap *store.Snapshot, pend
 
 type metrics struct {
 	rounds, transitions, failures, txns, writes prometheus.Counter
+	statusFailures                              prometheus.Counter
 	latency                                     prometheus.Histogram
 }
 
@@ -386,11 +474,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Fenced transactions committed with health records."}),
 		writes: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_writes_total",
 			Help: "Health records written or deleted."}),
+		statusFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_status_failures_total",
+			Help: "Failed pulls of status documents (counted as failed probes)."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tcpdispatch_prober_probe_seconds",
 			Help: "TCP connect probe latency.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 12)}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.rounds, m.transitions, m.failures, m.txns, m.writes, m.latency} {
+		for _, c := range []prometheus.Collector{m.rounds, m.transitions, m.failures, m.txns, m.writes, m.latency, m.statusFailures} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register prober metrics: %w", err)
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -466,8 +467,9 @@ func TestProberLifecycle(t *testing.T) {
 }
 
 // TestProberSeedsFromEtcd starts a prober as a new leader would, with
-// records a previous leader wrote: verdicts carry over, so a dead server
-// marked up needs fall failures, and live servers cost no write.
+// records a previous leader wrote: verdicts carry over (the term's first
+// round stamps them with its epoch), so a dead server marked up needs fall
+// failures.
 func TestProberSeedsFromEtcd(t *testing.T) {
 	e := newEnv(t)
 	live := listen(t, "")
@@ -497,32 +499,50 @@ func TestProberSeedsFromEtcd(t *testing.T) {
 	started := time.Now()
 	stop, _ := runInBackground(t, "prober", func(ctx context.Context) error { return p.Run(ctx, wr) })
 
-	var ev *clientv3.Event
-	select {
-	case resp := <-wch:
-		if err := resp.Err(); err != nil || len(resp.Events) == 0 {
-			t.Fatalf("watch: %v, %d events", err, len(resp.Events))
+	// The term's first round stamps every record with the new epoch but
+	// keeps the old verdicts and their since; dead goes down only after
+	// fall failures.
+	var down *store.Health
+	stamped := map[string]bool{}
+	deadline := time.After(10 * time.Second)
+	for down == nil {
+		var resp clientv3.WatchResponse
+		select {
+		case resp = <-wch:
+		case <-deadline:
+			t.Fatal("dead did not go down within 10s")
 		}
-		ev = resp.Events[0]
-	case <-time.After(10 * time.Second):
-		t.Fatal("no health write within 10s; want dead to go down")
+		if err := resp.Err(); err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		for _, ev := range resp.Events {
+			var h store.Health
+			if err := json.Unmarshal(ev.Kv.Value, &h); err != nil {
+				t.Fatal(err)
+			}
+			if h.Epoch != wr.epoch || h.Leader != "leader-2" {
+				t.Errorf("record written with epoch %d by %q; want %d by leader-2", h.Epoch, h.Leader, wr.epoch)
+			}
+			id := strings.TrimPrefix(string(ev.Kv.Key), e.keys.HealthPrefix())
+			if !h.Healthy {
+				if id != "dead" {
+					t.Fatalf("%s went down; want only dead to", id)
+				}
+				down = &h
+				break
+			}
+			if !h.Since.Equal(since) {
+				t.Errorf("takeover record of %s = %+v; want the old since %v kept", id, h, since)
+			}
+			stamped[id] = true
+		}
 	}
-	var h store.Health
-	if err := json.Unmarshal(ev.Kv.Value, &h); err != nil {
-		t.Fatal(err)
+	if !stamped["dead"] || !stamped["live"] {
+		t.Errorf("takeover stamped %v; want both records rewritten with the new epoch", stamped)
 	}
-	if string(ev.Kv.Key) != e.keys.Health("dead") || h.Healthy {
-		t.Fatalf("first health write = %s %+v; want dead going down (live must not be rewritten)", ev.Kv.Key, h)
-	}
-	if min := time.Duration(cfg.Fall-1)*interval - slack; h.CheckedAt.Sub(started) < min {
+	if min := time.Duration(cfg.Fall-1)*interval - slack; down.CheckedAt.Sub(started) < min {
 		t.Errorf("dead went down %v after the prober started; want >= %v: the old verdict must need fall = %d failures",
-			h.CheckedAt.Sub(started), min, cfg.Fall)
-	}
-	if h.Epoch != wr.epoch || h.Leader != "leader-2" {
-		t.Errorf("record written with epoch %d by %q; want %d by leader-2", h.Epoch, h.Leader, wr.epoch)
-	}
-	if l, _ := getHealth(t, e.cli, e.keys, "live"); l.Epoch != 1 || !l.Since.Equal(since) {
-		t.Errorf("live's record = %+v; want the old leader's record untouched", l)
+			down.CheckedAt.Sub(started), min, cfg.Fall)
 	}
 	stop()
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -22,14 +23,23 @@ const MaxWeight = 10000
 const (
 	FieldAddr   = "addr"
 	FieldWeight = "weight"
+	// FieldStatusURL is the http(s) URL of the server's status document
+	// (see prober.ParseStatus), pulled by the leader.
+	FieldStatusURL = "status-url"
+	// FieldDrain is "true" or "false"; true stops new assignments while
+	// the server stays listed and probed.
+	FieldDrain = "drain"
 )
 
 // Keys is the etcd key layout under one prefix:
 //
 //	<prefix>servers/<id>/addr     host:port (operator)
 //	<prefix>servers/<id>/weight   0..10000, default 100 (operator)
-//	<prefix>config/strategy       wrr | random | hash (operator)
-//	<prefix>health/<id>           JSON Health (leader, fenced)
+//	<prefix>servers/<id>/status-url  http(s) URL of the status document (operator)
+//	<prefix>servers/<id>/drain    true | false (operator)
+//	<prefix>config/strategy       wrr | random | hash | p2c | least-load (operator)
+//	<prefix>config/<name>         balancing settings, see Balancing (operator)
+//	<prefix>health/<id>           JSON Health, with the load report (leader, fenced)
 //	<prefix>election/<lease>      leader election (concurrency.Election)
 type Keys struct {
 	prefix string
@@ -63,6 +73,9 @@ func (k Keys) ServerField(id, field string) string { return k.Server(id) + field
 // Strategy returns the key holding the balancing strategy.
 func (k Keys) Strategy() string { return k.prefix + "config/strategy" }
 
+// Config returns the key of the balancing setting name (see Balancing).
+func (k Keys) Config(name string) string { return k.prefix + "config/" + name }
+
 // HealthPrefix returns the prefix of the leader-written health records.
 func (k Keys) HealthPrefix() string { return k.prefix + "health/" }
 
@@ -80,12 +93,13 @@ const (
 	kindUnknown keyKind = iota
 	kindServerField
 	kindStrategy
+	kindConfig
 	kindHealth
 	kindElection
 )
 
 // parse classifies key; id and field are set for server keys, id for health
-// keys.
+// keys, field for config keys other than the strategy.
 func (k Keys) parse(key string) (kind keyKind, id, field string) {
 	rest, ok := strings.CutPrefix(key, k.prefix)
 	if !ok {
@@ -94,6 +108,14 @@ func (k Keys) parse(key string) (kind keyKind, id, field string) {
 	switch {
 	case rest == "config/strategy":
 		return kindStrategy, "", ""
+	case strings.HasPrefix(rest, "config/"):
+		// Only the settings this version knows are read; others are
+		// ignored like any key outside the layout.
+		name := rest[len("config/"):]
+		if configParsers[name] == nil {
+			return kindUnknown, "", ""
+		}
+		return kindConfig, "", name
 	case strings.HasPrefix(rest, "servers/"):
 		id, field, ok := strings.Cut(rest[len("servers/"):], "/")
 		if !ok || ValidateID(id) != nil || field == "" || strings.Contains(field, "/") {
@@ -166,9 +188,41 @@ func ParseWeight(v string) (int, error) {
 	return n, nil
 }
 
+// ParseStatusURL validates a status URL written by an operator: an absolute
+// http or https URL with a host. Surrounding space is ignored.
+func ParseStatusURL(v string) (string, error) {
+	v = strings.TrimSpace(v)
+	u, err := url.Parse(v)
+	if err != nil {
+		return "", fmt.Errorf("status-url %q: %w", v, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return "", fmt.Errorf("status-url %q: want http://host[:port]/path (no credentials)", v)
+	}
+	return v, nil
+}
+
+// ParseDrain validates a drain flag written by an operator: "true" or
+// "false", any case, surrounding space ignored.
+func ParseDrain(v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	}
+	return false, fmt.Errorf("drain %q: want true or false", v)
+}
+
 // Health is the leader's verdict on one server, stored as JSON under
 // health/<id>. Epoch is the writer's leader epoch (the create revision of its
 // election key), so a reader can tell which term wrote it.
+//
+// For a server with a status URL the record also carries the last load
+// report (the fields from Load on). ReportedAt is zero when there is none:
+// no status URL, or the last pull failed. A replica ignores a report once
+// its clock passes ReportExpires, so a number the leader stopped refreshing
+// never steers traffic.
 type Health struct {
 	// Addr is the address that was probed; a verdict for another address
 	// than the one registered now does not apply.
@@ -182,7 +236,27 @@ type Health struct {
 	Reason string `json:"reason,omitempty"`
 	Epoch  int64  `json:"epoch"`
 	Leader string `json:"leader"`
+
+	// Load is the smoothed (EWMA) load, 0..1: the larger of the reported
+	// load and conns/max_conns.
+	Load float64 `json:"load,omitempty"`
+	// Conns and MaxConns are as last reported; MaxConns 0 is unlimited.
+	Conns    int64 `json:"conns,omitempty"`
+	MaxConns int64 `json:"max_conns,omitempty"`
+	// Overloaded is the leader's hysteresis verdict: set when the raw load
+	// reaches the overload threshold (or conns reach max_conns), cleared
+	// when it falls below the recover mark.
+	Overloaded bool `json:"overloaded,omitempty"`
+	// Draining is the server's own draining flag.
+	Draining bool `json:"draining,omitempty"`
+	// ReportedAt is when the status document was pulled; ReportExpires is
+	// when replicas stop using it (both leader clock).
+	ReportedAt    time.Time `json:"reported_at,omitzero"`
+	ReportExpires time.Time `json:"report_expires,omitzero"`
 }
+
+// HasReport reports whether h carries a load report.
+func (h Health) HasReport() bool { return !h.ReportedAt.IsZero() }
 
 // errEmptyHealth is returned for a health record without an address.
 var errEmptyHealth = errors.New("health record without addr")

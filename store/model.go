@@ -3,7 +3,10 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"math"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/tcpdispatch/tcpdispatch/balancer"
@@ -18,6 +21,11 @@ type model struct {
 	health  map[string]*field[Health]
 	// strategy is present while the key exists.
 	strategy field[balancer.Strategy]
+	// config holds the other config/<name> keys (see Balancing).
+	config map[string]*field[any]
+	// lastEligible maps the servers eligible in the last build to their
+	// effective weights, for the mass-removal guard.
+	lastEligible map[string]int
 	// election maps election keys to their owner and create revision.
 	election map[string]electionKey
 	// present marks keys seen during a re-list; see beginRelist.
@@ -52,15 +60,21 @@ func (f *field[T]) set(v T, err error) {
 func (f *field[T]) clear() { *f = field[T]{} }
 
 type serverState struct {
-	addr   field[string]
-	weight field[int]
+	addr      field[string]
+	weight    field[int]
+	statusURL field[string]
+	drain     field[bool]
 	// unknown keeps fields this version does not interpret, so that newer
-	// operator keys (status-url, drain) are tolerated, not reported.
+	// operator keys are tolerated, not reported.
 	unknown map[string]string
+	// assigned counts this replica's picks of the server since the load
+	// report of reportedAt; a new report starts a new counter.
+	assigned   *balancer.Counter
+	reportedAt time.Time
 }
 
 func (s *serverState) empty() bool {
-	return !s.addr.present && !s.weight.present && len(s.unknown) == 0
+	return !s.addr.present && !s.weight.present && !s.statusURL.present && !s.drain.present && len(s.unknown) == 0
 }
 
 func newModel(keys Keys) *model {
@@ -69,6 +83,7 @@ func newModel(keys Keys) *model {
 		servers:  make(map[string]*serverState),
 		health:   make(map[string]*field[Health]),
 		election: make(map[string]electionKey),
+		config:   make(map[string]*field[any]),
 	}
 }
 
@@ -103,6 +118,14 @@ func (m *model) put(key string, value []byte, createRev int64) *rejected {
 			var w int
 			w, err = ParseWeight(string(value))
 			s.weight.set(w, err)
+		case FieldStatusURL:
+			var u string
+			u, err = ParseStatusURL(string(value))
+			s.statusURL.set(u, err)
+		case FieldDrain:
+			var d bool
+			d, err = ParseDrain(string(value))
+			s.drain.set(d, err)
 		default:
 			if s.unknown == nil {
 				s.unknown = make(map[string]string)
@@ -115,6 +138,17 @@ func (m *model) put(key string, value []byte, createRev int64) *rejected {
 	case kindStrategy:
 		st, err := balancer.ParseStrategy(string(value))
 		m.strategy.set(st, err)
+		if err != nil {
+			return &rejected{key, err}
+		}
+	case kindConfig:
+		f := m.config[name]
+		if f == nil {
+			f = &field[any]{}
+			m.config[name] = f
+		}
+		v, err := ParseConfig(name, string(value))
+		f.set(v, err)
 		if err != nil {
 			return &rejected{key, err}
 		}
@@ -156,6 +190,10 @@ func (m *model) del(key string) {
 			s.addr.clear()
 		case FieldWeight:
 			s.weight.clear()
+		case FieldStatusURL:
+			s.statusURL.clear()
+		case FieldDrain:
+			s.drain.clear()
 		default:
 			delete(s.unknown, name)
 		}
@@ -164,6 +202,8 @@ func (m *model) del(key string) {
 		}
 	case kindStrategy:
 		m.strategy.clear()
+	case kindConfig:
+		delete(m.config, name)
 	case kindHealth:
 		delete(m.health, id)
 	case kindElection:
@@ -185,8 +225,13 @@ func (m *model) endRelist() {
 		if s.addr.present && !m.seen[m.keys.ServerField(id, FieldAddr)] {
 			gone = append(gone, m.keys.ServerField(id, FieldAddr))
 		}
-		if s.weight.present && !m.seen[m.keys.ServerField(id, FieldWeight)] {
-			gone = append(gone, m.keys.ServerField(id, FieldWeight))
+		for _, f := range []struct {
+			present bool
+			name    string
+		}{{s.weight.present, FieldWeight}, {s.statusURL.present, FieldStatusURL}, {s.drain.present, FieldDrain}} {
+			if f.present && !m.seen[m.keys.ServerField(id, f.name)] {
+				gone = append(gone, m.keys.ServerField(id, f.name))
+			}
 		}
 		for name := range s.unknown {
 			if !m.seen[m.keys.ServerField(id, name)] {
@@ -202,6 +247,11 @@ func (m *model) endRelist() {
 	if m.strategy.present && !m.seen[m.keys.Strategy()] {
 		gone = append(gone, m.keys.Strategy())
 	}
+	for name := range m.config {
+		if !m.seen[m.keys.Config(name)] {
+			gone = append(gone, m.keys.Config(name))
+		}
+	}
 	for k := range m.election {
 		if !m.seen[k] {
 			gone = append(gone, k)
@@ -213,7 +263,21 @@ func (m *model) endRelist() {
 	m.relisting, m.seen = false, nil
 }
 
-// build returns an immutable snapshot of the model.
+// Bounds on how often a snapshot is rebuilt without an etcd event while a
+// server ramps up: often enough for a smooth ramp, rarely enough to cost
+// nothing.
+const (
+	minRebuildStep = 100 * time.Millisecond
+	maxRebuildStep = time.Second
+)
+
+// minLoadFactor is the smallest factor reported load takes a weight down to
+// while the server is not overloaded.
+const minLoadFactor = 0.05
+
+// build returns an immutable snapshot of the model. Effective weights depend
+// on now (slow start, report expiry); the snapshot's RebuildAt says when
+// they next change without any etcd event.
 func (m *model) build(now time.Time) (*Snapshot, error) {
 	s := &Snapshot{Revision: m.rev, BuiltAt: now, Strategy: balancer.WRR}
 	if m.strategy.hasGood {
@@ -222,6 +286,9 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 	if m.strategy.err != "" {
 		s.Problems = append(s.Problems, m.keys.Strategy()+": "+m.strategy.err)
 	}
+	bal, problems := m.balancing()
+	s.Balancing = bal
+	s.Problems = append(s.Problems, problems...)
 	for _, e := range m.election {
 		if s.LeaderEpoch == 0 || e.createRev < s.LeaderEpoch {
 			s.Leader, s.LeaderEpoch = e.name, e.createRev
@@ -233,9 +300,14 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 	}
 	sort.Strings(ids)
 	s.Servers = make([]Server, 0, len(ids))
+	// servable marks servers that are registered, healthy, not drained and
+	// of positive static weight: those panic mode spreads over.
+	servable := make([]bool, 0, len(ids))
+	established := false // some servable server is past its slow-start window
+	var rebuild time.Time
 	for _, id := range ids {
 		st := m.servers[id]
-		srv := Server{ID: id, Weight: DefaultWeight, State: "unknown"}
+		srv := Server{ID: id, Weight: DefaultWeight, State: "unknown", Report: "none", SlowStart: 1}
 		usable := true
 		if st.addr.hasGood {
 			srv.Addr = st.addr.good
@@ -248,36 +320,166 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 		if st.addr.err != "" {
 			srv.Errors = append(srv.Errors, st.addr.err)
 		}
+		// A weight key that never held a valid value leaves the documented
+		// default in force: the default is the server's last good weight,
+		// and a typo must not take a served server out.
 		if st.weight.hasGood {
 			srv.Weight = st.weight.good
-		} else if st.weight.present {
-			usable = false // a bad weight with no good one before: skip the server
 		}
 		if st.weight.err != "" {
 			srv.Errors = append(srv.Errors, st.weight.err)
 		}
-		if h := m.health[id]; h != nil {
-			if h.hasGood && h.good.Addr == srv.Addr && srv.Addr != "" {
-				srv.Healthy = h.good.Healthy
-				srv.Since = h.good.Since
-				srv.Reason = h.good.Reason
+		if st.statusURL.hasGood {
+			srv.StatusURL = st.statusURL.good
+		}
+		if st.statusURL.err != "" {
+			srv.Errors = append(srv.Errors, st.statusURL.err)
+		}
+		srv.Draining = st.drain.hasGood && st.drain.good || srv.Weight == 0
+		if st.drain.err != "" {
+			srv.Errors = append(srv.Errors, st.drain.err)
+		}
+		var h Health
+		if hf := m.health[id]; hf != nil {
+			if hf.hasGood && hf.good.Addr == srv.Addr && srv.Addr != "" {
+				h = hf.good
+				srv.Healthy = h.Healthy
+				srv.Since = h.Since
+				srv.Reason = h.Reason
 				srv.State = "down"
 				if srv.Healthy {
 					srv.State = "up"
 				}
 			}
-			if h.err != "" {
-				srv.Errors = append(srv.Errors, h.err)
+			if hf.err != "" {
+				srv.Errors = append(srv.Errors, hf.err)
 			}
 		}
-		srv.Eligible = usable && srv.Healthy && srv.Weight > 0
+		// A new report starts a new assignment count: the report already
+		// includes the clients counted so far.
+		if st.assigned == nil || !st.reportedAt.Equal(h.ReportedAt) {
+			st.assigned, st.reportedAt = new(balancer.Counter), h.ReportedAt
+		}
+		srv.counter = st.assigned
+		if h.HasReport() {
+			srv.ReportedAt = h.ReportedAt
+			srv.Report = "expired"
+			if now.Before(h.ReportExpires) {
+				srv.Report = "fresh"
+				srv.Load, srv.Conns, srv.MaxConns, srv.Overloaded = h.Load, h.Conns, h.MaxConns, h.Overloaded
+				srv.Draining = srv.Draining || h.Draining
+				rebuild = earliest(rebuild, h.ReportExpires)
+			}
+		}
+		ok := usable && srv.Healthy && srv.Weight > 0 && !srv.Draining
+		if ok && (bal.SlowStart == 0 || srv.Since.IsZero() || now.Sub(srv.Since) >= bal.SlowStart) {
+			established = true
+		}
+		servable = append(servable, ok)
 		s.Servers = append(s.Servers, srv)
 	}
+
+	// Effective weights: static × load factor × slow start.
+	step := min(max(bal.SlowStart/20, minRebuildStep), maxRebuildStep)
+	eligible, healthy := 0, 0
+	for i := range s.Servers {
+		srv := &s.Servers[i]
+		if !servable[i] {
+			continue
+		}
+		healthy++
+		if established && bal.SlowStart > 0 && !srv.Since.IsZero() {
+			if age := now.Sub(srv.Since); age < bal.SlowStart {
+				srv.SlowStart = max(MinRampShare, float64(max(age, 0))/float64(bal.SlowStart))
+				rebuild = earliest(rebuild, now.Add(step))
+			}
+		}
+		lf := 1.0
+		if srv.Report == "fresh" {
+			lf = max(minLoadFactor, 1-srv.Load)
+			if srv.Overloaded {
+				lf = 0
+			}
+		}
+		srv.EffectiveWeight = scaleWeight(srv.Weight, lf*srv.SlowStart)
+		if srv.EffectiveWeight > 0 {
+			srv.Eligible = true
+			eligible++
+		}
+	}
+	// Panic mode: rather than crushing the few servers that have room,
+	// spread over every healthy, undrained one on its static weight.
+	if healthy > 0 && float64(eligible) < bal.PanicThreshold*float64(healthy) {
+		s.Panic = true
+		for i := range s.Servers {
+			if srv := &s.Servers[i]; servable[i] {
+				srv.EffectiveWeight = scaleWeight(srv.Weight, srv.SlowStart)
+				srv.Eligible = true
+			}
+		}
+	}
+	m.guardMassRemoval(s, bal)
+
 	for id := range m.health {
 		if m.servers[id] == nil {
 			s.orphans = append(s.orphans, id)
 		}
 	}
 	sort.Strings(s.orphans)
+	s.RebuildAt = rebuild
 	return newSnapshot(s)
+}
+
+// guardMassRemoval compares the eligible servers of s with those of the last
+// build. If more than half of those went out at once, it records the event
+// in s and, under the hold policy, puts back the ones the update marked
+// down, at their last effective weight.
+func (m *model) guardMassRemoval(s *Snapshot, bal Balancing) {
+	prev := m.lastEligible
+	var removed []int // indices in s.Servers
+	gone := 0         // previously eligible, now not even registered
+	for id := range prev {
+		i, ok := slices.BinarySearchFunc(s.Servers, id, func(srv Server, id string) int { return strings.Compare(srv.ID, id) })
+		switch {
+		case !ok:
+			gone++
+		case !s.Servers[i].Eligible:
+			removed = append(removed, i)
+		}
+	}
+	if len(prev) >= 2 && 2*(len(removed)+gone) > len(prev) {
+		s.MassRemoval = fmt.Sprintf("%d of %d eligible servers removed by one update (policy %s)", len(removed)+gone, len(prev), bal.MassRemoval)
+		if bal.MassRemoval == MassRemovalHold {
+			for _, i := range removed {
+				srv := &s.Servers[i]
+				// Only the leader's down verdicts are held; operator
+				// intent (drain, weight 0, a changed addr) is not second-
+				// guessed.
+				if srv.State == "down" && !srv.Draining {
+					srv.Eligible, srv.Held, srv.EffectiveWeight = true, true, prev[srv.ID]
+				}
+			}
+		}
+	}
+	m.lastEligible = make(map[string]int, len(prev))
+	for i := range s.Servers {
+		if srv := &s.Servers[i]; srv.Eligible {
+			m.lastEligible[srv.ID] = srv.EffectiveWeight
+		}
+	}
+}
+
+// scaleWeight returns w × f rounded, at least 1 when w × f > 0.
+func scaleWeight(w int, f float64) int {
+	if w <= 0 || !(f > 0) {
+		return 0
+	}
+	return max(1, int(math.Round(float64(w)*min(f, 1))))
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
 }

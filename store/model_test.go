@@ -173,10 +173,10 @@ func TestModelBuild(t *testing.T) {
 			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: 5, state: "up", eligible: true}},
 		},
 		{
-			name: "bad weight with no good one before is not eligible",
+			name: "bad weight with no good one before keeps the default",
 			ops: []op{put("servers/a/addr", "10.0.0.1:1"), putBad("servers/a/weight", "10001"),
 				put("health/a", up("10.0.0.1:1"))},
-			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "up",
+			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "up", eligible: true,
 				errs: []string{"weight 10001"}}},
 		},
 		{
@@ -211,7 +211,7 @@ func TestModelBuild(t *testing.T) {
 		},
 		{
 			name: "unknown fields are tolerated, not reported",
-			ops: []op{put("servers/a/addr", "10.0.0.1:1"), put("servers/a/drain", "garbage%%"),
+			ops: []op{put("servers/a/addr", "10.0.0.1:1"), put("servers/a/note", "garbage%%"),
 				put("health/a", up("10.0.0.1:1"))},
 			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "up", eligible: true}},
 		},

@@ -18,6 +18,9 @@ type Server struct {
 	Addr string `json:"addr"`
 	// Weight is the static weight (last valid value, or DefaultWeight).
 	Weight int `json:"weight"`
+	// EffectiveWeight is the weight get-tcp-ip balances on: Weight × load
+	// factor × slow start (see Balancing), 0 when not eligible.
+	EffectiveWeight int `json:"effective_weight"`
 	// Healthy is the leader's last verdict for Addr; false when unknown.
 	Healthy bool `json:"healthy"`
 	// State is "up", "down" or "unknown" (no verdict for this address yet).
@@ -27,13 +30,50 @@ type Server struct {
 	// Reason is why the last probe failed.
 	Reason string `json:"reason,omitempty"`
 	// Eligible reports whether get-tcp-ip may return this server now:
-	// valid addr and weight, healthy, weight > 0.
+	// valid addr and weight, healthy, not draining, effective weight > 0
+	// (or panic mode, or held by the mass-removal guard).
 	Eligible bool `json:"eligible"`
 	// Errors lists operator values that were rejected and ignored.
 	Errors []string `json:"errors,omitempty"`
 
-	answer     []byte // pre-encoded get-tcp-ip JSON body
-	answerText []byte // "addr\n" for ?format=text
+	// StatusURL is where the leader pulls the server's load from.
+	StatusURL string `json:"status_url,omitempty"`
+	// Report is "none" (no load report), "fresh" (in use) or "expired"
+	// (older than its expiry: ignored, the server runs on static weight).
+	Report string `json:"report"`
+	// ReportedAt is when the leader pulled the report in use.
+	ReportedAt time.Time `json:"reported_at,omitzero"`
+	// Load (smoothed, 0..1), Conns and MaxConns are from a fresh report,
+	// else zero.
+	Load     float64 `json:"load"`
+	Conns    int64   `json:"conns"`
+	MaxConns int64   `json:"max_conns"`
+	// Overloaded is the leader's overload verdict from a fresh report: no
+	// new clients until the load drops below the recover mark.
+	Overloaded bool `json:"overloaded"`
+	// SlowStart is the slow-start progress, 0..1: the share of its weight
+	// the server gets; 1 when not ramping.
+	SlowStart float64 `json:"slow_start"`
+	// Draining is set by the operator (drain key, or weight 0) or by the
+	// server's own report: listed and probed, but given no new clients.
+	Draining bool `json:"draining"`
+	// Held is set when the mass-removal guard (policy hold) keeps serving
+	// a server the leader marked down.
+	Held bool `json:"held,omitempty"`
+
+	counter    *balancer.Counter // this replica's assignments since the report
+	answer     []byte            // pre-encoded get-tcp-ip JSON body
+	answerText []byte            // "addr\n" for ?format=text
+}
+
+// Assigned returns how many clients this replica sent to s since the load
+// report in use (since the server was registered, without reports). It is
+// live: it grows as the snapshot serves.
+func (s *Server) Assigned() int64 {
+	if s.counter == nil {
+		return 0
+	}
+	return s.counter.Load()
 }
 
 // Answer returns the get-tcp-ip JSON body for s, encoded once per snapshot
@@ -63,6 +103,17 @@ type Snapshot struct {
 	Problems []string
 	// BuiltAt is when this snapshot was built.
 	BuiltAt time.Time
+	// Balancing is the balancing policy in force.
+	Balancing Balancing
+	// Panic is set when too few servers were eligible and every healthy,
+	// undrained one is served (see Balancing.PanicThreshold).
+	Panic bool
+	// MassRemoval describes a mass removal detected by this update; empty
+	// when none.
+	MassRemoval string
+	// RebuildAt is when effective weights next change without an etcd
+	// event (a slow-start step, a report expiry); zero when never.
+	RebuildAt time.Time
 
 	orphans  []string // ids with a health record but no registration
 	picker   *balancer.Picker
@@ -115,10 +166,19 @@ func (s *Snapshot) PickN(key string, exclude []string, n int, dst []*Server) []*
 
 // NewSnapshot builds a snapshot from a list of servers, as the watcher does
 // from etcd. Servers are sorted by id; each must have a unique valid id, and
-// Eligible decides whether it may be picked. It serves tests, benchmarks
-// and snapshots restored from disk.
+// Eligible decides whether it may be picked, on EffectiveWeight (Weight
+// when EffectiveWeight is 0). It serves tests, benchmarks and snapshots
+// restored from disk. Assignments are counted, and hash is unbounded; use
+// NewSnapshotWith for another policy.
 func NewSnapshot(revision int64, strategy balancer.Strategy, servers []Server, now time.Time) (*Snapshot, error) {
-	s := &Snapshot{Revision: revision, Strategy: strategy, BuiltAt: now, Servers: slices.Clone(servers)}
+	return NewSnapshotWith(revision, strategy, Balancing{Accounting: true}, servers, now)
+}
+
+// NewSnapshotWith is NewSnapshot under the balancing policy bal; only
+// bal.Accounting and bal.HashLoadFactor matter here, as the servers'
+// effective weights are taken as given.
+func NewSnapshotWith(revision int64, strategy balancer.Strategy, bal Balancing, servers []Server, now time.Time) (*Snapshot, error) {
+	s := &Snapshot{Revision: revision, Strategy: strategy, BuiltAt: now, Servers: slices.Clone(servers), Balancing: bal}
 	slices.SortFunc(s.Servers, func(a, b Server) int { return strings.Compare(a.ID, b.ID) })
 	for i, srv := range s.Servers {
 		if err := ValidateID(srv.ID); err != nil {
@@ -126,6 +186,9 @@ func NewSnapshot(revision int64, strategy balancer.Strategy, servers []Server, n
 		}
 		if i > 0 && s.Servers[i-1].ID == srv.ID {
 			return nil, fmt.Errorf("server id %q: listed twice", srv.ID)
+		}
+		if srv.Eligible && srv.EffectiveWeight == 0 {
+			s.Servers[i].EffectiveWeight = srv.Weight
 		}
 	}
 	return newSnapshot(s)
@@ -136,6 +199,8 @@ func NewSnapshot(revision int64, strategy balancer.Strategy, servers []Server, n
 func newSnapshot(s *Snapshot) (*Snapshot, error) {
 	s.index = make(map[string]int, len(s.Servers))
 	backends := make([]balancer.Backend, 0, len(s.Servers))
+	loads := make([]balancer.Load, 0, len(s.Servers))
+	ring := make([]int, 0, len(s.Servers))
 	for i := range s.Servers {
 		srv := &s.Servers[i]
 		s.index[srv.ID] = i
@@ -151,10 +216,28 @@ func newSnapshot(s *Snapshot) (*Snapshot, error) {
 		}
 		srv.answer = body
 		srv.answerText = []byte(srv.Addr)
-		backends = append(backends, balancer.Backend{ID: srv.ID, Weight: srv.Weight})
+		backends = append(backends, balancer.Backend{ID: srv.ID, Weight: srv.EffectiveWeight})
+		// The ring is placed on static weights, so load changes move no
+		// keys; effective weights size the load bounds.
+		ring = append(ring, srv.Weight)
+		if srv.counter == nil {
+			srv.counter = new(balancer.Counter)
+		}
+		// Scores divide by static weight × slow start: the load factor in
+		// the effective weight would count the reported load twice.
+		l := balancer.Load{Conns: srv.Conns, Capacity: scaleWeight(srv.Weight, srv.SlowStart)}
+		// Bounded hash counts only servers with a fresh report: without
+		// one, a counter never resets, so it would count every client ever
+		// sent (reconnects of the same key included) and slowly push keys
+		// off their servers. With no reports at all, hash stays plain
+		// consistent hashing.
+		if s.Balancing.Accounting && (s.Strategy != balancer.Hash || srv.Report == "fresh") {
+			l.Assigned = srv.counter
+		}
+		loads = append(loads, l)
 		s.eligible = append(s.eligible, int32(i))
 	}
-	p, err := balancer.New(s.Strategy, backends)
+	p, err := balancer.NewWith(s.Strategy, backends, balancer.Options{Loads: loads, RingWeights: ring, HashLoadFactor: s.Balancing.HashLoadFactor})
 	if err != nil {
 		return nil, err
 	}

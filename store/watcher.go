@@ -74,6 +74,9 @@ type Sync struct {
 	// At is when etcd last confirmed that (by an event or a progress
 	// notification); zero before the first list.
 	At time.Time
+	// Restored is true while the snapshot is one saved by an earlier run
+	// and etcd has not confirmed anything to this one yet.
+	Restored bool
 }
 
 // Watcher keeps an immutable Snapshot of the key space current: it lists the
@@ -156,10 +159,11 @@ func (w *Watcher) Age() time.Duration {
 	return w.cfg.Now().Sub(s.At)
 }
 
-// Reachable reports whether etcd confirmed the snapshot within StaleAfter.
+// Reachable reports whether etcd confirmed the snapshot to this process
+// within StaleAfter.
 func (w *Watcher) Reachable() bool {
 	age := w.Age()
-	return age >= 0 && age <= w.cfg.StaleAfter
+	return age >= 0 && age <= w.cfg.StaleAfter && !w.sync.Load().Restored
 }
 
 // Changed returns a channel that is closed when a snapshot newer than the
@@ -176,6 +180,19 @@ func (w *Watcher) Publish(s *Snapshot) bool {
 	if !w.snap.CompareAndSwap(nil, s) {
 		return false
 	}
+	w.notify()
+	return true
+}
+
+// Restore installs a snapshot saved earlier, confirmed current by etcd at
+// confirmedAt, if the watcher has none yet: a replica restarted while etcd
+// has no quorum then answers from it, and reports its true age. The first
+// successful listing replaces it. It reports whether it installed s.
+func (w *Watcher) Restore(s *Snapshot, confirmedAt time.Time) bool {
+	if !w.snap.CompareAndSwap(nil, s) {
+		return false
+	}
+	w.sync.Store(&Sync{Revision: s.Revision, At: confirmedAt, Restored: true})
 	w.notify()
 	return true
 }
@@ -279,7 +296,32 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 	defer wg.Wait()
 	defer cancel()
 
-	for resp := range wch {
+	// Slow start and report expiry change effective weights without any
+	// etcd event; rebuild fires when the current snapshot says they do.
+	rebuild := time.NewTimer(time.Hour)
+	defer rebuild.Stop()
+	schedule := func() {
+		rebuild.Stop()
+		if s := w.snap.Load(); s != nil && !s.RebuildAt.IsZero() {
+			rebuild.Reset(max(s.RebuildAt.Sub(w.cfg.Now()), 0))
+		}
+	}
+	schedule()
+	for {
+		var resp clientv3.WatchResponse
+		var ok bool
+		select {
+		case resp, ok = <-wch:
+		case <-rebuild.C:
+			if err := w.publishQuiet(m); err != nil {
+				return false, delivered, err
+			}
+			schedule()
+			continue
+		}
+		if !ok {
+			break
+		}
 		if resp.CompactRevision != 0 {
 			w.metrics.compactions.Inc()
 			w.log.WithField("compact_revision", resp.CompactRevision).Warn("watch revision compacted; listing again")
@@ -319,6 +361,7 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 		if err := w.publish(m, m.rev); err != nil {
 			return false, delivered, err
 		}
+		schedule()
 	}
 	if ctx.Err() != nil {
 		return false, delivered, nil
@@ -328,18 +371,46 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 
 // publish builds and installs a snapshot of m, known current at rev.
 func (w *Watcher) publish(m *model, rev int64) error {
+	if err := w.install(m); err != nil {
+		return err
+	}
+	w.confirm(rev)
+	w.notify()
+	return nil
+}
+
+// publishQuiet rebuilds the snapshot of m for time-dependent weights; it
+// confirms no revision, since etcd was not asked.
+func (w *Watcher) publishQuiet(m *model) error {
+	w.metrics.timedRebuilds.Inc()
+	if err := w.install(m); err != nil {
+		return err
+	}
+	w.notify()
+	return nil
+}
+
+// install builds and stores a snapshot of m; the caller notifies.
+func (w *Watcher) install(m *model) error {
 	s, err := m.build(w.cfg.Now())
 	if err != nil {
 		// A build error is a bug (balancer rejected valid input); keep
 		// serving the previous snapshot.
 		return fmt.Errorf("build snapshot at revision %d: %w", m.rev, err)
 	}
+	if s.MassRemoval != "" {
+		w.metrics.massRemovals.Inc()
+		w.log.WithFields(logrus.Fields{"revision": m.rev, "policy": s.Balancing.MassRemoval}).
+			Error("MASS REMOVAL: " + s.MassRemoval + "; check the leader's probes and recent operator changes")
+	}
 	w.snap.Store(s)
-	w.confirm(rev)
 	w.metrics.revision.Set(float64(m.rev))
 	w.metrics.servers.Set(float64(len(s.Servers)))
 	w.metrics.eligible.Set(float64(s.Eligible()))
-	w.notify()
+	w.metrics.panic.Set(0)
+	if s.Panic {
+		w.metrics.panic.Set(1)
+	}
 	return nil
 }
 
@@ -378,7 +449,8 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 type metrics struct {
 	invalid, lists, compactions, staleEvents prometheus.Counter
-	revision, servers, eligible              prometheus.Gauge
+	massRemovals, timedRebuilds              prometheus.Counter
+	revision, servers, eligible, panic       prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -397,9 +469,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Registered servers in the snapshot."}),
 		eligible: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_store_eligible_servers",
 			Help: "Servers get-tcp-ip may return."}),
+		massRemovals: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_mass_removals_total",
+			Help: "Updates that took more than half of the eligible servers out at once."}),
+		timedRebuilds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_timed_rebuilds_total",
+			Help: "Snapshots rebuilt without an etcd event (slow start, report expiry)."}),
+		panic: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_store_panic_mode",
+			Help: "1 while too few servers are eligible and every healthy one is served."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.invalid, m.lists, m.compactions, m.staleEvents, m.revision, m.servers, m.eligible} {
+		for _, c := range []prometheus.Collector{m.invalid, m.lists, m.compactions, m.staleEvents, m.revision, m.servers, m.eligible,
+			m.massRemovals, m.timedRebuilds, m.panic} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register store metrics: %w", err)
 			}

@@ -430,7 +430,7 @@ func TestWatcherResumesAfterCompaction(t *testing.T) {
 	// a, which a fresh replica never saw. Everything else is identical.
 	checkServer(t, relisted, "a", srvWant{addr: "127.0.0.1:1001", weight: 40, state: "up", eligible: true,
 		errs: []string{`weight "not-a-number"`}})
-	checkServer(t, freshSnap, "a", srvWant{addr: "127.0.0.1:1001", weight: DefaultWeight, state: "up",
+	checkServer(t, freshSnap, "a", srvWant{addr: "127.0.0.1:1001", weight: DefaultWeight, state: "up", eligible: true,
 		errs: []string{`weight "not-a-number"`}})
 	mustPut(t, cli, k.ServerField("a", FieldWeight), "40")
 	rev = mustPut(t, cli, k.Strategy(), "random") // same value, new revision

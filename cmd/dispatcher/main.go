@@ -54,6 +54,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.UintVar(&e.ElectionMs, "election-timeout", e.ElectionMs, "embedded member: raft election timeout in milliseconds")
 	fs.StringVar(&e.AutoCompactionRetention, "auto-compaction-retention", e.AutoCompactionRetention, "embedded member: periodic compaction retention (e.g. 1h); 0 disables")
 
+	fs.StringVar(&cfg.SnapshotFile, "snapshot-file", "", "where to keep a copy of the last snapshot, served after a restart while etcd has no quorum (default \"<data-dir>/tcpdispatch-snapshot.json\" with an embedded member, none otherwise; \"-\" disables)")
 	fs.DurationVar(&cfg.LeaderTTL, "leader-ttl", cfg.LeaderTTL, "leader session TTL: how long a dead leader keeps leadership (whole seconds)")
 	fs.DurationVar(&cfg.Probe.Interval, "probe-interval", cfg.Probe.Interval, "time between two probes of one tcp-server")
 	fs.DurationVar(&cfg.Probe.Timeout, "probe-timeout", cfg.Probe.Timeout, "timeout of one probe (TCP connect)")
@@ -61,6 +62,8 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.IntVar(&cfg.Probe.Fall, "fall", cfg.Probe.Fall, "consecutive failed probes that take an up server down")
 	fs.IntVar(&cfg.Probe.Concurrency, "probe-concurrency", cfg.Probe.Concurrency, "probes in flight at once")
 	fs.DurationVar(&cfg.Probe.RefreshInterval, "health-refresh", cfg.Probe.RefreshInterval, "rewrite every health record this often even without a transition")
+	fs.DurationVar(&cfg.Probe.LoadRefresh, "load-refresh", cfg.Probe.LoadRefresh, "rewrite a server's load report this often even without a meaningful change (servers with a status-url)")
+	fs.DurationVar(&cfg.Probe.ReportTTL, "report-ttl", cfg.Probe.ReportTTL, "how long replicas use a load report after the leader pulled it; must exceed --load-refresh")
 	fs.DurationVar(&cfg.API.LameDuck, "shutdown-delay", cfg.API.LameDuck, "lame-duck window on shutdown: /readyz fails while get-tcp-ip still answers")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")

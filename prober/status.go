@@ -1,0 +1,189 @@
+package prober
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"time"
+
+	"github.com/tcpdispatch/tcpdispatch/store"
+)
+
+// MaxStatusBytes caps the status document read from a server; a longer body
+// is a failed pull.
+const MaxStatusBytes = 64 << 10
+
+// Status is the document a tcp-server serves at its status URL:
+//
+//	{"conns": 1234, "max_conns": 5000, "load": 0.42, "draining": false}
+//
+// with HTTP 200 while serving and 503 (same body) while draining. Unknown
+// fields are ignored; absent ones are zero. max_conns 0 means unlimited.
+type Status struct {
+	// Conns is the number of client connections the server holds.
+	Conns int64 `json:"conns"`
+	// MaxConns is the most it accepts; 0 is unlimited.
+	MaxConns int64 `json:"max_conns"`
+	// Load is the server's own measure of how busy it is, 0..1.
+	Load float64 `json:"load"`
+	// Draining asks for no new clients.
+	Draining bool `json:"draining"`
+}
+
+// errBadStatus is wrapped by ParseStatus for a document that is valid JSON
+// but not a valid status.
+var errBadStatus = errors.New("bad status document")
+
+// ParseStatus parses and validates a status document: a JSON object with
+// conns and max_conns >= 0 and load in 0..1. Unknown fields are ignored.
+func ParseStatus(body []byte) (Status, error) {
+	var st Status
+	b := bytes.TrimSpace(body)
+	if len(b) == 0 || b[0] != '{' {
+		return st, fmt.Errorf("parse status: %w: want a JSON object", errBadStatus)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return Status{}, fmt.Errorf("parse status: %w", err)
+	}
+	switch {
+	case st.Conns < 0 || st.MaxConns < 0:
+		return Status{}, fmt.Errorf("parse status: %w: conns %d, max_conns %d must be >= 0", errBadStatus, st.Conns, st.MaxConns)
+	case math.IsNaN(st.Load) || st.Load < 0 || st.Load > 1:
+		return Status{}, fmt.Errorf("parse status: %w: load %v must be in 0..1", errBadStatus, st.Load)
+	}
+	return st, nil
+}
+
+// Utilization is how full the server is, 0..1 (1 or more when at its
+// limit): the larger of its load and conns/max_conns.
+func (s Status) Utilization() float64 {
+	u := s.Load
+	if s.MaxConns > 0 {
+		u = max(u, float64(s.Conns)/float64(s.MaxConns))
+	}
+	return u
+}
+
+// pullStatus GETs url within timeout and parses the document. 200 is a
+// serving server; 503 with a valid document is a draining one (Draining is
+// forced true); anything else is an error.
+func pullStatus(ctx context.Context, client *http.Client, url string, timeout time.Duration) (Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return Status{}, fmt.Errorf("status %s: %w", url, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return Status{}, fmt.Errorf("status: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxStatusBytes+1))
+	if err != nil {
+		return Status{}, fmt.Errorf("status %s: read body: %w", url, err)
+	}
+	if len(body) > MaxStatusBytes {
+		return Status{}, fmt.Errorf("status %s: body larger than %d bytes", url, MaxStatusBytes)
+	}
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
+		return Status{}, fmt.Errorf("status %s: HTTP %d", url, resp.StatusCode)
+	}
+	st, err := ParseStatus(body)
+	if err != nil {
+		return Status{}, fmt.Errorf("status %s: HTTP %d: %w", url, resp.StatusCode, err)
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		st.Draining = true
+	}
+	return st, nil
+}
+
+// loadTracker smooths one server's reported load and applies overload
+// hysteresis, and remembers what was last written to etcd so that only
+// meaningful changes are.
+type loadTracker struct {
+	has        bool // a report is current
+	ewma       float64
+	overloaded bool
+	last       Status
+	pulledAt   time.Time
+
+	written     bool // etcd holds a report from this tracker's state
+	wLoad       float64
+	wConns      int64
+	wOverloaded bool
+	wDraining   bool
+	wAt         time.Time
+}
+
+// observe records one pull (st nil: the pull failed or there is no status
+// URL). alpha is the EWMA weight of the new sample; high and recover are the
+// overload marks.
+func (l *loadTracker) observe(st *Status, now time.Time, alpha, high, recover float64) {
+	if st == nil {
+		l.has, l.overloaded = false, false
+		return
+	}
+	u := st.Utilization()
+	if !l.has {
+		l.ewma = min(u, 1)
+	} else {
+		l.ewma = alpha*min(u, 1) + (1-alpha)*l.ewma
+	}
+	switch {
+	case !l.overloaded && u >= high:
+		l.overloaded = true
+	case l.overloaded && u < recover:
+		l.overloaded = false
+	}
+	l.has, l.last, l.pulledAt = true, *st, now
+}
+
+// Write thresholds: a report is rewritten when the smoothed load moved by
+// loadDelta, or conns by connsDelta of the last written value (at least
+// minConnsDelta), or a state changed, or it is older than the refresh.
+const (
+	loadDelta     = 0.05
+	connsDelta    = 0.05
+	minConnsDelta = 10
+)
+
+// dirty reports whether etcd's copy of the report is out of date enough to
+// rewrite.
+func (l *loadTracker) dirty(now time.Time, refresh time.Duration) bool {
+	if l.has != l.written {
+		return true
+	}
+	if !l.has {
+		return false
+	}
+	dc := l.last.Conns - l.wConns
+	return math.Abs(l.ewma-l.wLoad) >= loadDelta ||
+		float64(max(dc, -dc)) >= max(connsDelta*float64(l.wConns), minConnsDelta) ||
+		l.overloaded != l.wOverloaded || l.last.Draining != l.wDraining ||
+		now.Sub(l.wAt) >= refresh
+}
+
+// fill copies the report into h and marks it written once h is.
+func (l *loadTracker) fill(h *store.Health, ttl time.Duration) {
+	if !l.has {
+		return
+	}
+	h.Load = math.Round(l.ewma*1000) / 1000
+	h.Conns, h.MaxConns = l.last.Conns, l.last.MaxConns
+	h.Overloaded, h.Draining = l.overloaded, l.last.Draining
+	h.ReportedAt, h.ReportExpires = l.pulledAt, l.pulledAt.Add(ttl)
+}
+
+// markWritten records that h (filled from l) is in etcd.
+func (l *loadTracker) markWritten(h store.Health) {
+	l.written = h.HasReport()
+	l.wLoad, l.wConns, l.wOverloaded, l.wDraining, l.wAt = h.Load, h.Conns, h.Overloaded, h.Draining, h.ReportedAt
+}

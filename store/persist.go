@@ -1,0 +1,98 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tcpdispatch/tcpdispatch/balancer"
+)
+
+// persistVersion is the format version of a saved snapshot.
+const persistVersion = 1
+
+// savedSnapshot is the on-disk form of a Snapshot: what a replica needs to
+// answer get-tcp-ip after a restart while etcd has no quorum.
+type savedSnapshot struct {
+	Version     int       `json:"version"`
+	Revision    int64     `json:"revision"`
+	SavedAt     time.Time `json:"saved_at"`
+	ConfirmedAt time.Time `json:"confirmed_at"`
+	Strategy    string    `json:"strategy"`
+	Leader      string    `json:"leader"`
+	LeaderEpoch int64     `json:"leader_epoch"`
+	Servers     []Server  `json:"servers"`
+}
+
+// SaveSnapshot writes s to path atomically (temporary file, fsync,
+// rename), so a crash leaves either the old file or the new one.
+// confirmedAt is when etcd last confirmed s was current.
+func SaveSnapshot(path string, s *Snapshot, confirmedAt, now time.Time) error {
+	b, err := json.Marshal(savedSnapshot{Version: persistVersion, Revision: s.Revision, SavedAt: now,
+		ConfirmedAt: confirmedAt, Strategy: string(s.Strategy), Leader: s.Leader, LeaderEpoch: s.LeaderEpoch,
+		Servers: s.Servers})
+	if err != nil {
+		return fmt.Errorf("encode snapshot: %w", err)
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("save snapshot: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after a successful rename this fails harmlessly
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("save snapshot: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("save snapshot: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("save snapshot: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("save snapshot: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // make the rename durable where the platform allows
+		d.Close()
+	}
+	return nil
+}
+
+// ErrNoSavedSnapshot is returned by LoadSnapshot when path does not exist.
+var ErrNoSavedSnapshot = errors.New("no saved snapshot")
+
+// LoadSnapshot reads a snapshot written by SaveSnapshot and returns it with
+// the time etcd last confirmed it.
+func LoadSnapshot(path string, now time.Time) (*Snapshot, time.Time, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, time.Time{}, ErrNoSavedSnapshot
+	}
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("load snapshot: %w", err)
+	}
+	var saved savedSnapshot
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return nil, time.Time{}, fmt.Errorf("load snapshot %s: %w", path, err)
+	}
+	if saved.Version != persistVersion {
+		return nil, time.Time{}, fmt.Errorf("load snapshot %s: version %d, want %d", path, saved.Version, persistVersion)
+	}
+	st, err := balancer.ParseStrategy(saved.Strategy)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("load snapshot %s: %w", path, err)
+	}
+	s, err := NewSnapshot(saved.Revision, st, saved.Servers, now)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("load snapshot %s: %w", path, err)
+	}
+	s.Leader, s.LeaderEpoch = saved.Leader, saved.LeaderEpoch
+	return s, saved.ConfirmedAt, nil
+}
