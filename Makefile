@@ -6,21 +6,29 @@ UNIT_PKGS := $(shell $(GO) list ./... 2>/dev/null | grep -v /integration)
 TESTFLAGS ?=
 BENCHTIME ?= 1s
 
+ROUNDS    ?= 100
+SEED      ?= $(shell date +%s)
+
 .PHONY: all build test unit integration bench lint demo clean chaos
 
 all: build
 
-build: ## build bin/dispatcher and bin/tcpserver
+build: ## build bin/dispatcher, bin/tcpserver and bin/tcpclient
 	$(GO) build -o $(BIN)/dispatcher ./cmd/dispatcher
 	$(GO) build -o $(BIN)/tcpserver ./cmd/tcpserver
+	$(GO) build -o $(BIN)/tcpclient ./cmd/tcpclient
 
 test: build unit integration ## unit tests (-race) then multi-process integration tests
 
 unit:
 	$(GO) test -race -count=1 $(TESTFLAGS) $(UNIT_PKGS)
 
-integration: build
-	TCPDISPATCH_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./integration/
+# The integration tests run race-enabled binaries and fail on any race
+# report in a process log.
+integration:
+	$(GO) build -race -o $(BIN)/race/dispatcher ./cmd/dispatcher
+	$(GO) build -race -o $(BIN)/race/tcpserver ./cmd/tcpserver
+	TCPDISPATCH_BIN=$(CURDIR)/$(BIN)/race $(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./integration/
 
 bench: build ## benchmarks: pickers, get-tcp-ip vs bare net/http, put-to-serve latency
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./balancer/ ./api/
@@ -32,6 +40,12 @@ lint:
 
 demo: build ## three replicas (embedded 3-member etcd) + five tcp-servers; Ctrl-C stops all
 	./scripts/demo.sh
+
+chaos: ## long fault loop: make chaos ROUNDS=N SEED=S (summary table at the end)
+	$(GO) build -race -o $(BIN)/race/dispatcher ./cmd/dispatcher
+	$(GO) build -race -o $(BIN)/race/tcpserver ./cmd/tcpserver
+	CHAOS_ROUNDS=$(ROUNDS) CHAOS_SEED=$(SEED) TCPDISPATCH_BIN=$(CURDIR)/$(BIN)/race \
+		$(GO) test -race -count=1 -timeout 0 -run 'TestChaosLoop$$' -v ./integration/
 
 clean:
 	rm -rf $(BIN) demo-data

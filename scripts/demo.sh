@@ -28,9 +28,11 @@ for i in 1 2 3; do
   pids+=($!)
 done
 weights=(100 100 200 300 50)
+declare -A tcppid
 for i in 1 2 3 4 5; do
-  "$BIN/tcpserver" --listen "127.0.0.1:900$i" --id "tcp$i" >"$DATA/tcp$i.log" 2>&1 &
-  pids+=($!)
+  "$BIN/tcpserver" --listen "127.0.0.1:900$i" --id "tcp$i" --status-listen "127.0.0.1:910$i" \
+    --drain-window 5s >"$DATA/tcp$i.log" 2>&1 &
+  pids+=($!); tcppid[tcp$i]=$!
 done
 
 ETCDCTL=(go tool etcdctl --endpoints http://127.0.0.1:2371,http://127.0.0.1:2372,http://127.0.0.1:2373)
@@ -48,12 +50,29 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 
+# A client on the SDK: it asks the replicas (IP direct, no DNS), keeps a
+# session with a ping every second and reconnects whenever it breaks.
+"$BIN/tcpclient" --bootstrap 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083 \
+  --cache "$DATA/tcpclient-cache.json" --backoff-base 1s >"$DATA/tcpclient.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do grep -q 'ping 2' "$DATA/tcpclient.log" && break; sleep 0.1; done
+using=$(grep -o 'msg=connected .*' "$DATA/tcpclient.log" | grep -o 'server=tcp[0-9]*' | tail -1 | cut -d= -f2)
+
 cat <<MSG
 
 tcpdispatch demo is running: 3 replicas (embedded 3-member etcd), 5 tcp-servers
 (weights tcp1..tcp5 = ${weights[*]}). Logs: $DATA/*.log
 
   get-tcp-ip:  http://127.0.0.1:8081/get-tcp-ip  http://127.0.0.1:8082/get-tcp-ip  http://127.0.0.1:8083/get-tcp-ip
+  status:      http://127.0.0.1:9101/status ... http://127.0.0.1:9105/status (tcp1..tcp5)
+
+bin/tcpclient is connected to ${using:-?} and pings it every second:
+$(grep -E 'connected|ping' "$DATA/tcpclient.log" | tail -n 3 | sed 's/^/  /')
+
+Watch it, then kill its server and see it reconnect elsewhere within the backoff:
+  tail -f $DATA/tcpclient.log
+  kill -KILL ${tcppid[${using:-tcp1}]:-}        # SIGKILL ${using:-tcp1}
+  kill -TERM ${tcppid[${using:-tcp1}]:-}        # or drain it: status 503, connections closed over 5s
 
 Try:
   curl -s http://127.0.0.1:8081/get-tcp-ip

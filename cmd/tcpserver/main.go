@@ -1,6 +1,13 @@
 // Command tcpserver is the reference tcp-server for demos and tests: it
 // accepts TCP connections and echoes every line back, prefixed with its id
 // so a client can see where it landed.
+//
+// It is built on serverkit: --status-listen serves the status document at
+// /status, --max-conns limits connections, and SIGTERM or SIGINT drains
+// (stop accepting, report draining, close connections over --drain-window)
+// before exiting; a second signal closes everything at once.
+// --register-etcd turns on self-registration in etcd under a lease (push
+// mode, off by default; see package serverkit/register for why).
 package main
 
 import (
@@ -10,13 +17,21 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/tcpdispatch/tcpdispatch/serverkit"
+	"github.com/tcpdispatch/tcpdispatch/serverkit/register"
+	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
 func main() {
@@ -24,6 +39,13 @@ func main() {
 	listen := fs.String("listen", "127.0.0.1:9000", "TCP address to accept clients on")
 	id := fs.String("id", "", "server id echoed to clients (default: the listen address)")
 	idle := fs.Duration("idle-timeout", 5*time.Minute, "close a connection that sends nothing for this long")
+	statusListen := fs.String("status-listen", "", "serve the status document at http://<this address>/status (default off)")
+	maxConns := fs.Int("max-conns", 0, "most connections served at once; 0 is unlimited")
+	drainWindow := fs.Duration("drain-window", 10*time.Second, "on SIGTERM, close connections over this long")
+	registerEtcd := fs.String("register-etcd", "", "comma list of etcd endpoints: register servers/<id>/addr under a lease (push mode, default off)")
+	registerPrefix := fs.String("register-prefix", store.DefaultPrefix, "etcd key prefix for --register-etcd")
+	registerTTL := fs.Duration("register-ttl", 10*time.Second, "lease TTL for --register-etcd")
+	advertise := fs.String("advertise", "", "address registered by --register-etcd (default: the listen address)")
 	_ = fs.Parse(os.Args[1:])
 	if *id == "" {
 		*id = *listen
@@ -32,68 +54,120 @@ func main() {
 	log.Formatter = &logrus.TextFormatter{FullTimestamp: true}
 	entry := log.WithField("server", *id)
 
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		entry.WithError(err).Error("listen")
-		os.Exit(1)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	entry.WithField("addr", ln.Addr().String()).Info("accepting")
-	if err := serve(ctx, ln, *id, *idle, entry); err != nil {
-		entry.WithError(err).Error("serve")
+	if err := run(runConfig{
+		listen: *listen, id: *id, idle: *idle, statusListen: *statusListen,
+		maxConns: *maxConns, drainWindow: *drainWindow,
+		registerEtcd: *registerEtcd, registerPrefix: *registerPrefix, registerTTL: *registerTTL, advertise: *advertise,
+	}, entry); err != nil {
+		entry.WithError(err).Error("exit")
 		os.Exit(1)
 	}
 }
 
-// serve accepts connections until ctx is cancelled, then closes the
-// listener and every open connection and waits for their handlers.
-func serve(ctx context.Context, ln net.Listener, id string, idle time.Duration, log *logrus.Entry) error {
-	var (
-		mu    sync.Mutex
-		conns = map[net.Conn]struct{}{}
-		wg    sync.WaitGroup
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		<-ctx.Done()
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	}()
-	defer wg.Wait()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
-		}
-		mu.Lock()
-		if ctx.Err() != nil {
-			mu.Unlock()
-			c.Close()
-			continue
-		}
-		conns[c] = struct{}{}
-		mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() {
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
-				c.Close()
-			}()
-			echo(c, id, idle)
-		}()
+type runConfig struct {
+	listen, id                   string
+	idle                         time.Duration
+	statusListen                 string
+	maxConns                     int
+	drainWindow                  time.Duration
+	registerEtcd, registerPrefix string
+	registerTTL                  time.Duration
+	advertise                    string
+}
+
+func run(cfg runConfig, log *logrus.Entry) error {
+	srv, err := serverkit.New(serverkit.Config{MaxConns: cfg.maxConns, DrainWindow: cfg.drainWindow})
+	if err != nil {
+		return err
 	}
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	var statusSrv *http.Server
+	if cfg.statusListen != "" {
+		sln, err := net.Listen("tcp", cfg.statusListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen status: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/status", srv.Status())
+		statusSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := statusSrv.Serve(sln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.WithError(err).Error("status server")
+			}
+		}()
+		log.WithField("url", "http://"+sln.Addr().String()+"/status").Info("serving status")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	var wg sync.WaitGroup
+	if cfg.registerEtcd != "" {
+		cli, err := clientv3.New(clientv3.Config{
+			Endpoints:   strings.Split(cfg.registerEtcd, ","),
+			DialTimeout: 5 * time.Second,
+			Logger:      zap.NewNop(),
+		})
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("etcd client: %w", err)
+		}
+		defer cli.Close()
+		addr := cfg.advertise
+		if addr == "" {
+			addr = ln.Addr().String()
+		}
+		wg.Go(func() {
+			// Run deregisters (revokes its lease) as soon as ctx ends, so
+			// the dispatchers stop offering this server before it drains.
+			err := register.Run(ctx, cli, cfg.registerPrefix, cfg.id, addr, cfg.registerTTL,
+				register.WithOnError(func(err error) { log.WithError(err).Warn("etcd registration; retrying") }),
+				register.WithOnRegister(func(lease clientv3.LeaseID) {
+					log.WithField("addr", addr).WithField("lease", fmt.Sprintf("%x", int64(lease))).Info("registered in etcd")
+				}))
+			if err != nil {
+				log.WithError(err).Error("etcd registration")
+			}
+		})
+	}
+
+	// A second signal cuts the drain short.
+	served := make(chan struct{})
+	wg.Go(func() {
+		select {
+		case <-ctx.Done():
+		case <-served:
+			return
+		}
+		stop()
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
+		defer signal.Stop(again)
+		log.WithField("window", cfg.drainWindow).WithField("conns", srv.Status().Conns()).Info("draining")
+		select {
+		case <-again:
+			log.Info("second signal: closing all connections")
+			srv.Close()
+		case <-served:
+		}
+	})
+
+	log.WithField("addr", ln.Addr().String()).Info("accepting")
+	err = srv.Serve(ctx, ln, func(_ context.Context, c net.Conn) { echo(c, cfg.id, cfg.idle) })
+	close(served)
+	stop()
+	wg.Wait()
+	if statusSrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = statusSrv.Shutdown(sctx)
+		cancel()
+	}
+	log.Info("stopped")
+	return err
 }
 
 // echo answers each line read from c with "<id> <line>".
