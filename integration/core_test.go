@@ -327,7 +327,8 @@ func (c *cluster) moveRaftLeader(t *testing.T, r *replica) {
 	if st.Leader == st.Header.MemberId {
 		return
 	}
-	leaderCli, err := clientv3.New(clientv3.Config{Endpoints: c.endpointOf(st.Leader), DialTimeout: 5 * time.Second})
+	leaderCli, err := clientv3.New(clientv3.Config{Endpoints: c.endpointOf(st.Leader), DialTimeout: 5 * time.Second,
+		DialOptions: c.dialOpts})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +20,9 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/pkg/v3/proxy"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 // binDir holds bin/dispatcher and bin/tcpserver; TestMain builds them when
@@ -38,21 +41,44 @@ type proc struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+	runs int // how many times the process was started
+}
+
+// incarnation returns how many times the process was started.
+func (p *proc) incarnation() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.runs
 }
 
 func newProc(t testing.TB, dir, name, bin string, args ...string) *proc {
 	p := &proc{t: t, name: name, bin: filepath.Join(binDir, bin), args: args, logPath: filepath.Join(dir, name+".log")}
 	t.Cleanup(func() {
 		p.stop()
+		if b, err := os.ReadFile(p.logPath); err == nil && bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+			t.Errorf("%s: the race detector reported a data race; see its log", p.name)
+		}
 		if t.Failed() {
-			b, _ := os.ReadFile(p.logPath)
-			if len(b) > 64<<10 {
-				b = b[len(b)-64<<10:]
-			}
-			t.Logf("---- log of %s (tail) ----\n%s", p.name, b)
+			t.Logf("---- log of %s (tail, etcd's own lines left out) ----\n%s", p.name, logTail(p.logPath, 150))
 		}
 	})
 	return p
+}
+
+// logTail returns the last n lines of a process log that are not etcd's
+// own.
+func logTail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	var keep []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, "component=etcd") {
+			keep = append(keep, line)
+		}
+	}
+	if len(keep) > n {
+		keep = keep[len(keep)-n:]
+	}
+	return strings.Join(keep, "\n")
 }
 
 // start starts the process; its output is appended to its log file.
@@ -78,6 +104,7 @@ func (p *proc) start() {
 		close(done)
 	}()
 	p.cmd, p.done = cmd, done
+	p.runs++
 }
 
 // signal sends sig to the process.
@@ -144,13 +171,20 @@ func freePorts(t testing.TB, n int) []int {
 // replica is one bin/dispatcher process.
 type replica struct {
 	*proc
-	http, client, peer string // URLs
+	http, client, peer     string // URLs the replica listens on
+	clientAdv, peerAdv     string // URLs it advertises: proxies when the cluster has them
+	clientProxy, peerProxy proxy.Server
+	dataDir                string
 }
 
 // clusterOpts configures a test cluster.
 type clusterOpts struct {
 	replicas int
 	extra    []string // flags given to every replica
+	// proxies puts a fault-injecting TCP proxy (etcd's pkg/v3/proxy) in
+	// front of every member's client URL (between a replica's own etcd
+	// client and its member) and peer URL (all raft traffic into it).
+	proxies bool
 }
 
 // cluster is N replicas forming an N-member embedded etcd cluster.
@@ -158,34 +192,44 @@ type cluster struct {
 	t        testing.TB
 	dir      string
 	replicas []*replica
-	cli      *clientv3.Client
+	cli      *clientv3.Client // talks to the members directly, never via a proxy
 	prefix   string
+	dialOpts []grpc.DialOption // how the test reaches members (network namespaces)
 }
 
 func startCluster(t testing.TB, o clusterOpts) *cluster {
 	t.Helper()
 	dir := t.TempDir()
-	ports := freePorts(t, 3*o.replicas)
+	ports := freePorts(t, 5*o.replicas)
 	c := &cluster{t: t, dir: dir, prefix: "/tcpdispatch/"}
 	var initial []string
 	for i := range o.replicas {
+		p := ports[5*i : 5*i+5]
 		r := &replica{
-			http:   fmt.Sprintf("http://127.0.0.1:%d", ports[3*i]),
-			client: fmt.Sprintf("http://127.0.0.1:%d", ports[3*i+1]),
-			peer:   fmt.Sprintf("http://127.0.0.1:%d", ports[3*i+2]),
+			http:   fmt.Sprintf("http://127.0.0.1:%d", p[0]),
+			client: fmt.Sprintf("http://127.0.0.1:%d", p[1]),
+			peer:   fmt.Sprintf("http://127.0.0.1:%d", p[2]),
+		}
+		r.clientAdv, r.peerAdv = r.client, r.peer
+		if o.proxies {
+			r.clientAdv = fmt.Sprintf("http://127.0.0.1:%d", p[3])
+			r.peerAdv = fmt.Sprintf("http://127.0.0.1:%d", p[4])
+			r.clientProxy = startProxy(t, r.clientAdv, r.client)
+			r.peerProxy = startProxy(t, r.peerAdv, r.peer)
 		}
 		c.replicas = append(c.replicas, r)
-		initial = append(initial, fmt.Sprintf("d%d=%s", i+1, r.peer))
+		initial = append(initial, fmt.Sprintf("d%d=%s", i+1, r.peerAdv))
 	}
 	var endpoints []string
 	for i, r := range c.replicas {
 		name := fmt.Sprintf("d%d", i+1)
+		r.dataDir = filepath.Join(dir, name+".etcd")
 		args := append([]string{
 			"--name", name,
 			"--listen-http", strings.TrimPrefix(r.http, "http://"),
-			"--data-dir", filepath.Join(dir, name+".etcd"),
-			"--listen-client-urls", r.client, "--advertise-client-urls", r.client,
-			"--listen-peer-urls", r.peer, "--initial-advertise-peer-urls", r.peer,
+			"--data-dir", r.dataDir,
+			"--listen-client-urls", r.client, "--advertise-client-urls", r.clientAdv,
+			"--listen-peer-urls", r.peer, "--initial-advertise-peer-urls", r.peerAdv,
 			"--initial-cluster", strings.Join(initial, ","),
 			"--initial-cluster-token", "it-" + filepath.Base(dir),
 			"--log-level", "debug",
@@ -207,6 +251,43 @@ func startCluster(t testing.TB, o clusterOpts) *cluster {
 		return err
 	})
 	return c
+}
+
+// startProxy forwards from to to until the test ends.
+func startProxy(t testing.TB, from, to string) proxy.Server {
+	t.Helper()
+	fu, err := url.Parse(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu, err := url.Parse(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := proxy.NewServer(proxy.ServerConfig{Logger: zap.NewNop(), From: *fu, To: *tu, DialTimeout: time.Second})
+	select {
+	case <-p.Ready():
+	case err := <-p.Error():
+		t.Fatalf("proxy %s -> %s: %v", from, to, err)
+	}
+	// The proxy reports every failed dial and read on Error(); it blocks
+	// until someone takes them.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-p.Error():
+			case <-p.Done():
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		p.Close()
+		<-done
+	})
+	return p
 }
 
 // tcpServer is one bin/tcpserver process.
@@ -265,6 +346,26 @@ func (c *cluster) tryEtcdctl(args ...string) (string, error) {
 
 var httpClient = &http.Client{Timeout: 2 * time.Second}
 
+// nsClients maps the base URL of a replica that lives in a network
+// namespace to an HTTP client that dials into that namespace.
+var nsClients sync.Map
+
+// clientFor returns the HTTP client that reaches url.
+func clientFor(url string) *http.Client {
+	var best *http.Client
+	nsClients.Range(func(k, v any) bool {
+		if strings.HasPrefix(url, k.(string)) {
+			best = v.(*http.Client)
+			return false
+		}
+		return true
+	})
+	if best != nil {
+		return best
+	}
+	return httpClient
+}
+
 type pick struct {
 	ID   string `json:"id"`
 	Addr string `json:"addr"`
@@ -273,7 +374,7 @@ type pick struct {
 // getTCPIP asks r for a server.
 func getTCPIP(base, query string) (pick, int, error) {
 	var p pick
-	resp, err := httpClient.Get(base + "/get-tcp-ip" + query)
+	resp, err := clientFor(base).Get(base + "/get-tcp-ip" + query)
 	if err != nil {
 		return p, 0, err
 	}
@@ -300,7 +401,7 @@ type status struct {
 }
 
 func getJSON(url string, v any) error {
-	resp, err := httpClient.Get(url)
+	resp, err := clientFor(url).Get(url)
 	if err != nil {
 		return err
 	}

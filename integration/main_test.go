@@ -26,7 +26,7 @@ func run(m *testing.M) int {
 		}
 		defer os.RemoveAll(dir)
 		for _, b := range []string{"dispatcher", "tcpserver"} {
-			out, err := exec.Command("go", "build", "-o", dir+"/"+b, "../cmd/"+b).CombinedOutput()
+			out, err := exec.Command("go", "build", "-race", "-o", dir+"/"+b, "../cmd/"+b).CombinedOutput()
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b, err, out)
 				return 1
