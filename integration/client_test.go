@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/tcpdispatch/tcpdispatch/client"
@@ -543,18 +541,7 @@ func clStartClusterOnIPs(t *testing.T, ips []string) (*cluster, int) {
 		r.start()
 		endpoints = append(endpoints, r.client)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	c.cli = cli
-	eventually(t, 30*time.Second, "etcd cluster serves writes", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err := cli.Put(ctx, c.prefix+"probe-ready", "1")
-		return err
-	})
+	c.connect(endpoints)
 	return c, port
 }
 

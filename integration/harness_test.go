@@ -66,12 +66,12 @@ func newProc(t testing.TB, dir, name, bin string, args ...string) *proc {
 }
 
 // logTail returns the last n lines of a process log that are not etcd's
-// own.
+// own (all lines with TCPDISPATCH_FULL_LOGS set).
 func logTail(path string, n int) string {
 	b, _ := os.ReadFile(path)
 	var keep []string
 	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.Contains(line, "component=etcd") {
+		if os.Getenv("TCPDISPATCH_FULL_LOGS") != "" || !strings.Contains(line, "component=etcd") {
 			keep = append(keep, line)
 		}
 	}
@@ -171,19 +171,21 @@ func freePorts(t testing.TB, n int) []int {
 // replica is one bin/dispatcher process.
 type replica struct {
 	*proc
-	http, client, peer     string // URLs the replica listens on
-	clientAdv, peerAdv     string // URLs it advertises: proxies when the cluster has them
-	clientProxy, peerProxy proxy.Server
-	dataDir                string
+	http, client, peer       string // URLs the replica listens on
+	clientAdv, peerAdv       string // URLs it advertises: proxies when the cluster has them
+	clientProxy, peerProxy   proxy.Server
+	clientShaper, peerShaper *shaper
+	dataDir                  string
 }
 
 // clusterOpts configures a test cluster.
 type clusterOpts struct {
 	replicas int
 	extra    []string // flags given to every replica
-	// proxies puts a fault-injecting TCP proxy (etcd's pkg/v3/proxy) in
-	// front of every member's client URL (between a replica's own etcd
-	// client and its member) and peer URL (all raft traffic into it).
+	// proxies puts a fault-injecting TCP proxy (etcd's pkg/v3/proxy, then
+	// a shaper) in front of every member's client URL (between a replica's
+	// own etcd client and its member) and peer URL (all raft traffic into
+	// it).
 	proxies bool
 }
 
@@ -195,16 +197,20 @@ type cluster struct {
 	cli      *clientv3.Client // talks to the members directly, never via a proxy
 	prefix   string
 	dialOpts []grpc.DialOption // how the test reaches members (network namespaces)
+	// sdkHTTP and sdkDial, when set, are how the client SDK reaches the
+	// replicas and the tcp-servers (network namespaces).
+	sdkHTTP *http.Client
+	sdkDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func startCluster(t testing.TB, o clusterOpts) *cluster {
 	t.Helper()
 	dir := t.TempDir()
-	ports := freePorts(t, 5*o.replicas)
+	ports := freePorts(t, 7*o.replicas)
 	c := &cluster{t: t, dir: dir, prefix: "/tcpdispatch/"}
 	var initial []string
 	for i := range o.replicas {
-		p := ports[5*i : 5*i+5]
+		p := ports[7*i : 7*i+7]
 		r := &replica{
 			http:   fmt.Sprintf("http://127.0.0.1:%d", p[0]),
 			client: fmt.Sprintf("http://127.0.0.1:%d", p[1]),
@@ -214,8 +220,12 @@ func startCluster(t testing.TB, o clusterOpts) *cluster {
 		if o.proxies {
 			r.clientAdv = fmt.Sprintf("http://127.0.0.1:%d", p[3])
 			r.peerAdv = fmt.Sprintf("http://127.0.0.1:%d", p[4])
-			r.clientProxy = startProxy(t, r.clientAdv, r.client)
-			r.peerProxy = startProxy(t, r.peerAdv, r.peer)
+			// advertised → etcd's proxy (pause) → shaper (delay, loss) → member
+			cShaper, pShaper := fmt.Sprintf("127.0.0.1:%d", p[5]), fmt.Sprintf("127.0.0.1:%d", p[6])
+			r.clientShaper = startShaper(t, cShaper, strings.TrimPrefix(r.client, "http://"))
+			r.peerShaper = startShaper(t, pShaper, strings.TrimPrefix(r.peer, "http://"))
+			r.clientProxy = startProxy(t, r.clientAdv, "http://"+cShaper)
+			r.peerProxy = startProxy(t, r.peerAdv, "http://"+pShaper)
 		}
 		c.replicas = append(c.replicas, r)
 		initial = append(initial, fmt.Sprintf("d%d=%s", i+1, r.peerAdv))
@@ -238,19 +248,27 @@ func startCluster(t testing.TB, o clusterOpts) *cluster {
 		r.start()
 		endpoints = append(endpoints, r.client)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	c.connect(endpoints)
+	return c
+}
+
+// connect gives the cluster a test client of etcd at endpoints, closed when
+// the test ends, and waits until etcd accepts writes.
+func (c *cluster) connect(endpoints []string) {
+	c.t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		DialOptions: c.dialOpts})
 	if err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
-	t.Cleanup(func() { cli.Close() })
+	c.t.Cleanup(func() { cli.Close() })
 	c.cli = cli
-	eventually(t, 30*time.Second, "etcd cluster serves writes", func() error {
+	eventually(c.t, 30*time.Second, "etcd cluster serves writes", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_, err := cli.Put(ctx, c.prefix+"probe-ready", "1")
 		return err
 	})
-	return c
 }
 
 // startProxy forwards from to to until the test ends.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tcpdispatch/tcpdispatch/client"
 )
 
 // answer is one get-tcp-ip call the load driver made.
@@ -50,6 +53,10 @@ type recorder struct {
 	spans map[string][][2]time.Time
 	// from is etcd's revision when recording started.
 	from int64
+	// sdkDials and sdkFailures count connections the client SDK made
+	// through the dispatchers (with its retries, cache and fallbacks).
+	sdkDials    int
+	sdkFailures []error
 }
 
 func (c *cluster) record() *recorder {
@@ -60,6 +67,31 @@ func (c *cluster) record() *recorder {
 		rec.from = resp.Header.Revision
 	}
 	gcancel()
+	sdk, err := c.sdkClient()
+	if err != nil {
+		c.t.Fatalf("client SDK: %v", err)
+	}
+	rec.wg.Add(1)
+	go func() {
+		defer rec.wg.Done()
+		for ctx.Err() == nil {
+			dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+			conn, _, err := sdk.Dial(dctx)
+			dcancel()
+			if ctx.Err() != nil {
+				return
+			}
+			rec.mu.Lock()
+			rec.sdkDials++
+			if err != nil {
+				rec.sdkFailures = append(rec.sdkFailures, fmt.Errorf("%s: %w", time.Now().Format("15:04:05.000"), err))
+			} else {
+				conn.Close()
+			}
+			rec.mu.Unlock()
+			sleepCtx(ctx, 50*time.Millisecond)
+		}
+	}()
 	for _, r := range c.replicas {
 		rec.wg.Add(2)
 		go func() {
@@ -142,6 +174,11 @@ func (rec *recorder) violations(ctx context.Context, registered map[string]strin
 		v = append(v, fmt.Sprintf("I2: %d of %d get-tcp-ip calls failed on live replicas; first at %s on %s: %v",
 			len(failed), len(rec.answers), failed[0].at.Format("15:04:05.000"), failed[0].replica, failed[0].err))
 	}
+	// I2 through the SDK: with its retries over replicas, its cache and
+	// at least one tcp-server up, no connect may fail.
+	if len(rec.sdkFailures) > 0 {
+		v = append(v, fmt.Sprintf("I2: %d of %d SDK dials failed; first: %v", len(rec.sdkFailures), rec.sdkDials, rec.sdkFailures[0]))
+	}
 	// I3: per process incarnation, the applied revision never decreases.
 	last := map[string]int64{}
 	for _, o := range rec.obs {
@@ -165,17 +202,36 @@ func (rec *recorder) violations(ctx context.Context, registered map[string]strin
 	return v
 }
 
-// leaderObservations returns, in time order, each replica's view of who
-// leads, for failover timing.
-func (rec *recorder) leaderSince(after time.Time) (string, time.Time) {
+// clientErrors counts what clients saw fail: get-tcp-ip errors on live
+// replicas and failed SDK dials.
+func (rec *recorder) clientErrors() int {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	for _, o := range rec.obs {
-		if o.leader && o.at.After(after) {
-			return o.replica, o.at
+	n := len(rec.sdkFailures)
+	for _, a := range rec.answers {
+		if a.err != nil && !rec.wasDown(a.replica, a.at) {
+			n++
 		}
 	}
-	return "", time.Time{}
+	return n
+}
+
+// sdkClient returns a client SDK instance that bootstraps from every
+// replica, as an application would.
+func (c *cluster) sdkClient() (*client.Client, error) {
+	var boot []string
+	for _, r := range c.replicas {
+		boot = append(boot, strings.TrimPrefix(r.http, "http://"))
+	}
+	cfg := client.Config{Bootstrap: boot, CachePath: filepath.Join(c.dir, "sdk-cache.json"),
+		RequestTimeout: time.Second, ConnectTimeout: time.Second}
+	if c.sdkHTTP != nil {
+		cfg.HTTPClient = c.sdkHTTP
+	}
+	if c.sdkDial != nil {
+		cfg.DialContext = c.sdkDial
+	}
+	return client.New(cfg)
 }
 
 // checkEpochs reads etcd's history of the prefix since the recorder

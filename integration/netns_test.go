@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 )
@@ -144,22 +142,26 @@ func startNetnsCluster(t *testing.T, n int, extra ...string) (*cluster, *netLab)
 		r.start()
 		c.replicas = append(c.replicas, r)
 	}
+	// The SDK reaches replica i's API on 127.0.0.1:18080+i inside its
+	// namespace, and tcp-servers in the hub.
+	nsOfPort := map[string]string{}
+	for i, r := range c.replicas {
+		nsOfPort[strings.TrimPrefix(r.http, "http://127.0.0.1:")] = lab.nodes[i]
+	}
+	c.sdkHTTP = &http.Client{Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			_, port, _ := net.SplitHostPort(addr)
+			ns, ok := nsOfPort[port]
+			if !ok {
+				return nil, fmt.Errorf("no namespace serves %s", addr)
+			}
+			return dialer(ns)(ctx, network, addr)
+		}}}
+	c.sdkDial = dialer(lab.hub)
 	c.dialOpts = []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 		return dialer(lab.hub)(ctx, "tcp", addr)
 	})}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
-		DialOptions: c.dialOpts})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	c.cli = cli
-	eventually(t, 30*time.Second, "etcd cluster in namespaces serves writes", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err := cli.Put(ctx, c.prefix+"probe-ready", "1")
-		return err
-	})
+	c.connect(endpoints)
 	return c, lab
 }
 
