@@ -31,7 +31,7 @@ integration:
 	TCPDISPATCH_BIN=$(CURDIR)/$(BIN)/race $(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./integration/
 
 bench: build ## benchmarks: pickers, get-tcp-ip vs bare net/http, put-to-serve latency
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./balancer/ ./api/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./balancer/ ./store/ ./api/
 	TCPDISPATCH_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x ./integration/
 
 lint:
