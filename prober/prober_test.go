@@ -109,7 +109,7 @@ var _ Writer = (*fencedWriter)(nil)
 func newFencedWriter(t testing.TB, cli *clientv3.Client, name string) *fencedWriter {
 	t.Helper()
 	key := "/fence/" + name
-	rev := mustPut(t, cli, key, name)
+	rev := etcdtest.Put(t, cli, key, name)
 	return &fencedWriter{t: t, cli: cli, key: key, epoch: rev, name: name}
 }
 
@@ -141,28 +141,6 @@ func (w *fencedWriter) count() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.txns
-}
-
-func mustPut(t testing.TB, cli *clientv3.Client, key, value string) int64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := cli.Put(ctx, key, value)
-	if err != nil {
-		t.Fatalf("put %s: %v", key, err)
-	}
-	return resp.Header.Revision
-}
-
-func mustDelete(t testing.TB, cli *clientv3.Client, key string, opts ...clientv3.OpOption) int64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := cli.Delete(ctx, key, opts...)
-	if err != nil {
-		t.Fatalf("delete %s: %v", key, err)
-	}
-	return resp.Header.Revision
 }
 
 // currentRev returns etcd's current revision.
@@ -297,7 +275,7 @@ func newEnv(t *testing.T) *env {
 
 // register writes id's addr.
 func (e *env) register(t testing.TB, id, addr string) int64 {
-	return mustPut(t, e.cli, e.keys.ServerField(id, store.FieldAddr), addr)
+	return etcdtest.Put(t, e.cli, e.keys.ServerField(id, store.FieldAddr), addr)
 }
 
 // waitSnapshot waits until the watcher has applied revision rev.
@@ -443,7 +421,7 @@ func TestProberLifecycle(t *testing.T) {
 	})
 
 	t.Run("removed server loses its record", func(t *testing.T) {
-		mustDelete(t, e.cli, e.keys.Server("b"), clientv3.WithPrefix())
+		etcdtest.Delete(t, e.cli, e.keys.Server("b"), clientv3.WithPrefix())
 		waitHealth(t, e.cli, e.keys, "b", "deleted", func(_ store.Health, ok bool) bool { return !ok })
 		if _, ok := getHealth(t, e.cli, e.keys, "a"); !ok {
 			t.Error("record of a deleted with b's")
@@ -479,9 +457,9 @@ func TestProberSeedsFromEtcd(t *testing.T) {
 	e.register(t, "dead", dead)
 	e.register(t, "live", live.addr)
 	old.Addr = dead
-	mustPut(t, e.cli, e.keys.Health("dead"), healthJSON(t, old))
+	etcdtest.Put(t, e.cli, e.keys.Health("dead"), healthJSON(t, old))
 	old.Addr = live.addr
-	rev := mustPut(t, e.cli, e.keys.Health("live"), healthJSON(t, old))
+	rev := etcdtest.Put(t, e.cli, e.keys.Health("live"), healthJSON(t, old))
 	s := e.waitSnapshot(t, rev)
 	if s.Lookup("dead").State != "up" || s.Lookup("live").State != "up" {
 		t.Fatalf("snapshot does not hold the old verdicts: %+v", s.Servers)
@@ -554,7 +532,7 @@ func TestProberNotLeader(t *testing.T) {
 	srv := listen(t, "")
 	e.waitSnapshot(t, e.register(t, "a", srv.addr))
 	wr := newFencedWriter(t, e.cli, "deposed")
-	mustDelete(t, e.cli, wr.key) // the term is over before the first write
+	etcdtest.Delete(t, e.cli, wr.key) // the term is over before the first write
 
 	p, _ := newTestProber(t, testConfig(), e.keys, e.w)
 	stop, done := runInBackground(t, "prober", func(ctx context.Context) error { return p.Run(ctx, wr) })

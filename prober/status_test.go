@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -228,7 +229,7 @@ func TestProberLoadReports(t *testing.T) {
 	ss.set(Status{Conns: 100, MaxConns: 1000, Load: 0.2}, http.StatusOK)
 	addr := strings.TrimPrefix(ss.srv.URL, "http://")
 	e.register(t, "a", addr)
-	e.waitSnapshot(t, mustPut(t, e.cli, e.keys.ServerField("a", store.FieldStatusURL), ss.srv.URL+"/status"))
+	e.waitSnapshot(t, etcdtest.Put(t, e.cli, e.keys.ServerField("a", store.FieldStatusURL), ss.srv.URL+"/status"))
 
 	cfg := testConfig()
 	cfg.LoadRefresh, cfg.ReportTTL, cfg.LoadSmoothing = time.Hour, 2*time.Hour, 1

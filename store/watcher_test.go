@@ -72,28 +72,6 @@ func newTestWatcher(t testing.TB, cli *clientv3.Client, cfg Config, reg promethe
 	return w
 }
 
-func mustPut(t testing.TB, cli *clientv3.Client, key, value string) int64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := cli.Put(ctx, key, value)
-	if err != nil {
-		t.Fatalf("put %s: %v", key, err)
-	}
-	return resp.Header.Revision
-}
-
-func mustDelete(t testing.TB, cli *clientv3.Client, key string, opts ...clientv3.OpOption) int64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := cli.Delete(ctx, key, opts...)
-	if err != nil {
-		t.Fatalf("delete %s: %v", key, err)
-	}
-	return resp.Header.Revision
-}
-
 // waitRev waits until w publishes a snapshot at revision rev or later.
 func waitRev(t testing.TB, w *Watcher, rev int64) *Snapshot {
 	t.Helper()
@@ -231,10 +209,10 @@ func TestWatcherFollowsChanges(t *testing.T) {
 	k, _ := NewKeys(testPrefix)
 	up := func(addr string) string { return healthJSON(t, Health{Addr: addr, Healthy: true}) }
 
-	mustPut(t, cli, k.ServerField("a", FieldAddr), "127.0.0.1:1001")
-	mustPut(t, cli, k.Health("a"), up("127.0.0.1:1001"))
+	etcdtest.Put(t, cli, k.ServerField("a", FieldAddr), "127.0.0.1:1001")
+	etcdtest.Put(t, cli, k.Health("a"), up("127.0.0.1:1001"))
 	// Outside the prefix: ignored, but the listing is at its revision.
-	rev := mustPut(t, cli, "/elsewhere/servers/x/addr", "127.0.0.1:9")
+	rev := etcdtest.Put(t, cli, "/elsewhere/servers/x/addr", "127.0.0.1:9")
 
 	reg := prometheus.NewRegistry()
 	w := newTestWatcher(t, cli, Config{ProgressInterval: 100 * time.Millisecond, StaleAfter: time.Second}, reg)
@@ -266,9 +244,9 @@ func TestWatcherFollowsChanges(t *testing.T) {
 		{
 			name: "new server",
 			do: func() int64 {
-				mustPut(t, cli, k.ServerField("b", FieldAddr), "127.0.0.1:1002")
-				mustPut(t, cli, k.ServerField("b", FieldWeight), "3")
-				return mustPut(t, cli, k.Health("b"), up("127.0.0.1:1002"))
+				etcdtest.Put(t, cli, k.ServerField("b", FieldAddr), "127.0.0.1:1002")
+				etcdtest.Put(t, cli, k.ServerField("b", FieldWeight), "3")
+				return etcdtest.Put(t, cli, k.Health("b"), up("127.0.0.1:1002"))
 			},
 			check: func(t *testing.T, s *Snapshot) {
 				checkServer(t, s, "b", srvWant{addr: "127.0.0.1:1002", weight: 3, state: "up", eligible: true})
@@ -279,7 +257,7 @@ func TestWatcherFollowsChanges(t *testing.T) {
 		},
 		{
 			name: "garbage weight is reported and counted, the good one kept",
-			do:   func() int64 { return mustPut(t, cli, k.ServerField("b", FieldWeight), "lots") },
+			do:   func() int64 { return etcdtest.Put(t, cli, k.ServerField("b", FieldWeight), "lots") },
 			check: func(t *testing.T, s *Snapshot) {
 				checkServer(t, s, "b", srvWant{addr: "127.0.0.1:1002", weight: 3, state: "up", eligible: true,
 					errs: []string{`weight "lots"`}})
@@ -290,7 +268,7 @@ func TestWatcherFollowsChanges(t *testing.T) {
 		},
 		{
 			name: "strategy",
-			do:   func() int64 { return mustPut(t, cli, k.Strategy(), "hash") },
+			do:   func() int64 { return etcdtest.Put(t, cli, k.Strategy(), "hash") },
 			check: func(t *testing.T, s *Snapshot) {
 				if s.Strategy != balancer.Hash {
 					t.Errorf("Strategy = %q; want hash", s.Strategy)
@@ -299,7 +277,7 @@ func TestWatcherFollowsChanges(t *testing.T) {
 		},
 		{
 			name: "garbage strategy",
-			do:   func() int64 { return mustPut(t, cli, k.Strategy(), "fastest") },
+			do:   func() int64 { return etcdtest.Put(t, cli, k.Strategy(), "fastest") },
 			check: func(t *testing.T, s *Snapshot) {
 				if s.Strategy != balancer.Hash || len(s.Problems) != 1 {
 					t.Errorf("Strategy = %q, problems %q; want hash and one problem", s.Strategy, s.Problems)
@@ -311,7 +289,7 @@ func TestWatcherFollowsChanges(t *testing.T) {
 		},
 		{
 			name: "delete of the server prefix removes it and orphans its health",
-			do:   func() int64 { return mustDelete(t, cli, k.Server("b"), clientv3.WithPrefix()) },
+			do:   func() int64 { return etcdtest.Delete(t, cli, k.Server("b"), clientv3.WithPrefix()) },
 			check: func(t *testing.T, s *Snapshot) {
 				if s.Lookup("b") != nil {
 					t.Errorf("server b still listed after its keys were deleted")
@@ -323,7 +301,7 @@ func TestWatcherFollowsChanges(t *testing.T) {
 		},
 		{
 			name: "health delete",
-			do:   func() int64 { return mustDelete(t, cli, k.Health("b")) },
+			do:   func() int64 { return etcdtest.Delete(t, cli, k.Health("b")) },
 			check: func(t *testing.T, s *Snapshot) {
 				if len(s.OrphanHealth()) != 0 {
 					t.Errorf("OrphanHealth = %v; want none", s.OrphanHealth())
@@ -379,10 +357,10 @@ func TestWatcherResumesAfterCompaction(t *testing.T) {
 	up := func(addr string) string { return healthJSON(t, Health{Addr: addr, Healthy: true}) }
 
 	for id, addr := range map[string]string{"a": "127.0.0.1:1001", "b": "127.0.0.1:1002", "c": "127.0.0.1:1003"} {
-		mustPut(t, cli, k.ServerField(id, FieldAddr), addr)
-		mustPut(t, cli, k.Health(id), up(addr))
+		etcdtest.Put(t, cli, k.ServerField(id, FieldAddr), addr)
+		etcdtest.Put(t, cli, k.Health(id), up(addr))
 	}
-	mustPut(t, cli, k.ServerField("a", FieldWeight), "40")
+	etcdtest.Put(t, cli, k.ServerField("a", FieldWeight), "40")
 
 	reg := prometheus.NewRegistry()
 	w := newTestWatcher(t, cli, Config{}, reg)
@@ -396,11 +374,11 @@ func TestWatcherResumesAfterCompaction(t *testing.T) {
 	}
 
 	// Changes the old model misses while "disconnected".
-	mustDelete(t, cli, k.Server("b"), clientv3.WithPrefix())
-	mustPut(t, cli, k.ServerField("c", FieldWeight), "0")
-	mustPut(t, cli, k.ServerField("d", FieldAddr), "127.0.0.1:1004")
-	mustPut(t, cli, k.Strategy(), "random")
-	rev := mustPut(t, cli, k.ServerField("a", FieldWeight), "not-a-number")
+	etcdtest.Delete(t, cli, k.Server("b"), clientv3.WithPrefix())
+	etcdtest.Put(t, cli, k.ServerField("c", FieldWeight), "0")
+	etcdtest.Put(t, cli, k.ServerField("d", FieldAddr), "127.0.0.1:1004")
+	etcdtest.Put(t, cli, k.Strategy(), "random")
+	rev := etcdtest.Put(t, cli, k.ServerField("a", FieldWeight), "not-a-number")
 	if _, err := cli.Compact(ctx, rev); err != nil {
 		t.Fatalf("compact: %v", err)
 	}
@@ -432,8 +410,8 @@ func TestWatcherResumesAfterCompaction(t *testing.T) {
 		errs: []string{`weight "not-a-number"`}})
 	checkServer(t, freshSnap, "a", srvWant{addr: "127.0.0.1:1001", weight: DefaultWeight, state: "up", eligible: true,
 		errs: []string{`weight "not-a-number"`}})
-	mustPut(t, cli, k.ServerField("a", FieldWeight), "40")
-	rev = mustPut(t, cli, k.Strategy(), "random") // same value, new revision
+	etcdtest.Put(t, cli, k.ServerField("a", FieldWeight), "40")
+	rev = etcdtest.Put(t, cli, k.Strategy(), "random") // same value, new revision
 	if err := w.list(ctx, old); err != nil {
 		t.Fatalf("re-list: %v", err)
 	}
@@ -468,7 +446,7 @@ func TestWatcherWatchAfterCompactedRelist(t *testing.T) {
 	defer cancel()
 	k, _ := NewKeys(testPrefix)
 
-	rev := mustPut(t, cli, k.ServerField("a", FieldAddr), "127.0.0.1:1001")
+	rev := etcdtest.Put(t, cli, k.ServerField("a", FieldAddr), "127.0.0.1:1001")
 	reg := prometheus.NewRegistry()
 	w := newTestWatcher(t, cli, Config{}, reg)
 	old := newModel(w.keys)
@@ -476,7 +454,7 @@ func TestWatcherWatchAfterCompactedRelist(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 20 {
-		rev = mustPut(t, cli, k.ServerField("a", FieldWeight), itoa(int64(i)))
+		rev = etcdtest.Put(t, cli, k.ServerField("a", FieldWeight), itoa(int64(i)))
 	}
 	if _, err := cli.Compact(ctx, rev); err != nil {
 		t.Fatal(err)
@@ -499,7 +477,7 @@ func TestWatcherWatchAfterCompactedRelist(t *testing.T) {
 		defer close(done)
 		wrelist, _, werr = w.watch(wctx, old)
 	}()
-	rev = mustPut(t, cli, k.ServerField("a", FieldWeight), "77")
+	rev = etcdtest.Put(t, cli, k.ServerField("a", FieldWeight), "77")
 	s := waitRev(t, w, rev)
 	wcancel()
 	<-done
@@ -631,8 +609,8 @@ func TestWatcherStaleWhenEtcdUnreachable(t *testing.T) {
 	direct := m.Client(t)
 	cli, px := proxiedClient(t, m)
 	k, _ := NewKeys(testPrefix)
-	mustPut(t, direct, k.ServerField("a", FieldAddr), "127.0.0.1:1001")
-	rev := mustPut(t, direct, k.Health("a"), healthJSON(t, Health{Addr: "127.0.0.1:1001", Healthy: true}))
+	etcdtest.Put(t, direct, k.ServerField("a", FieldAddr), "127.0.0.1:1001")
+	rev := etcdtest.Put(t, direct, k.Health("a"), healthJSON(t, Health{Addr: "127.0.0.1:1001", Healthy: true}))
 
 	const progress, stale = 100 * time.Millisecond, 500 * time.Millisecond
 	w := newTestWatcher(t, cli, Config{ProgressInterval: progress, StaleAfter: stale, MaxBackoff: 200 * time.Millisecond}, nil)
@@ -641,7 +619,7 @@ func TestWatcherStaleWhenEtcdUnreachable(t *testing.T) {
 	// Work around the idle-cluster bug (see TestWatcherProgressWhenIdle):
 	// a write outside the prefix moves etcd's revision to the watch's
 	// start revision, after which progress requests are answered.
-	mustPut(t, direct, "/elsewhere", "x")
+	etcdtest.Put(t, direct, "/elsewhere", "x")
 
 	// While etcd is up, progress notifications keep the age below
 	// StaleAfter even though nothing under the prefix changes.
@@ -669,7 +647,7 @@ func TestWatcherStaleWhenEtcdUnreachable(t *testing.T) {
 	}
 
 	// A change made meanwhile shows once etcd is reachable again.
-	rev = mustPut(t, direct, k.ServerField("a", FieldWeight), "5")
+	rev = etcdtest.Put(t, direct, k.ServerField("a", FieldWeight), "5")
 	px.reopen()
 	s := waitRev(t, w, rev)
 	checkServer(t, s, "a", srvWant{addr: "127.0.0.1:1001", weight: 5, state: "up", eligible: true})
@@ -693,7 +671,7 @@ func TestWatcherStaleWhenEtcdUnreachable(t *testing.T) {
 func TestWatcherProgressWhenIdle(t *testing.T) {
 	m := etcdtest.Start(t)
 	cli := m.Client(t)
-	rev := mustPut(t, cli, testPrefix+"servers/a/addr", "127.0.0.1:1001")
+	rev := etcdtest.Put(t, cli, testPrefix+"servers/a/addr", "127.0.0.1:1001")
 	const progress, stale = 100 * time.Millisecond, 500 * time.Millisecond
 	w := newTestWatcher(t, cli, Config{ProgressInterval: progress, StaleAfter: stale}, nil)
 	runWatcher(t, w)

@@ -106,3 +106,29 @@ func mustURL(t testing.TB, s string) *url.URL {
 	}
 	return u
 }
+
+// Put writes key=value and returns the revision of the write; it fails the
+// test on error.
+func Put(t testing.TB, cli *clientv3.Client, key, value string) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.Put(ctx, key, value)
+	if err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+	return resp.Header.Revision
+}
+
+// Delete deletes key (with opts, e.g. clientv3.WithPrefix()) and returns the
+// revision; it fails the test on error.
+func Delete(t testing.TB, cli *clientv3.Client, key string, opts ...clientv3.OpOption) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.Delete(ctx, key, opts...)
+	if err != nil {
+		t.Fatalf("delete %s: %v", key, err)
+	}
+	return resp.Header.Revision
+}
