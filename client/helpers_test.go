@@ -5,15 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tcpdispatch/tcpdispatch/internal/testnet"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -152,25 +151,7 @@ func (e *echoServer) stop() {
 func (e *echoServer) server() Server { return Server{ID: e.id, Addr: e.addr} }
 
 // deadAddr returns a loopback address that refuses connections.
-func deadAddr(t testing.TB) string {
-	t.Helper()
-	// A socket bound but not listening: connects are refused, and no
-	// listener started later in the test (an httptest dispatcher) can be
-	// given the same port, as it could after a plain Listen and Close.
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
-}
+func deadAddr(t testing.TB) string { return testnet.DeadAddr(t) }
 
 // roundTrip writes a line on c and returns the echoed line.
 func roundTrip(t testing.TB, c net.Conn, line string) string {

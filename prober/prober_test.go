@@ -16,6 +16,7 @@ import (
 
 	"github.com/tcpdispatch/tcpdispatch/election"
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
+	"github.com/tcpdispatch/tcpdispatch/internal/testnet"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -244,11 +245,7 @@ func (s *server) close() {
 }
 
 // deadAddr returns a loopback address nothing listens on.
-func deadAddr(t testing.TB) string {
-	s := listen(t, "")
-	s.close()
-	return s.addr
-}
+func deadAddr(t testing.TB) string { return testnet.DeadAddr(t) }
 
 // env is one prober test's etcd, key layout and watcher.
 type env struct {
