@@ -245,11 +245,11 @@ func (e *Election) runOnce(ctx context.Context, lead func(context.Context, *Lead
 		return err
 	}
 	defer e.closeSession(ctx, s)
-	el, err := e.campaign(ctx, s)
+	el, rev, err := e.campaign(ctx, s)
 	if err != nil {
 		return err
 	}
-	e.leadTerm(ctx, s, el, lead)
+	e.leadTerm(ctx, s, el, rev, lead)
 	return nil
 }
 
@@ -298,8 +298,9 @@ func (e *Election) revoke(ctx context.Context, id clientv3.LeaseID) {
 
 // campaign waits until s's key leads, then verifies it: Campaign can return
 // after the session expired, and only a key that still exists with our lease
-// and create revision is leadership.
-func (e *Election) campaign(ctx context.Context, s *concurrency.Session) (*concurrency.Election, error) {
+// and create revision is leadership. It also returns the revision of that
+// verification: every write of an earlier term is at or below it.
+func (e *Election) campaign(ctx context.Context, s *concurrency.Session) (*concurrency.Election, int64, error) {
 	el := concurrency.NewElection(s, e.cfg.Prefix)
 	cctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(s.Ctx(), cancel) // a dead session cannot win
@@ -308,34 +309,34 @@ func (e *Election) campaign(ctx context.Context, s *concurrency.Session) (*concu
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		}
 		if s.Ctx().Err() != nil {
-			return nil, fmt.Errorf("campaign: %w", errSessionDone)
+			return nil, 0, fmt.Errorf("campaign: %w", errSessionDone)
 		}
-		return nil, fmt.Errorf("campaign: %w", err)
+		return nil, 0, fmt.Errorf("campaign: %w", err)
 	}
 	gctx, gcancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
 	resp, err := e.cli.Get(gctx, el.Key())
 	gcancel()
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("verify leadership: %w", err)
+		return nil, 0, fmt.Errorf("verify leadership: %w", err)
 	case len(resp.Kvs) == 0:
-		return nil, fmt.Errorf("verify leadership: leader key %s is gone", el.Key())
+		return nil, 0, fmt.Errorf("verify leadership: leader key %s is gone", el.Key())
 	case clientv3.LeaseID(resp.Kvs[0].Lease) != s.Lease() || resp.Kvs[0].CreateRevision != el.Rev():
-		return nil, fmt.Errorf("verify leadership: leader key %s has lease %x, create revision %d; want %x, %d",
+		return nil, 0, fmt.Errorf("verify leadership: leader key %s has lease %x, create revision %d; want %x, %d",
 			el.Key(), resp.Kvs[0].Lease, resp.Kvs[0].CreateRevision, s.Lease(), el.Rev())
 	}
-	return el, nil
+	return el, resp.Header.Revision, nil
 }
 
 // leadTerm runs lead for one term and returns once lead and the loss
 // watcher have returned and, unless leadership was lost, the key is resigned.
-func (e *Election) leadTerm(ctx context.Context, s *concurrency.Session, el *concurrency.Election, lead func(context.Context, *Leadership) error) {
+func (e *Election) leadTerm(ctx context.Context, s *concurrency.Session, el *concurrency.Election, rev int64, lead func(context.Context, *Leadership) error) {
 	leaderCtx, cancel := context.WithCancelCause(ctx)
 	l := &Leadership{
-		key: el.Key(), name: e.cfg.Name, epoch: el.Rev(),
+		key: el.Key(), name: e.cfg.Name, epoch: el.Rev(), revision: rev,
 		cli: e.cli, opTimeout: e.cfg.OpTimeout,
 		log: e.log.WithField("epoch", el.Rev()), cancel: cancel,
 	}
@@ -521,6 +522,7 @@ type Leadership struct {
 	key       string
 	name      string
 	epoch     int64
+	revision  int64
 	cli       *clientv3.Client
 	opTimeout time.Duration
 	log       *logrus.Entry
@@ -539,6 +541,11 @@ func (l *Leadership) Epoch() int64 { return l.epoch }
 
 // Name returns the leader's name, the leader key's value.
 func (l *Leadership) Name() string { return l.name }
+
+// Revision returns the etcd revision at which this term's leadership was
+// verified. Every write of an earlier term is at or below it, so a leader
+// that acts on state read at this revision or later sees all of them.
+func (l *Leadership) Revision() int64 { return l.revision }
 
 // Txn commits ops atomically if the leader key still exists with create
 // revision Epoch and all of cmps hold. It blocks for one etcd round trip,

@@ -161,6 +161,13 @@ func (n *Node) Run(ctx context.Context) error {
 		defer wg.Done()
 		defer close(electionDone)
 		err := elect.Run(runCtx, func(lctx context.Context, l *election.Leadership) error {
+			// Probe only from a snapshot that holds every earlier term's
+			// verdicts: one restored from disk, or lagging behind, would
+			// seed the prober with stale health and its first round would
+			// write that back.
+			if err := watcher.WaitSynced(lctx, l.Revision()); err != nil {
+				return nil // leadership ended first
+			}
 			return prb.Run(lctx, l)
 		})
 		if err != nil {

@@ -166,6 +166,26 @@ func (w *Watcher) Reachable() bool {
 	return age >= 0 && age <= w.cfg.StaleAfter && !w.sync.Load().Restored
 }
 
+// WaitSynced blocks until the snapshot reflects every change up to rev and
+// etcd confirmed it to this process (a snapshot restored from disk does not
+// count), or until ctx is done, whose error it then returns. A new leader
+// calls it with its Leadership.Revision so that it acts on every write of
+// the terms before it.
+func (w *Watcher) WaitSynced(ctx context.Context, rev int64) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if s := w.sync.Load(); !s.Restored && s.Revision >= rev && w.snap.Load() != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
 // Changed returns a channel that is closed when a snapshot newer than the
 // current one is published.
 func (w *Watcher) Changed() <-chan struct{} {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/url"
@@ -682,5 +683,33 @@ func TestWatcherProgressWhenIdle(t *testing.T) {
 			t.Fatalf("idle but healthy: Age = %v, Reachable = %v; want 0..%v, true", age, w.Reachable(), stale)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestWaitSynced checks that a snapshot restored from disk does not count
+// as synced, and that a live one does once it reaches the revision.
+func TestWaitSynced(t *testing.T) {
+	m := etcdtest.Start(t)
+	cli := m.Client(t)
+	rev := etcdtest.Put(t, cli, testPrefix+"servers/a/addr", "127.0.0.1:1001")
+	w := newTestWatcher(t, cli, Config{}, nil)
+	restored, err := NewSnapshot(rev, "wrr", nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Restore(restored, time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := w.WaitSynced(ctx, rev); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitSynced on a restored snapshot = %v; want it to wait", err)
+	}
+	runWatcher(t, w)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	if err := w.WaitSynced(ctx2, rev); err != nil {
+		t.Fatalf("WaitSynced with a live watcher: %v", err)
+	}
+	if s := w.Snapshot(); s == restored || s.Lookup("a") == nil {
+		t.Fatalf("snapshot after sync = %+v; want the listed one", s)
 	}
 }
