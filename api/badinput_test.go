@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -117,6 +118,27 @@ func TestBadClients(t *testing.T) {
 		_, err := bufio.NewReader(c).ReadString('\n')
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
 			t.Errorf("a slowloris connection was still open 3s after ReadHeaderTimeout")
+		}
+	}
+}
+
+// TestHeadHealthChecks checks that health checks by HEAD succeed, as load
+// balancers send them.
+func TestHeadHealthChecks(t *testing.T) {
+	snap, err := store.NewSnapshot(1, balancer.WRR, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Config{Name: "t"}, sourceOf(snap), fakeLeader(false), nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		req, _ := http.NewRequest(http.MethodHead, path, nil)
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Errorf("HEAD %s = %d, want 200", path, rec.Code)
 		}
 	}
 }

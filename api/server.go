@@ -154,7 +154,8 @@ func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prom
 		routes["/metrics"] = echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	}
 	for path, h := range routes {
-		e.GET(path, s.recoverPanics(h))
+		// HEAD as well: load balancers often health-check with it.
+		e.Match([]string{http.MethodGet, http.MethodHead}, path, s.recoverPanics(h))
 	}
 	s.echo = e
 	return s, nil

@@ -98,9 +98,21 @@ func Run(ctx context.Context, cli *clientv3.Client, prefix, id, addr string, ttl
 	secs := max(int64((ttl+time.Second-1)/time.Second), 1)
 	key := keys.ServerField(id, store.FieldAddr)
 	for attempt := 0; ; attempt++ {
-		err := hold(ctx, cli, key, addr, secs, o.onRegister)
+		registered := false
+		err := hold(ctx, cli, key, addr, secs, func(id clientv3.LeaseID) {
+			registered = true
+			if o.onRegister != nil {
+				o.onRegister(id)
+			}
+		})
 		if ctx.Err() != nil {
 			return nil
+		}
+		if registered {
+			// A registration that held for a while and was then lost
+			// starts the backoff over: a blip after days of service must
+			// not wait 30s.
+			attempt = 0
 		}
 		if o.onError != nil {
 			o.onError(err)
