@@ -433,7 +433,10 @@ func (p *Prober) flush(ctx context.Context, w Writer, snap *store.Snapshot, pend
 		ids = append(ids, id)
 	}
 	for _, id := range snap.OrphanHealth() {
-		ops = append(ops, clientv3.OpDelete(p.keys.Health(id)))
+		// Only if the server is still unregistered when the write lands:
+		// the snapshot may be behind a registration made meanwhile.
+		unregistered := clientv3.Compare(clientv3.CreateRevision(p.keys.Server(id)), "=", 0).WithPrefix()
+		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{unregistered}, []clientv3.Op{clientv3.OpDelete(p.keys.Health(id))}, nil))
 		ids = append(ids, "")
 	}
 	for len(ops) > 0 {
