@@ -79,18 +79,19 @@ func (n *Node) Run(ctx context.Context) error {
 	defer fail(nil)
 
 	endpoints := cfg.EtcdEndpoints
-	var member *embed.Etcd
-	if len(endpoints) == 0 {
-		member, err = n.startMember()
-		if err != nil {
-			return err
-		}
-		defer func() {
-			member.Close()
-			n.log.Info("embedded etcd member stopped")
-		}()
+	embedded := len(endpoints) == 0
+	if embedded {
 		endpoints = strings.Split(cfg.Embed.AdvertiseClientURLs, ",")
 	}
+	// The member starts only once HTTP answers, and stops last.
+	var member *embed.Etcd
+	defer func() {
+		if member != nil {
+			member.Close()
+			n.log.Info("embedded etcd member stopped")
+		}
+	}()
+	// clientv3.New does not wait for etcd.
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:            endpoints,
 		DialTimeout:          cfg.EtcdDialTimeout,
@@ -134,6 +135,18 @@ func (n *Node) Run(ctx context.Context) error {
 	snapFile := n.snapshotFile()
 	if snapFile != "" {
 		n.restore(watcher, snapFile)
+	}
+
+	// HTTP answers first (503 with a reason, or the saved snapshot) while
+	// the embedded member opens its database and replays its WAL.
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Run(runCtx, ln) }()
+	if embedded {
+		if member, err = n.startMember(); err != nil {
+			fail(err)
+			<-srvDone
+			return err
+		}
 	}
 
 	// The watcher outlives the HTTP server so that get-tcp-ip stays
@@ -184,8 +197,7 @@ func (n *Node) Run(ctx context.Context) error {
 
 	n.log.WithFields(logrus.Fields{"http": ln.Addr().String(), "etcd": strings.Join(endpoints, ","),
 		"embedded": member != nil}).Info("replica started")
-	err = srv.Run(runCtx, ln)
-	if err != nil {
+	if err = <-srvDone; err != nil {
 		fail(err)
 	}
 	stopWatch()

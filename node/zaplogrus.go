@@ -62,7 +62,7 @@ func (c *logrusCore) Write(ent zapcore.Entry, fields []zapcore.Field) error {
 func shutdownNoise(fields map[string]any) bool {
 	msg, ok := fields["error"].(string)
 	return ok && (strings.HasSuffix(msg, "use of closed network connection") ||
-		msg == "http: Server closed" || msg == "grpc: the server has been stopped")
+		msg == "http: Server closed" || msg == "grpc: the server has been stopped" || msg == "mux: server closed")
 }
 
 func (c *logrusCore) Sync() error { return nil }
