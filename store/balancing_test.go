@@ -199,6 +199,11 @@ func TestMassRemoval(t *testing.T) {
 			if s.Eligible() != want {
 				t.Errorf("eligible %d, want %d", s.Eligible(), want)
 			}
+			// The next build is not a new event: nothing to log or count,
+			// and a hold stays in force.
+			if s := buildAt(t, m, at); s.MassRemoval != "" || s.Eligible() != want {
+				t.Errorf("rebuild: mass removal %q, eligible %d; want none, %d", s.MassRemoval, s.Eligible(), want)
+			}
 			// Two come back: the update no longer removes more than half.
 			for _, id := range []string{"b", "c"} {
 				apply(t, m, []op{put("health/"+id, upSince(t, addrs[id], old, nil))})

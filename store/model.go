@@ -23,9 +23,12 @@ type model struct {
 	strategy field[balancer.Strategy]
 	// config holds the other config/<name> keys (see Balancing).
 	config map[string]*field[any]
-	// lastEligible maps the servers eligible in the last build to their
-	// effective weights, for the mass-removal guard.
+	// lastEligible maps the servers eligible on their own in the last build
+	// to their effective weights, for the mass-removal guard.
 	lastEligible map[string]int
+	// holdBase, while a hold is in force, is the eligible set from just
+	// before the mass removal, with the effective weights held servers get.
+	holdBase map[string]int
 	// election maps election keys to their owner and create revision.
 	election map[string]electionKey
 	// present marks keys seen during a re-list; see beginRelist.
@@ -431,40 +434,63 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 }
 
 // guardMassRemoval compares the eligible servers of s with those of the last
-// build. If more than half of those went out at once, it records the event
-// in s and, under the hold policy, puts back the ones the update marked
-// down, at their last effective weight.
+// build. When one update takes more than half of them out, it records why in
+// s.MassRemoval (the watcher logs and counts it: once per event) and, under
+// policy hold, keeps serving the ones the leader marked down for as long as
+// more than half of that earlier set stays out; then the verdicts apply.
+// A hold in force is not a new event: it is neither logged nor counted
+// again on later builds.
 func (m *model) guardMassRemoval(s *Snapshot, bal Balancing) {
-	prev := m.lastEligible
-	var removed []int // indices in s.Servers
-	gone := 0         // previously eligible, now not even registered
-	for id := range prev {
-		i, ok := slices.BinarySearchFunc(s.Servers, id, func(srv Server, id string) int { return strings.Compare(srv.ID, id) })
-		switch {
-		case !ok:
-			gone++
-		case !s.Servers[i].Eligible:
-			removed = append(removed, i)
-		}
+	find := func(id string) (int, bool) {
+		return slices.BinarySearchFunc(s.Servers, id, func(srv Server, id string) int { return strings.Compare(srv.ID, id) })
 	}
-	if len(prev) >= 2 && 2*(len(removed)+gone) > len(prev) {
-		s.MassRemoval = fmt.Sprintf("%d of %d eligible servers removed by one update (policy %s)", len(removed)+gone, len(prev), bal.MassRemoval)
-		if bal.MassRemoval == MassRemovalHold {
-			for _, i := range removed {
-				srv := &s.Servers[i]
-				// Only the leader's down verdicts are held; operator
-				// intent (drain, weight 0, a changed addr) is not second-
-				// guessed.
-				if srv.State == "down" && !srv.Draining {
-					srv.Eligible, srv.Held, srv.EffectiveWeight = true, true, prev[srv.ID]
-				}
+	// removedFrom counts the members of base that are not eligible now (or
+	// gone) and lists the indices of those still registered.
+	removedFrom := func(base map[string]int) (out []int, n int) {
+		for id := range base {
+			i, ok := find(id)
+			switch {
+			case !ok:
+				n++
+			case !s.Servers[i].Eligible:
+				out = append(out, i)
+				n++
+			}
+		}
+		return out, n
+	}
+	if bal.MassRemoval != MassRemovalHold {
+		m.holdBase = nil
+	}
+	var hold []int
+	if m.holdBase != nil {
+		removed, n := removedFrom(m.holdBase)
+		if 2*n > len(m.holdBase) {
+			hold = removed
+		} else {
+			m.holdBase = nil // enough came back: the verdicts apply
+		}
+	} else if prev := m.lastEligible; len(prev) >= 2 {
+		removed, n := removedFrom(prev)
+		if 2*n > len(prev) {
+			s.MassRemoval = fmt.Sprintf("%d of %d eligible servers removed by one update (policy %s)", n, len(prev), bal.MassRemoval)
+			if bal.MassRemoval == MassRemovalHold {
+				m.holdBase, hold = prev, removed
 			}
 		}
 	}
-	m.lastEligible = make(map[string]int, len(prev))
+	m.lastEligible = make(map[string]int, len(s.Servers))
 	for i := range s.Servers {
 		if srv := &s.Servers[i]; srv.Eligible {
 			m.lastEligible[srv.ID] = srv.EffectiveWeight
+		}
+	}
+	for _, i := range hold {
+		srv := &s.Servers[i]
+		// Only the leader's down verdicts are held; operator intent (drain,
+		// weight 0, a changed addr) is not second-guessed.
+		if srv.State == "down" && !srv.Draining && srv.Weight > 0 {
+			srv.Eligible, srv.Held, srv.EffectiveWeight = true, true, m.holdBase[srv.ID]
 		}
 	}
 }
