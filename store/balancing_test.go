@@ -246,19 +246,19 @@ func TestBalancingConfig(t *testing.T) {
 	m := newTestModel(t)
 	apply(t, m, []op{put("config/slow-start", "5s"), put("config/hash-load-factor", "2"),
 		put("config/overload-threshold", "0.8"), putBad("config/panic-threshold", "1.5"),
-		putBad("config/mass-removal", "ignore"), put("config/unknown-setting", "x")})
+		putBad("config/mass-removal", "ignore"), putBad("config/unknown-setting", "x")})
 	s := mustBuild(t, m)
 	b := s.Balancing
 	if b.SlowStart != 5*time.Second || b.HashLoadFactor != 2 || b.OverloadThreshold != 0.8 ||
 		b.OverloadRecover < 0.69 || b.OverloadRecover > 0.71 || b.PanicThreshold != 0.5 || b.MassRemoval != "apply" {
 		t.Errorf("balancing = %+v", b)
 	}
-	if len(s.Problems) != 2 {
-		t.Errorf("problems = %q, want panic-threshold and mass-removal", s.Problems)
+	if len(s.Problems) != 3 {
+		t.Errorf("problems = %q, want panic-threshold, mass-removal and the unknown setting", s.Problems)
 	}
 	apply(t, m, []op{put("config/overload-recover", "0.9"), del("config/slow-start")})
 	s = mustBuild(t, m)
-	if s.Balancing.OverloadRecover >= s.Balancing.OverloadThreshold || len(s.Problems) != 3 || s.Balancing.SlowStart != 30*time.Second {
+	if s.Balancing.OverloadRecover >= s.Balancing.OverloadThreshold || len(s.Problems) != 4 || s.Balancing.SlowStart != 30*time.Second {
 		t.Errorf("recover above threshold: %+v, problems %q", s.Balancing, s.Problems)
 	}
 }

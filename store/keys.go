@@ -96,6 +96,10 @@ const (
 	kindConfig
 	kindHealth
 	kindElection
+	// kindInvalid is a key in an operator part of the layout (servers/,
+	// config/, health/) that the layout does not allow: a typo in a key's
+	// name is reported like a bad value, not silently ignored.
+	kindInvalid
 )
 
 // parse classifies key; id and field are set for server keys, id for health
@@ -113,19 +117,22 @@ func (k Keys) parse(key string) (kind keyKind, id, field string) {
 		// ignored like any key outside the layout.
 		name := rest[len("config/"):]
 		if configParsers[name] == nil {
-			return kindUnknown, "", ""
+			return kindInvalid, "", "unknown setting config/" + name
 		}
 		return kindConfig, "", name
 	case strings.HasPrefix(rest, "servers/"):
 		id, field, ok := strings.Cut(rest[len("servers/"):], "/")
-		if !ok || ValidateID(id) != nil || field == "" || strings.Contains(field, "/") {
-			return kindUnknown, "", ""
+		switch {
+		case ValidateID(id) != nil:
+			return kindInvalid, "", ValidateID(id).Error()
+		case !ok || field == "" || strings.Contains(field, "/"):
+			return kindInvalid, "", "want servers/<id>/<field>"
 		}
 		return kindServerField, id, field
 	case strings.HasPrefix(rest, "health/"):
 		id := rest[len("health/"):]
-		if ValidateID(id) != nil {
-			return kindUnknown, "", ""
+		if err := ValidateID(id); err != nil {
+			return kindInvalid, "", err.Error()
 		}
 		return kindHealth, id, ""
 	case strings.HasPrefix(rest, "election/"):

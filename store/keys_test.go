@@ -186,21 +186,27 @@ func TestKeysParse(t *testing.T) {
 
 		{"/other/servers/tcp1/addr", kindUnknown, "", ""}, // outside the prefix
 		{"/pservers/tcp1/addr", kindUnknown, "", ""},      // prefix must match with its slash
-		{"/p/servers/tcp1", kindUnknown, "", ""},          // no field
-		{"/p/servers/tcp1/", kindUnknown, "", ""},         // empty field
-		{"/p/servers//addr", kindUnknown, "", ""},         // empty id
-		{"/p/servers/tcp 1/addr", kindUnknown, "", ""},    // invalid id
-		{"/p/servers/tcp1/addr/x", kindUnknown, "", ""},   // nested field
-		{"/p/health/", kindUnknown, "", ""},               // empty id
-		{"/p/health/a/b", kindUnknown, "", ""},            // invalid id
-		{"/p/config/other", kindUnknown, "", ""},
-		{"/p/config/strategy/x", kindUnknown, "", ""},
+		{"/p/servers/tcp1", kindInvalid, "", ""},          // no field
+		{"/p/servers/tcp1/", kindInvalid, "", ""},         // empty field
+		{"/p/servers//addr", kindInvalid, "", ""},         // empty id
+		{"/p/servers/tcp 1/addr", kindInvalid, "", ""},    // invalid id
+		{"/p/servers/tcp1/addr/x", kindInvalid, "", ""},   // nested field
+		{"/p/health/", kindInvalid, "", ""},               // empty id
+		{"/p/health/a/b", kindInvalid, "", ""},            // invalid id
+		{"/p/config/other", kindInvalid, "", ""},
+		{"/p/config/strategy/x", kindInvalid, "", ""},
 		{"/p/", kindUnknown, "", ""},
 		{"", kindUnknown, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key, func(t *testing.T) {
 			kind, id, field := k.parse(tt.key)
+			if kind == kindInvalid && tt.kind == kindInvalid {
+				if field == "" {
+					t.Fatalf("parse(%q): invalid without a reason", tt.key)
+				}
+				return
+			}
 			if kind != tt.kind || id != tt.id || field != tt.field {
 				t.Fatalf("parse(%q) = %v, %q, %q; want %v, %q, %q", tt.key, kind, id, field, tt.kind, tt.id, tt.field)
 			}

@@ -2,7 +2,9 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -31,6 +33,8 @@ type model struct {
 	holdBase map[string]int
 	// election maps election keys to their owner and create revision.
 	election map[string]electionKey
+	// invalid maps keys the layout does not allow to the reason.
+	invalid map[string]string
 	// present marks keys seen during a re-list; see beginRelist.
 	relisting bool
 	seen      map[string]bool
@@ -87,6 +91,7 @@ func newModel(keys Keys) *model {
 		health:   make(map[string]*field[Health]),
 		election: make(map[string]electionKey),
 		config:   make(map[string]*field[any]),
+		invalid:  make(map[string]string),
 	}
 }
 
@@ -105,6 +110,9 @@ func (m *model) put(key string, value []byte, createRev int64) *rejected {
 	}
 	kind, id, name := m.keys.parse(key)
 	switch kind {
+	case kindInvalid:
+		m.invalid[key] = name
+		return &rejected{key, errors.New(name)}
 	case kindServerField:
 		s := m.servers[id]
 		if s == nil {
@@ -183,6 +191,8 @@ func (m *model) put(key string, value []byte, createRev int64) *rejected {
 func (m *model) del(key string) {
 	kind, id, name := m.keys.parse(key)
 	switch kind {
+	case kindInvalid:
+		delete(m.invalid, key)
 	case kindServerField:
 		s := m.servers[id]
 		if s == nil {
@@ -260,6 +270,11 @@ func (m *model) endRelist() {
 			gone = append(gone, k)
 		}
 	}
+	for k := range m.invalid {
+		if !m.seen[k] {
+			gone = append(gone, k)
+		}
+	}
 	for _, k := range gone {
 		m.del(k)
 	}
@@ -288,6 +303,9 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 	}
 	if m.strategy.err != "" {
 		s.Problems = append(s.Problems, m.keys.Strategy()+": "+m.strategy.err)
+	}
+	for _, k := range slices.Sorted(maps.Keys(m.invalid)) {
+		s.Problems = append(s.Problems, k+": ignored: "+m.invalid[k])
 	}
 	bal, problems := m.balancing()
 	s.Balancing = bal

@@ -264,9 +264,10 @@ func TestModelBuild(t *testing.T) {
 			servers: map[string]srvWant{"a": {weight: 3, state: "unknown", errs: []string{"addr: not registered"}}},
 		},
 		{
-			name: "keys outside the layout are ignored",
-			ops: []op{put("servers/a/addr", "10.0.0.1:1"), put("servers/bad id/addr", "10.0.0.9:1"),
-				put("misc", "x"), put("servers/a/addr/deep", "x"), del("servers/ghost/addr"), del("nothing")},
+			name: "keys outside the layout are ignored, misnamed operator keys rejected",
+			ops: []op{put("servers/a/addr", "10.0.0.1:1"), putBad("servers/bad id/addr", "10.0.0.9:1"),
+				put("misc", "x"), putBad("servers/a/addr/deep", "x"), putBad("config/slow_start", "5s"),
+				del("servers/ghost/addr"), del("nothing")},
 			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "unknown"}},
 		},
 	}
