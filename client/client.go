@@ -422,7 +422,26 @@ func (c *Client) resolveDispatcher(ctx context.Context) []string {
 	if c.host == "" {
 		return nil
 	}
-	c.resolve.Lock()
+	// One lookup at a time. A Dial that finds one in flight uses the
+	// records it has rather than wait; with none yet, it waits for the
+	// lookup (bounded by RequestTimeout) or its own ctx.
+	if !c.resolve.TryLock() {
+		c.mu.Lock()
+		old := c.resolved
+		c.mu.Unlock()
+		if len(old) > 0 {
+			return old
+		}
+		for !c.resolve.TryLock() {
+			t := time.NewTimer(10 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+		}
+	}
 	defer c.resolve.Unlock()
 	now := c.cfg.Now()
 	c.mu.Lock()
