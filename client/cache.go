@@ -27,9 +27,17 @@ type cacheFile struct {
 type cache struct {
 	path string
 
-	mu   sync.Mutex
-	list []Server
+	mu      sync.Mutex
+	list    []Server
+	written time.Time // last file write; zero before the first
+	dirty   bool      // list holds changes the file does not
 }
+
+// cacheWriteEvery bounds how often the cache file is rewritten: with more
+// servers than the cache holds, almost every answer changes the list, and
+// each write is an fsync. A change not yet written goes out with the next
+// answer after the interval.
+const cacheWriteEvery = 5 * time.Second
 
 // loadCache reads path. A missing file is an empty cache; an unreadable or
 // corrupt one is an empty cache and an error to report.
@@ -67,7 +75,7 @@ func (c *cache) servers() []Server {
 // remember puts the servers of one answer in front of the list unless the
 // list already holds all of them, so a dispatcher that keeps offering the
 // same servers causes no writes. A server whose address changed is
-// replaced.
+// replaced. The file is rewritten at most every cacheWriteEvery.
 func (c *cache) remember(got []Server, now time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -78,23 +86,23 @@ func (c *cache) remember(got []Server, now time.Time) error {
 			break
 		}
 	}
-	if known {
+	if !known {
+		next := append(make([]Server, 0, cacheSize), got[:min(len(got), cacheSize)]...)
+		for _, s := range c.list {
+			if len(next) == cacheSize {
+				break
+			}
+			if !sameIDOrAddr(next, s) {
+				next = append(next, s)
+			}
+		}
+		c.list, c.dirty = next, true
+	}
+	if !c.dirty || c.path == "" || (!c.written.IsZero() && now.Sub(c.written) < cacheWriteEvery) {
 		return nil
 	}
-	next := append(make([]Server, 0, cacheSize), got[:min(len(got), cacheSize)]...)
-	for _, s := range c.list {
-		if len(next) == cacheSize {
-			break
-		}
-		if !sameIDOrAddr(next, s) {
-			next = append(next, s)
-		}
-	}
-	c.list = next
-	if c.path == "" {
-		return nil
-	}
-	b, err := json.Marshal(cacheFile{Version: 1, SavedAt: now.UTC(), Servers: next})
+	c.written, c.dirty = now, false
+	b, err := json.Marshal(cacheFile{Version: 1, SavedAt: now.UTC(), Servers: c.list})
 	if err != nil {
 		return fmt.Errorf("write cache: %w", err)
 	}

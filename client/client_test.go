@@ -435,6 +435,7 @@ func TestCacheRemember(t *testing.T) {
 		{[]Server{s("a", "h:9")}, []Server{s("a", "h:9"), s("c", "h:3"), s("b", "h:2")}}, // a moved
 	}
 	for i, st := range steps {
+		now = now.Add(cacheWriteEvery)
 		if err := c.remember(st.got, now); err != nil {
 			t.Fatal(err)
 		}
@@ -445,6 +446,21 @@ func TestCacheRemember(t *testing.T) {
 		if err != nil || !equalServers(reloaded.servers(), st.want) {
 			t.Fatalf("step %d: file holds %v (%v)", i, reloaded.servers(), err)
 		}
+	}
+	// Within cacheWriteEvery of the last write the file waits; the next
+	// answer after it, even a known one, writes the change.
+	want := []Server{s("d", "h:4"), s("a", "h:9"), s("c", "h:3"), s("b", "h:2")}
+	if err := c.remember([]Server{s("d", "h:4")}, now.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if reloaded, _ := loadCache(path); equalServers(reloaded.servers(), want) {
+		t.Fatal("file rewritten within cacheWriteEvery of the last write")
+	}
+	if err := c.remember([]Server{s("d", "h:4")}, now.Add(cacheWriteEvery)); err != nil {
+		t.Fatal(err)
+	}
+	if reloaded, _ := loadCache(path); !equalServers(reloaded.servers(), want) {
+		t.Fatalf("file holds %v after the interval, want %v", reloaded.servers(), want)
 	}
 	var many []Server
 	for i := range 40 {
