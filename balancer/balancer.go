@@ -158,6 +158,11 @@ type Options struct {
 	// Weight, so that load changes move no keys on the ring. Entries <= 0
 	// of eligible backends count as 1.
 	RingWeights []int
+	// Previous, when not nil, is a picker built earlier (typically for the
+	// snapshot this one replaces). Its WRR schedule or hash ring, the
+	// costly parts (a 10,000-backend ring takes ~160ms), is reused when
+	// built from the same IDs and weights; nothing else is shared.
+	Previous *Picker
 }
 
 // ErrBadOptions is wrapped by NewWith when Options are inconsistent.
@@ -178,6 +183,9 @@ type Picker struct {
 	eligible int // backends with positive weight
 
 	seq []int32 // WRR schedule: backend indices, one per slot
+	// built holds the weights seq or ring was built from, for reuse by a
+	// later picker (Options.Previous).
+	built []int64
 
 	ring  []uint64 // Hash: sorted point positions
 	owner []int32  // Hash: owner[j] is the backend at ring[j]
@@ -283,7 +291,12 @@ func NewWith(s Strategy, backends []Backend, o Options) (*Picker, error) {
 	}
 	switch s {
 	case WRR:
-		p.seq = buildSchedule(weights)
+		if prev := o.Previous; prev != nil && prev.strategy == WRR && slices.Equal(prev.ids, p.ids) && slices.Equal(prev.built, weights) {
+			p.seq = prev.seq
+		} else {
+			p.seq = buildSchedule(weights)
+		}
+		p.built = weights
 		if len(p.seq) > 0 {
 			// A random start keeps replicas, and successive snapshots in one
 			// replica, from all sending their next client to the same backend.
@@ -299,7 +312,12 @@ func NewWith(s Strategy, backends []Backend, o Options) (*Picker, error) {
 				}
 			}
 		}
-		p.ring, p.owner = buildRing(p.ids, ringW)
+		if prev := o.Previous; prev != nil && prev.strategy == Hash && slices.Equal(prev.ids, p.ids) && slices.Equal(prev.built, ringW) {
+			p.ring, p.owner = prev.ring, prev.owner
+		} else {
+			p.ring, p.owner = buildRing(p.ids, ringW)
+		}
+		p.built = ringW
 		if o.HashLoadFactor > 0 && p.total() > 0 {
 			p.bound = o.HashLoadFactor / float64(p.total())
 		}

@@ -180,3 +180,62 @@ func TestTakenSpill(t *testing.T) {
 		t.Fatal("taken.has wrong after spill")
 	}
 }
+
+// TestPreviousReused checks that a picker built from the same IDs and
+// weights as Options.Previous shares its schedule or ring, and that any
+// change builds a new one.
+func TestPreviousReused(t *testing.T) {
+	backends := []Backend{{"a", 100}, {"b", 200}, {"c", 300}}
+	for _, st := range []Strategy{WRR, Hash} {
+		first, err := NewWith(st, backends, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		same, err := NewWith(st, backends, Options{Previous: first})
+		if err != nil {
+			t.Fatal(err)
+		}
+		changed, err := NewWith(st, []Backend{{"a", 100}, {"b", 200}, {"c", 301}}, Options{Previous: first})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := func(p *Picker) *int32 {
+			if st == WRR {
+				return &p.seq[0]
+			}
+			return &p.owner[0]
+		}
+		if data(same) != data(first) {
+			t.Errorf("%s: same inputs did not reuse the previous picker's structure", st)
+		}
+		if data(changed) == data(first) {
+			t.Errorf("%s: changed weights reused the previous picker's structure", st)
+		}
+		if same.Pick("k", nil) < 0 || changed.Pick("k", nil) < 0 {
+			t.Errorf("%s: no pick", st)
+		}
+	}
+}
+
+// BenchmarkNewReused measures rebuilding a 10,000-backend picker whose
+// schedule or ring can be reused from the previous one.
+func BenchmarkNewReused(b *testing.B) {
+	backends := make([]Backend, 10000)
+	for i := range backends {
+		backends[i] = Backend{ID: fmt.Sprintf("s%05d", i), Weight: 50 + i%200}
+	}
+	for _, st := range []Strategy{WRR, Hash} {
+		b.Run(string(st), func(b *testing.B) {
+			prev, err := NewWith(st, backends, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if prev, err = NewWith(st, backends, Options{Previous: prev}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -33,6 +33,9 @@ type model struct {
 	holdBase map[string]int
 	// election maps election keys to their owner and create revision.
 	election map[string]electionKey
+	// lastPicker is the picker of the last build, whose schedule or ring
+	// the next build reuses when its inputs did not change.
+	lastPicker *balancer.Picker
 	// invalid maps keys the layout does not allow to the reason.
 	invalid map[string]string
 	// present marks keys seen during a re-list; see beginRelist.
@@ -448,7 +451,11 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 	}
 	sort.Strings(s.orphans)
 	s.RebuildAt = rebuild
-	return newSnapshot(s)
+	s, err := newSnapshot(s, m.lastPicker)
+	if err == nil {
+		m.lastPicker = s.picker
+	}
+	return s, err
 }
 
 // guardMassRemoval compares the eligible servers of s with those of the last

@@ -191,12 +191,14 @@ func NewSnapshotWith(revision int64, strategy balancer.Strategy, bal Balancing, 
 			s.Servers[i].EffectiveWeight = srv.Weight
 		}
 	}
-	return newSnapshot(s)
+	return newSnapshot(s, nil)
 }
 
 // newSnapshot finishes a snapshot whose exported fields are set: it indexes
-// the servers, pre-encodes answers and builds the picker.
-func newSnapshot(s *Snapshot) (*Snapshot, error) {
+// the servers, pre-encodes answers and builds the picker, reusing the costly
+// parts of prev (the picker of the snapshot this one replaces) when they
+// still apply.
+func newSnapshot(s *Snapshot, prev *balancer.Picker) (*Snapshot, error) {
 	s.index = make(map[string]int, len(s.Servers))
 	backends := make([]balancer.Backend, 0, len(s.Servers))
 	loads := make([]balancer.Load, 0, len(s.Servers))
@@ -237,7 +239,8 @@ func newSnapshot(s *Snapshot) (*Snapshot, error) {
 		loads = append(loads, l)
 		s.eligible = append(s.eligible, int32(i))
 	}
-	p, err := balancer.NewWith(s.Strategy, backends, balancer.Options{Loads: loads, RingWeights: ring, HashLoadFactor: s.Balancing.HashLoadFactor})
+	p, err := balancer.NewWith(s.Strategy, backends, balancer.Options{Loads: loads, RingWeights: ring,
+		HashLoadFactor: s.Balancing.HashLoadFactor, Previous: prev})
 	if err != nil {
 		return nil, err
 	}
