@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tcpdispatch/tcpdispatch/internal/depcheck"
 	"io"
 	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -365,19 +365,5 @@ func TestConfigValidate(t *testing.T) {
 
 // TestNoEtcdDependency keeps the kit light: etcd is in serverkit/register.
 func TestNoEtcdDependency(t *testing.T) {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go tool not found:", err)
-	}
-	out, err := exec.Command(goTool, "list", "-deps", ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list -deps: %v\n%s", err, out)
-	}
-	for dep := range strings.FieldsSeq(string(out)) {
-		for _, banned := range []string{"go.etcd.io/", "github.com/labstack/echo", "github.com/sirupsen/logrus"} {
-			if strings.HasPrefix(dep, banned) {
-				t.Errorf("serverkit depends on %s", dep)
-			}
-		}
-	}
+	depcheck.Forbid(t, depcheck.Heavy...)
 }
