@@ -586,26 +586,19 @@ func (p *Picker) choose(key string, t *taken, n int, dst []int) []int {
 			dst = append(dst, i)
 			t.add(int32(i), p.weight(i))
 		}
-	case Random:
-		for len(dst) < end {
-			i := p.sample(t)
-			dst = append(dst, i)
-			t.add(int32(i), p.weight(i))
-		}
-	case P2C:
-		if len(dst) < end {
-			i := p.p2c(t)
-			dst = append(dst, i)
-			t.add(int32(i), p.weight(i))
-		}
-		for len(dst) < end {
-			i := p.sample(t)
-			dst = append(dst, i)
-			t.add(int32(i), p.weight(i))
-		}
-	case LeastLoad:
-		for len(dst) < end {
-			i := p.least(t)
+	case Random, P2C, LeastLoad:
+		// p2c decides the first choice; its alternatives are weighted
+		// samples of the rest.
+		for first := len(dst); len(dst) < end; {
+			var i int
+			switch {
+			case p.strategy == LeastLoad:
+				i = p.least(t)
+			case p.strategy == P2C && len(dst) == first:
+				i = p.p2c(t)
+			default:
+				i = p.sample(t)
+			}
 			dst = append(dst, i)
 			t.add(int32(i), p.weight(i))
 		}
