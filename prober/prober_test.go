@@ -183,22 +183,11 @@ func healthJSON(t testing.TB, h store.Health) string {
 	return string(b)
 }
 
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // waitHealth waits until id's record satisfies cond and returns it.
 func waitHealth(t testing.TB, cli *clientv3.Client, keys store.Keys, id, what string, cond func(h store.Health, ok bool) bool) store.Health {
 	t.Helper()
 	var h store.Health
-	waitFor(t, 10*time.Second, "health of "+id+": "+what, func() bool {
+	etcdtest.WaitFor(t, 10*time.Second, "health of "+id+": "+what, func() bool {
 		var ok bool
 		h, ok = getHealth(t, cli, keys, id)
 		return cond(h, ok)
@@ -279,7 +268,7 @@ func (e *env) register(t testing.TB, id, addr string) int64 {
 func (e *env) waitSnapshot(t testing.TB, rev int64) *store.Snapshot {
 	t.Helper()
 	var s *store.Snapshot
-	waitFor(t, 10*time.Second, "the watcher to apply the test's writes", func() bool {
+	etcdtest.WaitFor(t, 10*time.Second, "the watcher to apply the test's writes", func() bool {
 		s = e.w.Snapshot()
 		return s != nil && s.Revision >= rev
 	})
@@ -341,7 +330,7 @@ func metric(t testing.TB, reg *prometheus.Registry, name string) float64 {
 func waitRounds(t testing.TB, reg *prometheus.Registry, n int) {
 	t.Helper()
 	start := metric(t, reg, "tcpdispatch_prober_rounds_total")
-	waitFor(t, 10*time.Second, "probe rounds", func() bool {
+	etcdtest.WaitFor(t, 10*time.Second, "probe rounds", func() bool {
 		return metric(t, reg, "tcpdispatch_prober_rounds_total") >= start+float64(n)
 	})
 }
@@ -375,7 +364,7 @@ func TestProberLifecycle(t *testing.T) {
 	t.Run("no write per probe", func(t *testing.T) {
 		// Wait until the watcher shows both verdicts, so the prober sees
 		// them as recorded, then let rounds pass without a transition.
-		waitFor(t, 10*time.Second, "the snapshot to hold both verdicts", func() bool {
+		etcdtest.WaitFor(t, 10*time.Second, "the snapshot to hold both verdicts", func() bool {
 			s := e.w.Snapshot()
 			return s.Lookup("a").State == "up" && s.Lookup("b").State == "down"
 		})
@@ -605,7 +594,7 @@ func TestProberWithElection(t *testing.T) {
 
 	h := waitHealth(t, e.cli, e.keys, "a", "up", func(h store.Health, ok bool) bool { return ok && h.Healthy })
 	s := e.w.Snapshot()
-	waitFor(t, 5*time.Second, "the watcher to see the leader", func() bool {
+	etcdtest.WaitFor(t, 5*time.Second, "the watcher to see the leader", func() bool {
 		s = e.w.Snapshot()
 		return s.Leader != ""
 	})

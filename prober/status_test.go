@@ -241,7 +241,7 @@ func TestProberLoadReports(t *testing.T) {
 	if !h.Healthy || h.Conns != 100 || h.MaxConns != 1000 || h.Load != 0.2 || h.Overloaded || h.ReportExpires.Sub(h.ReportedAt) != 2*time.Hour {
 		t.Fatalf("record = %+v", h)
 	}
-	waitFor(t, 10*time.Second, "the snapshot to hold the report", func() bool { return e.w.Snapshot().Lookup("a").Report == "fresh" })
+	etcdtest.WaitFor(t, 10*time.Second, "the snapshot to hold the report", func() bool { return e.w.Snapshot().Lookup("a").Report == "fresh" })
 	waitRounds(t, reg, 1)
 
 	t.Run("small change is not written", func(t *testing.T) {

@@ -22,18 +22,6 @@ import (
 // testTimeout bounds each test that talks to etcd.
 const testTimeout = 30 * time.Second
 
-// waitFor polls cond every 10ms until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // runWatcher runs w.Run in the background; the returned stop cancels it and
 // waits for Run to return (also done when the test ends).
 func runWatcher(t testing.TB, w *Watcher) (stop func()) {
@@ -77,7 +65,7 @@ func newTestWatcher(t testing.TB, cli *clientv3.Client, cfg Config, reg promethe
 func waitRev(t testing.TB, w *Watcher, rev int64) *Snapshot {
 	t.Helper()
 	var s *Snapshot
-	waitFor(t, 10*time.Second, "a snapshot at revision "+itoa(rev), func() bool {
+	etcdtest.WaitFor(t, 10*time.Second, "a snapshot at revision "+itoa(rev), func() bool {
 		s = w.Snapshot()
 		return s != nil && s.Revision >= rev
 	})
@@ -624,7 +612,7 @@ func TestWatcherStaleWhenEtcdUnreachable(t *testing.T) {
 
 	// While etcd is up, progress notifications keep the age below
 	// StaleAfter even though nothing under the prefix changes.
-	waitFor(t, 5*time.Second, "a progress notification", func() bool { return w.Sync().Revision > rev })
+	etcdtest.WaitFor(t, 5*time.Second, "a progress notification", func() bool { return w.Sync().Revision > rev })
 	deadline := time.Now().Add(4 * stale)
 	for time.Now().Before(deadline) {
 		if age := w.Age(); age < 0 || age > stale || !w.Reachable() {
@@ -634,12 +622,12 @@ func TestWatcherStaleWhenEtcdUnreachable(t *testing.T) {
 	}
 
 	px.close()
-	waitFor(t, 10*time.Second, "Reachable to turn false", func() bool { return !w.Reachable() })
+	etcdtest.WaitFor(t, 10*time.Second, "Reachable to turn false", func() bool { return !w.Reachable() })
 	a1 := w.Age()
 	if a1 <= stale {
 		t.Errorf("unreachable with Age %v; want > %v", a1, stale)
 	}
-	waitFor(t, 5*time.Second, "Age to grow", func() bool { return w.Age() > a1+100*time.Millisecond })
+	etcdtest.WaitFor(t, 5*time.Second, "Age to grow", func() bool { return w.Age() > a1+100*time.Millisecond })
 	if w.Snapshot() != snap {
 		t.Fatalf("snapshot replaced while etcd was unreachable")
 	}
@@ -652,11 +640,11 @@ func TestWatcherStaleWhenEtcdUnreachable(t *testing.T) {
 	px.reopen()
 	s := waitRev(t, w, rev)
 	checkServer(t, s, "a", srvWant{addr: "127.0.0.1:1001", weight: 5, state: "up", eligible: true})
-	waitFor(t, 5*time.Second, "Reachable to turn true again", w.Reachable)
+	etcdtest.WaitFor(t, 5*time.Second, "Reachable to turn true again", w.Reachable)
 
 	// Run returns promptly when cancelled while etcd is unreachable.
 	px.close()
-	waitFor(t, 10*time.Second, "Reachable to turn false", func() bool { return !w.Reachable() })
+	etcdtest.WaitFor(t, 10*time.Second, "Reachable to turn false", func() bool { return !w.Reachable() })
 	start := time.Now()
 	stop()
 	if d := time.Since(start); d > 2*time.Second {

@@ -132,3 +132,16 @@ func Delete(t testing.TB, cli *clientv3.Client, key string, opts ...clientv3.OpO
 	}
 	return resp.Header.Revision
 }
+
+// WaitFor polls cond every 10ms until it holds, failing the test with what
+// if d passes first.
+func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
