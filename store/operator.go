@@ -3,6 +3,8 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,18 +35,15 @@ const MaxDrainReason = 1024
 // or any other text as the reason itself.
 func ParseDrainNote(v string) DrainNote {
 	var n DrainNote
-	if strings.HasPrefix(strings.TrimSpace(v), "{") && json.Unmarshal([]byte(v), &n) == nil && n.Reason != "" {
+	if strings.HasPrefix(strings.TrimSpace(v), "{") && json.Unmarshal([]byte(v), &n) == nil && (n.Reason != "" || n.By != "") {
 		return n
 	}
 	return DrainNote{Reason: strings.TrimSpace(v)}
 }
 
 // Encode returns the value to store under drain-reason; it fails when the
-// reason is empty, too long or contains control characters.
+// reason is too long or contains control characters.
 func (n DrainNote) Encode() (string, error) {
-	if n.Reason == "" {
-		return "", fmt.Errorf("drain reason: empty")
-	}
 	if len(n.Reason) > MaxDrainReason {
 		return "", fmt.Errorf("drain reason: %d bytes, at most %d", len(n.Reason), MaxDrainReason)
 	}
@@ -75,4 +74,49 @@ func BuildSnapshot(keys Keys, kvs []*mvccpb.KeyValue, rev int64, now time.Time) 
 		return nil, fmt.Errorf("build snapshot at revision %d: %w", rev, err)
 	}
 	return s, nil
+}
+
+// Check reports what a replica would reject in a put of key=value: a key
+// name the layout does not allow under servers/, config/ or health/, or a
+// value its parser refuses. Keys outside those parts (election/, other
+// prefixes) and unknown server fields are accepted, as replicas tolerate
+// them.
+func (k Keys) Check(key string, value []byte) error {
+	if r := newModel(k).put(key, value, 0); r != nil {
+		return r.err
+	}
+	return nil
+}
+
+// ConfigNames returns the names of the settings under config/ other than
+// the strategy, sorted.
+func ConfigNames() []string {
+	names := make([]string, 0, len(configParsers))
+	for n := range configParsers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Value returns setting name of b in the form its key takes ("30s",
+// "0.9", "true", "apply"); "" for an unknown name.
+func (b Balancing) Value(name string) string {
+	switch name {
+	case ConfigSlowStart:
+		return b.SlowStart.String()
+	case ConfigPanicThreshold:
+		return strconv.FormatFloat(b.PanicThreshold, 'f', -1, 64)
+	case ConfigOverloadThreshold:
+		return strconv.FormatFloat(b.OverloadThreshold, 'f', -1, 64)
+	case ConfigOverloadRecover:
+		return strconv.FormatFloat(b.OverloadRecover, 'f', -1, 64)
+	case ConfigHashLoadFactor:
+		return strconv.FormatFloat(b.HashLoadFactor, 'f', -1, 64)
+	case ConfigAccounting:
+		return strconv.FormatBool(b.Accounting)
+	case ConfigMassRemoval:
+		return b.MassRemoval
+	}
+	return ""
 }

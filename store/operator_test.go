@@ -43,7 +43,25 @@ func TestBuildSnapshotDrainReason(t *testing.T) {
 	if snap.Revision != 7 || len(snap.Problems) != 1 {
 		t.Errorf("revision %d problems %q", snap.Revision, snap.Problems)
 	}
-	for _, bad := range []DrainNote{{}, {Reason: "a\nb"}, {Reason: string(make([]byte, MaxDrainReason+1))}} {
+	keys2, _ := NewKeys("/x")
+	for _, c := range []struct {
+		key, value string
+		ok         bool
+	}{
+		{keys2.ServerField("a", FieldWeight), "300", true},
+		{keys2.ServerField("a", FieldWeight), "3000000", false},
+		{keys2.ServerField("a b", FieldAddr), "127.0.0.1:1", false},
+		{keys2.ServerField("a", FieldDrainReason), "anything", true},
+		{keys2.Config("slow-start"), "10s", true},
+		{keys2.Config("slow_start"), "10s", false},
+		{keys2.Strategy(), "nope", false},
+		{keys2.Election() + "/1234", "d1", true},
+	} {
+		if err := keys2.Check(c.key, []byte(c.value)); (err == nil) != c.ok {
+			t.Errorf("Check(%s=%s): %v, want ok=%v", c.key, c.value, err, c.ok)
+		}
+	}
+	for _, bad := range []DrainNote{{Reason: "a\nb"}, {Reason: string(make([]byte, MaxDrainReason+1))}} {
 		if _, err := bad.Encode(); err == nil {
 			t.Errorf("Encode(%q) accepted", bad.Reason)
 		}
