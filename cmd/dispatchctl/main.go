@@ -64,6 +64,9 @@ type app struct {
 	etcd        etcdFlags
 	prefix      string
 	output      string
+	// dispatchers are the replicas' HTTP base URLs for status; a global
+	// flag so that it can live in TCPDISPATCH_DISPATCHERS or --config.
+	dispatchers []string
 	now         func() time.Time
 
 	ready bool
@@ -132,6 +135,7 @@ you use --user name:password, which shows in ps.`,
 	a.etcd.define(pf)
 	pf.StringVar(&a.prefix, "prefix", store.DefaultPrefix, "etcd key prefix of the tcpdispatch keys")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	pf.StringSliceVar(&a.dispatchers, "dispatchers", nil, "replicas' HTTP base URLs for status, comma-separated (e.g. http://127.0.0.1:8080)")
 	a.layers = flagconf.BindPflag(pf)
 	a.etcd.aliases(a.layers)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return refusedError{err} })

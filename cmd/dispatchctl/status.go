@@ -15,7 +15,6 @@ import (
 )
 
 func (a *app) statusCommand() *cobra.Command {
-	var dispatchers []string
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show etcd, the elected leader and epoch, each replica's revision and snapshot age, and problems",
@@ -30,9 +29,8 @@ eligible server, panic mode, and per replica: unreachable, not ready, etcd
 unreachable from it, a leader other than the elected one, a revision
 behind the last change under the prefix.`,
 		Args: usageArgs(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error { return a.status(cmd.Context(), dispatchers) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return a.status(cmd.Context(), a.dispatchers) },
 	}
-	cmd.Flags().StringSliceVar(&dispatchers, "dispatchers", nil, "replicas' HTTP base URLs, comma-separated (e.g. http://127.0.0.1:8080)")
 	return cmd
 }
 
