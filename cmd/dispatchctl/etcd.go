@@ -45,10 +45,12 @@ func (f *etcdFlags) define(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.commandTimeout, "command-timeout", 5*time.Second, "timeout of one request to etcd or a replica")
 }
 
-// aliases lets the ETCDCTL_* variables set the flags, after TCPDISPATCH_*.
+// aliases lets the dispatcher's TCPDISPATCH_ETCD_* variables (so that a
+// replica's environment file can be sourced) and then etcdctl's ETCDCTL_*
+// set the flags, after dispatchctl's own TCPDISPATCH_<FLAG>.
 func (f *etcdFlags) aliases(l *flagconf.Layers) {
 	for _, name := range []string{"endpoints", "cacert", "cert", "key", "insecure-skip-tls-verify", "user", "dial-timeout", "command-timeout"} {
-		l.Alias(name, "ETCDCTL_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_")))
+		l.Alias(name, flagconf.EnvName("etcd-"+name), "ETCDCTL_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_")))
 	}
 }
 

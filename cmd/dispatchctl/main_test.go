@@ -441,6 +441,12 @@ func TestEnvironmentFileVersionCompletion(t *testing.T) {
 	if code := run(ctx, []string{"servers", "ls"}, &out, &errOut, []string{"ETCDCTL_ENDPOINTS=" + c.m.ClientURL}); code != 0 {
 		t.Errorf("ETCDCTL_ENDPOINTS: exit %d, %s", code, errOut.String())
 	}
+	// So does the dispatcher's own variable, and it wins over etcdctl's.
+	out = syncBuffer{}
+	if code := run(ctx, []string{"-o", "json", "status"}, &out, &errOut, []string{
+		"TCPDISPATCH_ETCD_ENDPOINTS=" + c.m.ClientURL, "ETCDCTL_ENDPOINTS=" + testnet.DeadAddr(t)}); code != 0 || !strings.Contains(out.String(), c.m.ClientURL) {
+		t.Errorf("TCPDISPATCH_ETCD_ENDPOINTS: exit %d, %s %s", code, out.String(), errOut.String())
+	}
 	// A config file sets the prefix; the flag wins over it.
 	file := filepath.Join(t.TempDir(), "ctl.yaml")
 	if err := os.WriteFile(file, []byte("prefix: /other/\noutput: json\n"), 0o600); err != nil {

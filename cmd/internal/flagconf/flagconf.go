@@ -92,7 +92,8 @@ func BindPflag(fs *pflag.FlagSet) *Layers {
 }
 
 // Alias makes Apply also read the environment variables envs, in order,
-// for flag name when its own TCPDISPATCH_ variable is not set.
+// for flag name when its own TCPDISPATCH_ variable is not set. A
+// TCPDISPATCH_ alias is not reported as unknown.
 func (l *Layers) Alias(name string, envs ...string) {
 	if l.aliases == nil {
 		l.aliases = make(map[string][]string)
@@ -129,6 +130,9 @@ func (l *Layers) Apply(environ []string) error {
 	byEnv := make(map[string]string, len(names))
 	for _, n := range names {
 		byEnv[EnvName(n)] = n
+		for _, e := range l.aliases[n] {
+			byEnv[e] = n // an alias is a known name too
+		}
 	}
 
 	envNames := sortedKeys(byEnv)

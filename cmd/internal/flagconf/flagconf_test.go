@@ -70,6 +70,21 @@ func TestPflagLayersAndAliases(t *testing.T) {
 	}
 }
 
+// TestAliasIsKnown checks that a TCPDISPATCH_ alias is read and is not
+// reported as misspelled.
+func TestAliasIsKnown(t *testing.T) {
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	ep := fs.String("endpoints", "def", "")
+	l := BindPflag(fs)
+	l.Alias("endpoints", "TCPDISPATCH_ETCD_ENDPOINTS")
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Apply([]string{"TCPDISPATCH_ETCD_ENDPOINTS=x"}); err != nil || *ep != "x" {
+		t.Errorf("alias: %q, %v", *ep, err)
+	}
+}
+
 func TestUnknownNamesAndBadFiles(t *testing.T) {
 	for _, c := range []struct {
 		name, file string
