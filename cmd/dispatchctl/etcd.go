@@ -49,7 +49,7 @@ func (f *etcdFlags) define(fs *pflag.FlagSet) {
 // replica's environment file can be sourced) and then etcdctl's ETCDCTL_*
 // set the flags, after dispatchctl's own TCPDISPATCH_<FLAG>.
 func (f *etcdFlags) aliases(l *flagconf.Layers) {
-	for _, name := range []string{"endpoints", "cacert", "cert", "key", "insecure-skip-tls-verify", "user", "dial-timeout", "command-timeout"} {
+	for _, name := range []string{"endpoints", "cacert", "cert", "key", "insecure-skip-tls-verify", "user", "password-file", "dial-timeout", "command-timeout"} {
 		l.Alias(name, flagconf.EnvName("etcd-"+name), "ETCDCTL_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_")))
 	}
 }
