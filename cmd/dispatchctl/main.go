@@ -90,8 +90,6 @@ func run(ctx context.Context, args []string, out, errOut io.Writer, environ []st
 	case errors.As(err, &refused):
 		fmt.Fprintln(errOut, "dispatchctl:", err)
 		return exitRefused
-	case ctx.Err() != nil && errors.Is(err, context.Canceled):
-		return exitOK // interrupted (watch ends this way)
 	}
 	fmt.Fprintln(errOut, "dispatchctl:", err)
 	return exitFailed

@@ -408,6 +408,13 @@ func TestStatus(t *testing.T) {
 			t.Errorf("status output lacks %q:\n%s", want, out)
 		}
 	}
+	// With etcd unreachable, status still shows the replicas, and exits 1.
+	var sout, serr syncBuffer
+	code := run(context.Background(), []string{"--endpoints", testnet.DeadAddr(t), "--dial-timeout", "200ms", "--command-timeout", "500ms",
+		"status", "--dispatchers", url}, &sout, &serr, nil)
+	if code != exitFailed || !strings.Contains(sout.String(), "d1 (self)") || !strings.Contains(sout.String(), "etcd: cannot read the keys") {
+		t.Errorf("status with etcd down: exit %d\n%s\n%s", code, sout.String(), serr.String())
+	}
 	// The replica shows the drain reason in /v1/servers.
 	c.ok("servers", "drain", "tcp1", "--reason", "disk swap", "--by", "ops@test")
 	etcdtest.WaitFor(t, 10*time.Second, "drain_reason in /v1/servers", func() bool {

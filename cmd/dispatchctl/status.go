@@ -101,14 +101,57 @@ func (a *app) status(ctx context.Context, dispatchers []string) error {
 		}
 		doc.Etcd = append(doc.Etcd, es)
 	}
-	l, err := a.list(ctx)
-	if err != nil {
+	// With etcd unreachable the replicas' own view matters most: report
+	// the failure as a problem and go on to them.
+	l, listErr := a.list(ctx)
+	var lastChange int64
+	if listErr != nil {
+		doc.Problems = append(doc.Problems, fmt.Sprintf("etcd: cannot read the keys: %v", listErr))
+	} else {
+		lastChange = a.keysStatus(&doc, l)
+	}
+
+	hc := &http.Client{Timeout: a.etcd.commandTimeout}
+	for _, u := range dispatchers {
+		if u = strings.TrimSpace(u); u == "" {
+			continue
+		}
+		r := fetchStatus(ctx, hc, u)
+		switch {
+		case r.Error != "":
+			doc.Problems = append(doc.Problems, fmt.Sprintf("replica %s: unreachable: %s", r.URL, r.Error))
+		default:
+			if !r.Ready {
+				doc.Problems = append(doc.Problems, fmt.Sprintf("replica %s (%s): not ready", r.Name, r.URL))
+			}
+			if r.Etcd != "ok" {
+				doc.Problems = append(doc.Problems, fmt.Sprintf("replica %s (%s): etcd %s from it; serving a snapshot %s old", r.Name, r.URL, r.Etcd, duration(time.Duration(r.SnapshotAgeMs)*time.Millisecond)))
+			}
+			if l != nil && r.Leader != doc.Leader {
+				doc.Problems = append(doc.Problems, fmt.Sprintf("replica %s (%s): sees leader %q, etcd's election says %q", r.Name, r.URL, r.Leader, doc.Leader))
+			}
+			if l != nil && r.Revision < lastChange {
+				doc.Problems = append(doc.Problems, fmt.Sprintf("replica %s (%s): at revision %d, behind the last change under the prefix (%d)", r.Name, r.URL, r.Revision, lastChange))
+			}
+		}
+		doc.Replicas = append(doc.Replicas, r)
+	}
+
+	if err := a.printStatus(doc, listErr == nil); err != nil {
 		return err
 	}
+	if listErr != nil {
+		return listErr
+	}
+	return nil
+}
+
+// keysStatus fills doc from one listing of the keys and returns the
+// revision of the last change under the prefix.
+func (a *app) keysStatus(doc *statusDoc, l *listing) (lastChange int64) {
 	s := l.snap
 	doc.Revision, doc.Leader, doc.Epoch = s.Revision, s.Leader, s.LeaderEpoch
 	doc.Strategy, doc.Servers, doc.Eligible, doc.Panic = string(s.Strategy), len(s.Servers), s.Eligible(), s.Panic
-	var lastChange int64
 	for _, kv := range l.resp.Kvs {
 		lastChange = max(lastChange, kv.ModRevision)
 		if lease, ok := strings.CutPrefix(string(kv.Key), a.keys.Election()+"/"); ok {
@@ -131,33 +174,11 @@ func (a *app) status(ctx context.Context, dispatchers []string) error {
 	if s.Panic {
 		doc.Problems = append(doc.Problems, "panic mode: too few servers eligible, every healthy one is served on its static weight")
 	}
+	return lastChange
+}
 
-	hc := &http.Client{Timeout: a.etcd.commandTimeout}
-	for _, u := range dispatchers {
-		if u = strings.TrimSpace(u); u == "" {
-			continue
-		}
-		r := fetchStatus(ctx, hc, u)
-		switch {
-		case r.Error != "":
-			doc.Problems = append(doc.Problems, fmt.Sprintf("replica %s: unreachable: %s", r.URL, r.Error))
-		default:
-			if !r.Ready {
-				doc.Problems = append(doc.Problems, fmt.Sprintf("replica %s (%s): not ready", r.Name, r.URL))
-			}
-			if r.Etcd != "ok" {
-				doc.Problems = append(doc.Problems, fmt.Sprintf("replica %s (%s): etcd %s from it; serving a snapshot %s old", r.Name, r.URL, r.Etcd, duration(time.Duration(r.SnapshotAgeMs)*time.Millisecond)))
-			}
-			if r.Leader != s.Leader {
-				doc.Problems = append(doc.Problems, fmt.Sprintf("replica %s (%s): sees leader %q, etcd's election says %q", r.Name, r.URL, r.Leader, s.Leader))
-			}
-			if r.Revision < lastChange {
-				doc.Problems = append(doc.Problems, fmt.Sprintf("replica %s (%s): at revision %d, behind the last change under the prefix (%d)", r.Name, r.URL, r.Revision, lastChange))
-			}
-		}
-		doc.Replicas = append(doc.Replicas, r)
-	}
-
+// printStatus writes doc; haveKeys is false when etcd could not be read.
+func (a *app) printStatus(doc statusDoc, haveKeys bool) error {
 	if a.json() {
 		return writeJSON(a.out, doc)
 	}
@@ -176,8 +197,12 @@ func (a *app) status(ctx context.Context, dispatchers []string) error {
 	if doc.Leader != "" {
 		leader = fmt.Sprintf("%s (epoch %d)", doc.Leader, doc.Epoch)
 	}
-	fmt.Fprintf(a.out, "\nleader: %s; candidates: %s\nkeys at revision %d: %d servers, %d eligible, strategy %s\n",
-		leader, dash(strings.Join(names, ", ")), doc.Revision, doc.Servers, doc.Eligible, doc.Strategy)
+	if haveKeys {
+		fmt.Fprintf(a.out, "\nleader: %s; candidates: %s\nkeys at revision %d: %d servers, %d eligible, strategy %s\n",
+			leader, dash(strings.Join(names, ", ")), doc.Revision, doc.Servers, doc.Eligible, doc.Strategy)
+	} else {
+		fmt.Fprintln(a.out, "\nleader: unknown (etcd cannot be read)")
+	}
 	if len(doc.Replicas) > 0 {
 		fmt.Fprintln(a.out)
 		t := newTable("REPLICA", "URL", "LEADER", "EPOCH", "REVISION", "SNAPSHOT AGE", "ETCD", "READY", "ELIGIBLE", "ERROR")

@@ -31,7 +31,7 @@ type eventDoc struct {
 	Invalid string `json:"invalid,omitempty"`
 }
 
-// watch prints changes until ctx ends; it returns ctx's error then.
+// watch prints changes until ctx ends, then returns nil.
 func (a *app) watch(ctx context.Context) error {
 	cli, err := a.client()
 	if err != nil {
@@ -67,7 +67,7 @@ func (a *app) watch(ctx context.Context) error {
 		}
 	}
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return nil // interrupted: the normal end of a watch
 	}
 	return fmt.Errorf("watch %s: closed by etcd", a.keys.Prefix())
 }
