@@ -207,7 +207,8 @@ func readFile(path string) (map[string]string, error) {
 	}
 	out := make(map[string]string, len(doc))
 	for k, v := range doc {
-		s, err := scalar(v)
+		var s string
+		var err error
 		if list, ok := v.([]any); ok {
 			parts := make([]string, len(list))
 			for i, e := range list {
@@ -216,6 +217,8 @@ func readFile(path string) (map[string]string, error) {
 				}
 			}
 			s = strings.Join(parts, ",")
+		} else {
+			s, err = scalar(v)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("config file %s: key %q: %w", path, k, err)

@@ -21,12 +21,13 @@ func writeFile(t *testing.T, body string) string {
 }
 
 func TestStdlibLayers(t *testing.T) {
-	file := writeFile(t, "a: from-file\nb: from-file\nc: from-file\nlist: [x, 'y', 3]\nratio: 0.9\nenabled: true\n")
+	file := writeFile(t, "a: from-file\nb: from-file\nc: from-file\nd: []\nlist: [x, 'y', 3]\nratio: 0.9\nenabled: true\n")
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	a := fs.String("a", "def", "")
 	b := fs.String("b", "def", "")
 	c := fs.String("c", "def", "")
 	d := fs.String("d", "def", "")
+	e := fs.String("e", "def", "")
 	list := fs.String("list", "", "")
 	ratio := fs.Float64("ratio", 0, "")
 	on := fs.Bool("enabled", false, "")
@@ -38,7 +39,7 @@ func TestStdlibLayers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, g := range []struct{ got, want string }{
-		{*a, "from-flag"}, {*b, "from-env"}, {*c, "from-file"}, {*d, "def"}, {*list, "x,y,3"},
+		{*a, "from-flag"}, {*b, "from-env"}, {*c, "from-file"}, {*d, ""}, {*e, "def"}, {*list, "x,y,3"},
 	} {
 		if g.got != g.want {
 			t.Errorf("got %q, want %q", g.got, g.want)
@@ -99,6 +100,7 @@ func TestUnknownNamesAndBadFiles(t *testing.T) {
 		{"null", "listen-http:\n", nil, `key "listen-http": no value`},
 		{"duplicate", "listen-http: a\nlisten-http: b\n", nil, "listen-http"},
 		{"not a mapping", "- a\n- b\n", nil, "want a mapping"},
+		{"list of lists", "listen-http: [[a]]\n", nil, `key "listen-http": want a string`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			fs := flag.NewFlagSet("t", flag.ContinueOnError)
