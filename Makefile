@@ -5,6 +5,9 @@ PKGS      := ./...
 UNIT_PKGS := $(shell $(GO) list ./... 2>/dev/null | grep -v /integration)
 TESTFLAGS ?=
 BENCHTIME ?= 1s
+# --version of every binary; see internal/version.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS   := -X github.com/tcpdispatch/tcpdispatch/internal/version.version=$(VERSION)
 
 ROUNDS    ?= 100
 SEED      ?= $(shell date +%s)
@@ -13,10 +16,11 @@ SEED      ?= $(shell date +%s)
 
 all: build
 
-build: ## build bin/dispatcher, bin/tcpserver and bin/tcpclient
-	$(GO) build -o $(BIN)/dispatcher ./cmd/dispatcher
-	$(GO) build -o $(BIN)/tcpserver ./cmd/tcpserver
-	$(GO) build -o $(BIN)/tcpclient ./cmd/tcpclient
+build: ## build bin/dispatcher, bin/tcpserver, bin/tcpclient and bin/dispatchctl
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/dispatcher ./cmd/dispatcher
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/tcpserver ./cmd/tcpserver
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/tcpclient ./cmd/tcpclient
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/dispatchctl ./cmd/dispatchctl
 
 test: build unit integration ## unit tests (-race) then multi-process integration tests
 

@@ -360,6 +360,10 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 			srv.Errors = append(srv.Errors, st.statusURL.err)
 		}
 		srv.Draining = st.drain.hasGood && st.drain.good || srv.Weight == 0
+		if v, ok := st.unknown[FieldDrainReason]; ok {
+			n := ParseDrainNote(v)
+			srv.DrainReason = &n
+		}
 		if st.drain.err != "" {
 			srv.Errors = append(srv.Errors, st.drain.err)
 		}

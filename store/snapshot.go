@@ -57,6 +57,9 @@ type Server struct {
 	// Draining is set by the operator (drain key, or weight 0) or by the
 	// server's own report: listed and probed, but given no new clients.
 	Draining bool `json:"draining"`
+	// DrainReason is the operator's note on a drain (servers/<id>/drain-reason);
+	// nil when there is none.
+	DrainReason *DrainNote `json:"drain_reason,omitempty"`
 	// Held is set when the mass-removal guard (policy hold) keeps serving
 	// a server the leader marked down.
 	Held bool `json:"held,omitempty"`

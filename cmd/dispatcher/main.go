@@ -16,6 +16,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/tcpdispatch/tcpdispatch/cmd/internal/flagconf"
+	"github.com/tcpdispatch/tcpdispatch/internal/version"
 	"github.com/tcpdispatch/tcpdispatch/node"
 )
 
@@ -68,7 +70,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: dispatcher [flags]\n\nEvery flag can also be set by the environment variable TCPDISPATCH_<FLAG>, upper-cased with - as _ (e.g. TCPDISPATCH_LISTEN_HTTP=:9090); a flag on the command line wins.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: dispatcher [flags]\n\nEvery flag can also be set by the environment variable TCPDISPATCH_<FLAG>, upper-cased with - as _ (e.g. TCPDISPATCH_LISTEN_HTTP=:9090), or in the YAML file of --config (listen-http: \":9090\"); a flag on the command line wins over the environment, which wins over the file.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	return fs, o
@@ -76,6 +78,7 @@ func newFlags() (*flag.FlagSet, *options) {
 
 func run(args []string) int {
 	fs, o := newFlags()
+	layers := flagconf.Bind(fs)
 	cfg, endpoints, logFormat, logLevel := &o.cfg, &o.endpoints, &o.logFormat, &o.logLevel
 	for _, a := range args {
 		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
@@ -89,7 +92,11 @@ func run(args []string) int {
 		}
 		return 2
 	}
-	if err := applyEnv(fs, os.LookupEnv); err != nil {
+	if layers.VersionRequested() {
+		fmt.Println(version.Line("dispatcher"))
+		return 0
+	}
+	if err := layers.Apply(os.Environ()); err != nil {
 		fmt.Fprintln(os.Stderr, "dispatcher:", err)
 		return 2
 	}
@@ -135,24 +142,4 @@ func run(args []string) int {
 	}
 	log.Info("replica stopped")
 	return 0
-}
-
-// applyEnv sets every flag not given on the command line from
-// TCPDISPATCH_<FLAG> when that variable is set.
-func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || err != nil {
-			return
-		}
-		env := "TCPDISPATCH_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := lookup(env); ok {
-			if serr := f.Value.Set(v); serr != nil {
-				err = fmt.Errorf("%s=%q: %w", env, v, serr)
-			}
-		}
-	})
-	return err
 }

@@ -1,37 +1,82 @@
 package main
 
 import (
-	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
-	"time"
+
+	"github.com/tcpdispatch/tcpdispatch/cmd/internal/flagconf"
+	"github.com/tcpdispatch/tcpdispatch/node"
 )
 
-func TestApplyEnv(t *testing.T) {
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	listen := fs.String("listen-http", ":8080", "")
-	ttl := fs.Duration("leader-ttl", 3*time.Second, "")
-	name := fs.String("name", "default", "")
-	if err := fs.Parse([]string{"--name", "fromflag"}); err != nil {
+// TestConfigPrecedence runs the dispatcher's real flag set through the
+// layering: flag > TCPDISPATCH_* environment > --config file > default, and
+// a misspelled variable or file key is an error naming it.
+func TestConfigPrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "dispatcher.yaml")
+	if err := os.WriteFile(file, []byte(`
+name: fromfile
+listen-http: "127.0.0.1:7001"
+leader-ttl: 4s
+rise: 5
+probe-timeout: 300ms
+`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{
-		"TCPDISPATCH_LISTEN_HTTP": ":9999",
-		"TCPDISPATCH_LEADER_TTL":  "2s",
-		"TCPDISPATCH_NAME":        "fromenv",
+	load := func(args, env []string) (*options, error) {
+		fs, o := newFlags()
+		l := flagconf.Bind(fs)
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		return o, l.Apply(env)
 	}
-	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	if err := applyEnv(fs, lookup); err != nil {
+	o, err := load([]string{"--config", file, "--name", "fromflag"},
+		[]string{"TCPDISPATCH_NAME=fromenv", "TCPDISPATCH_LISTEN_HTTP=127.0.0.1:7002", "TCPDISPATCH_BIN=/ignored", "HOME=/root"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if *listen != ":9999" || *ttl != 2*time.Second {
-		t.Errorf("env not applied: listen %q ttl %v", *listen, *ttl)
+	def := node.DefaultConfig()
+	for _, c := range []struct{ what, got, want string }{
+		{"flag over env and file", o.cfg.Name, "fromflag"},
+		{"env over file", o.cfg.ListenHTTP, "127.0.0.1:7002"},
+		{"file over default", o.cfg.LeaderTTL.String(), "4s"},
+		{"file over default (int)", fmt.Sprint(o.cfg.Probe.Rise), "5"},
+		{"default", fmt.Sprint(o.cfg.Probe.Fall), fmt.Sprint(def.Probe.Fall)},
+		{"default (prefix)", o.cfg.Prefix, def.Prefix},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: got %q, want %q", c.what, c.got, c.want)
+		}
 	}
-	if *name != "fromflag" {
-		t.Errorf("a flag on the command line must win over the environment, got %q", *name)
+	// The file named by the environment works the same way.
+	o, err = load(nil, []string{"TCPDISPATCH_CONFIG=" + file})
+	if err != nil || o.cfg.Name != "fromfile" {
+		t.Errorf("TCPDISPATCH_CONFIG: name %q, err %v", o.cfg.Name, err)
 	}
-	env["TCPDISPATCH_LEADER_TTL"] = "soon"
-	if err := applyEnv(fs, lookup); err == nil {
-		t.Error("a malformed environment value must be an error")
+
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("listen-htpp: \":1\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args, env []string
+		want      string
+	}{
+		{nil, []string{"TCPDISPATCH_LISTEN_HTPP=:9"}, "TCPDISPATCH_LISTEN_HTPP"},
+		{[]string{"--config", bad}, nil, `"listen-htpp"`},
+		{nil, []string{"TCPDISPATCH_LEADER_TTL=soon"}, "TCPDISPATCH_LEADER_TTL"},
+		{[]string{"--config", filepath.Join(t.TempDir(), "missing.yaml")}, nil, "missing.yaml"},
+	} {
+		_, err := load(c.args, c.env)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("args %q env %q: error %v, want one naming %s", c.args, c.env, err, c.want)
+		}
+	}
+	if code := run([]string{"--version"}); code != 0 {
+		t.Errorf("--version exit code %d", code)
 	}
 }
 

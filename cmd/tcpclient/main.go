@@ -21,6 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tcpdispatch/tcpdispatch/client"
+	"github.com/tcpdispatch/tcpdispatch/cmd/internal/flagconf"
 )
 
 func main() {
@@ -39,7 +40,7 @@ func main() {
 	fs.DurationVar(&rc.BackoffCap, "backoff-cap", rc.BackoffCap, "largest reconnect backoff ceiling")
 	interval := fs.Duration("interval", time.Second, "time between two pings")
 	count := fs.Int("count", 0, "stop after this many echoes (0: run until signalled)")
-	_ = fs.Parse(os.Args[1:])
+	flagconf.ParseOrExit(fs, os.Args[1:])
 	cfg.Bootstrap = splitList(*bootstrap)
 	cfg.Static = splitList(*static)
 

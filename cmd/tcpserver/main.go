@@ -29,6 +29,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/tcpdispatch/tcpdispatch/cmd/internal/flagconf"
 	"github.com/tcpdispatch/tcpdispatch/serverkit"
 	"github.com/tcpdispatch/tcpdispatch/serverkit/register"
 	"github.com/tcpdispatch/tcpdispatch/store"
@@ -46,7 +47,7 @@ func main() {
 	registerPrefix := fs.String("register-prefix", store.DefaultPrefix, "etcd key prefix for --register-etcd")
 	registerTTL := fs.Duration("register-ttl", 10*time.Second, "lease TTL for --register-etcd")
 	advertise := fs.String("advertise", "", "address registered by --register-etcd (default: the listen address)")
-	_ = fs.Parse(os.Args[1:])
+	flagconf.ParseOrExit(fs, os.Args[1:])
 	if *id == "" {
 		*id = *listen
 	}
