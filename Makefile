@@ -41,6 +41,7 @@ bench: build ## benchmarks: pickers, get-tcp-ip vs bare net/http, put-to-serve l
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1)
 	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
 
 demo: build ## three replicas (embedded 3-member etcd) + five tcp-servers; Ctrl-C stops all
 	./scripts/demo.sh

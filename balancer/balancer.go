@@ -35,7 +35,6 @@ package balancer
 import (
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -66,6 +65,11 @@ const (
 	LeastLoad Strategy = "least-load"
 )
 
+// strategies lists every Strategy, in the order validNames names them. Each
+// has its own file (wrr.go, random.go, hash.go, p2c.go, leastload.go) with a
+// chooser that newChooser returns.
+var strategies = []Strategy{WRR, Random, Hash, P2C, LeastLoad}
+
 // validNames is listed in errors about unknown strategies.
 const validNames = "wrr, random, hash, p2c, least-load"
 
@@ -87,10 +91,11 @@ var (
 // space and case are ignored, and "" means WRR. Any other value returns an
 // error wrapping ErrUnknownStrategy that lists the valid names.
 func ParseStrategy(s string) (Strategy, error) {
-	switch st := Strategy(strings.ToLower(strings.TrimSpace(s))); st {
-	case "":
+	st := Strategy(strings.ToLower(strings.TrimSpace(s)))
+	if st == "" {
 		return WRR, nil
-	case WRR, Random, Hash, P2C, LeastLoad:
+	}
+	if slices.Contains(strategies, st) {
 		return st, nil
 	}
 	return "", fmt.Errorf("parse strategy %q: %w (valid: %s)", s, ErrUnknownStrategy, validNames)
@@ -173,22 +178,19 @@ var ErrBadOptions = errors.New("bad picker options")
 // A Picker is immutable after New, apart from the WRR position counter and
 // the assignment counters, which are atomic; all methods are safe for
 // concurrent use without locks. A Picker must not be copied.
+//
+// The Picker holds what every strategy shares: IDs, weights, loads and the
+// weighted sampling used for exclusions and alternatives. The strategy's own
+// tables and choice live in its chooser.
 type Picker struct {
 	strategy Strategy
+	s        chooser
 	ids      []string
 	index    map[string]int32 // ID -> position in ids
 	// prefix[i] is the total positive weight of backends [0, i), so
 	// len(prefix) == len(ids)+1 and backend i owns [prefix[i], prefix[i+1]).
 	prefix   []int64
 	eligible int // backends with positive weight
-
-	seq []int32 // WRR schedule: backend indices, one per slot
-	// built holds the weights seq or ring was built from, for reuse by a
-	// later picker (Options.Previous).
-	built []int64
-
-	ring  []uint64 // Hash: sorted point positions
-	owner []int32  // Hash: owner[j] is the backend at ring[j]
 
 	conns    []int64    // reported connections per backend
 	counters []*Counter // assignments per backend; entries may be nil
@@ -203,9 +205,59 @@ type Picker struct {
 	// cache line holding the read-only fields above, which every pick also
 	// reads.
 	_      [64]byte
-	next   atomic.Uint64
+	next   atomic.Uint64 // WRR's schedule position
 	picked atomic.Int64
 	_      [48]byte
+}
+
+// chooser is one strategy's part of a Picker: its tables, built by
+// newChooser, and its choice.
+type chooser interface {
+	// first returns the backend for key with nothing excluded, or -1 when
+	// no backend is eligible. It counts no assignment.
+	first(p *Picker, key string) int
+	// choose appends backends not in t to dst, adding each to t, until
+	// len(dst) == end; the caller has checked that enough eligible backends
+	// remain outside t. It counts no assignment. Picker.choose calls it.
+	choose(p *Picker, key string, t *taken, dst []int, end int) []int
+}
+
+// choose calls the chooser's choose on its concrete type: a *taken passed
+// through an interface method escapes to the heap, and picks with
+// exclusions must not allocate.
+func (p *Picker) choose(key string, t *taken, dst []int, end int) []int {
+	switch c := p.s.(type) {
+	case *wrr:
+		return c.choose(p, key, t, dst, end)
+	case random:
+		return c.choose(p, key, t, dst, end)
+	case *ring:
+		return c.choose(p, key, t, dst, end)
+	case p2c:
+		return c.choose(p, key, t, dst, end)
+	case leastLoad:
+		return c.choose(p, key, t, dst, end)
+	}
+	panic(fmt.Sprintf("balancer: no choose for %T", p.s))
+}
+
+// newChooser builds strategy s's chooser for p, whose shared fields are
+// set. weights are the backends' positive weights (0 for ineligible ones).
+// Every strategy is one case here; an unknown s returns nil.
+func newChooser(s Strategy, p *Picker, weights []int64, o Options) chooser {
+	switch s {
+	case WRR:
+		return newWRR(p, weights, o.Previous)
+	case Random:
+		return random{}
+	case Hash:
+		return newRing(p, weights, o)
+	case P2C:
+		return p2c{}
+	case LeastLoad:
+		return leastLoad{}
+	}
+	return nil
 }
 
 // New builds a Picker for strategy s over backends; it is NewWith with zero
@@ -237,9 +289,7 @@ func New(s Strategy, backends []Backend) (*Picker, error) {
 // returns an error wrapping ErrBadOptions if len(o.Loads) is neither 0 nor
 // len(backends), or o.HashLoadFactor is neither 0 nor above 1.
 func NewWith(s Strategy, backends []Backend, o Options) (*Picker, error) {
-	switch s {
-	case WRR, Random, Hash, P2C, LeastLoad:
-	default:
+	if !slices.Contains(strategies, s) {
 		return nil, fmt.Errorf("new picker: strategy %q: %w (valid: %s)", s, ErrUnknownStrategy, validNames)
 	}
 	if o.Loads != nil && len(o.Loads) != len(backends) {
@@ -289,39 +339,7 @@ func NewWith(s Strategy, backends []Backend, o Options) (*Picker, error) {
 			p.base += p.load(i)
 		}
 	}
-	switch s {
-	case WRR:
-		if prev := o.Previous; prev != nil && prev.strategy == WRR && slices.Equal(prev.ids, p.ids) && slices.Equal(prev.built, weights) {
-			p.seq = prev.seq
-		} else {
-			p.seq = buildSchedule(weights)
-		}
-		p.built = weights
-		if len(p.seq) > 0 {
-			// A random start keeps replicas, and successive snapshots in one
-			// replica, from all sending their next client to the same backend.
-			p.next.Store(rand.Uint64N(uint64(len(p.seq))))
-		}
-	case Hash:
-		ringW := weights
-		if o.RingWeights != nil {
-			ringW = make([]int64, len(weights))
-			for i, w := range weights {
-				if w > 0 {
-					ringW[i] = min(max(1, int64(o.RingWeights[i])), maxWeight)
-				}
-			}
-		}
-		if prev := o.Previous; prev != nil && prev.strategy == Hash && slices.Equal(prev.ids, p.ids) && slices.Equal(prev.built, ringW) {
-			p.ring, p.owner = prev.ring, prev.owner
-		} else {
-			p.ring, p.owner = buildRing(p.ids, ringW)
-		}
-		p.built = ringW
-		if o.HashLoadFactor > 0 && p.total() > 0 {
-			p.bound = o.HashLoadFactor / float64(p.total())
-		}
-	}
+	p.s = newChooser(s, p, weights, o)
 	return p, nil
 }
 
@@ -356,34 +374,11 @@ func (p *Picker) Len() int { return len(p.ids) }
 func (p *Picker) Pick(key string, exclude []string) int {
 	i := -1
 	if len(exclude) == 0 {
-		switch p.strategy {
-		case WRR:
-			if len(p.seq) > 0 {
-				i = int(p.seq[p.tick()%uint64(len(p.seq))])
-			}
-		case Random:
-			if p.eligible > 0 {
-				i = p.locate(rand.Int64N(p.total()))
-			}
-		case Hash:
-			if len(p.ring) > 0 && p.bound == 0 {
-				i = int(p.owner[p.ringStart(key)])
-			} else if len(p.ring) > 0 {
-				i = p.hashBounded(key, nil)
-			}
-		case P2C:
-			if p.eligible > 0 {
-				i = p.p2c(nil)
-			}
-		case LeastLoad:
-			i = p.least(nil)
-		}
+		i = p.s.first(p, key)
 	} else {
-		var t taken
-		p.exclude(&t, exclude)
 		var one [1]int
-		if got := p.choose(key, &t, 1, one[:0]); len(got) > 0 {
-			i = got[0]
+		if got := p.PickN(key, exclude, 1, one[:0]); len(got) > 0 {
+			return got[0] // PickN counted it
 		}
 	}
 	if i >= 0 {
@@ -415,7 +410,11 @@ func (p *Picker) PickN(key string, exclude []string, n int, dst []int) []int {
 	var t taken
 	p.exclude(&t, exclude)
 	start := len(dst)
-	dst = p.choose(key, &t, n, dst)
+	// Knowing how many can still be found lets every chooser stop early
+	// instead of searching for backends that do not exist.
+	if end := start + min(n, p.eligible-len(t.list())); end > start {
+		dst = p.choose(key, &t, dst, end)
+	}
 	if len(dst) > start {
 		p.assign(dst[start])
 	}
@@ -450,181 +449,20 @@ func (p *Picker) score(i int) float64 {
 	return float64(p.load(i)+1) * p.invW[i]
 }
 
-// p2c draws two backends not in t by weight and returns the one with the
-// lower score. A draw that repeats the first is retried twice, so small
-// sets still compare two distinct backends most of the time.
-func (p *Picker) p2c(t *taken) int {
-	a := p.draw(t)
-	if a < 0 {
-		return -1
-	}
-	b := a
-	for try := 0; try < 3 && b == a; try++ {
-		b = p.draw(t)
-	}
-	if p.score(b) < p.score(a) {
-		return b
-	}
-	return a
+// take appends backend i to dst and adds it to t.
+func (p *Picker) take(t *taken, dst []int, i int) []int {
+	t.add(int32(i), p.weight(i))
+	return append(dst, i)
 }
 
-// draw returns a backend not in t (t may be nil) chosen by weight.
-func (p *Picker) draw(t *taken) int {
-	if t == nil {
-		return p.locate(rand.Int64N(p.total()))
-	}
-	return p.sample(t)
-}
-
-// least returns the eligible backend not in t (t may be nil) with the
-// lowest score, or -1. The scan starts at a random backend so that ties
-// are broken differently by each pick and each replica.
-func (p *Picker) least(t *taken) int {
-	n := len(p.ids)
-	if p.eligible == 0 || (t != nil && len(t.list()) >= p.eligible) {
-		return -1
-	}
-	best, bestScore := -1, 0.0
-	start := rand.IntN(n)
-	for k := range n {
-		i := start + k
-		if i >= n {
-			i -= n
-		}
-		if p.invW[i] == 0 || (t != nil && t.has(int32(i))) {
-			continue
-		}
-		if s := p.score(i); best < 0 || s < bestScore {
-			best, bestScore = i, s
-		}
-	}
-	return best
-}
-
-// hashBounded walks the ring clockwise from key's position to the first
-// backend not in t (t may be nil) whose load is below its bound. If every
-// remaining backend is full, which the bound's definition rules out unless
-// concurrent picks race past it, it returns the key's first remaining
-// backend, as unbounded hashing would.
-func (p *Picker) hashBounded(key string, t *taken) int {
-	r := len(p.ring)
-	total := p.base + p.picked.Load()
-	limit := p.bound * float64(total+1)
-	first := -1
-	for j, start := 0, p.ringStart(key); j < r; j++ {
-		c := p.owner[(start+j)%r]
-		if t != nil && t.has(c) {
-			continue
-		}
-		i := int(c)
-		if first < 0 {
-			first = i
-		}
-		// Capacity is ceil(limit × weight). The relative epsilon keeps a
-		// product that should be an exact integer from rounding up past it.
-		if x := limit * float64(p.weight(i)); float64(p.load(i)) < math.Ceil(x-x*1e-9) {
-			return i
-		}
-	}
-	return first
-}
-
-// Bounds on searching the WRR schedule for a backend that is not excluded:
-// at most maxSkips extra slots claimed for a first choice, and maxWalk slots
-// read per alternative in PickN. Needing more means the excluded backends
-// hold most of the weight; a weighted random choice among the rest is then
-// cheaper than more contended atomic adds or a longer scan.
-const (
-	maxSkips = 16
-	maxWalk  = 64
-)
-
-// choose appends up to n backends not in t, adding each to t as it goes.
-// It counts no assignment; its callers do.
-func (p *Picker) choose(key string, t *taken, n int, dst []int) []int {
-	// Knowing how many can still be found lets every loop below stop early
-	// instead of searching for backends that do not exist.
-	end := len(dst) + min(n, p.eligible-len(t.list()))
-	switch p.strategy {
-	case WRR:
-		l := uint64(len(p.seq))
-		if l == 0 || len(dst) >= end {
-			return dst
-		}
-		// The first choice claims successive slots until one holds an allowed
-		// backend. Skipped slots are used up rather than handed to whichever
-		// backend follows them in the schedule, so requests that exclude a
-		// backend see the others in their weight proportions.
-		pos, i := p.tick(), -1
-		for skips := 0; ; skips++ {
-			if c := p.seq[pos%l]; !t.has(c) {
-				i = int(c)
-				break
-			}
-			if skips == maxSkips {
-				i = p.sample(t)
-				break
-			}
-			pos = p.tick()
-		}
-		dst = append(dst, i)
-		t.add(int32(i), p.weight(i))
-		// Alternatives are read from the schedule after the first choice
-		// without claiming slots, so PickN advances the schedule by as much
-		// as Pick does.
-		step := uint64(1)
-		for len(dst) < end {
-			i = -1
-			for limit := min(step+maxWalk, l); step < limit && i < 0; step++ {
-				if c := p.seq[(pos+step)%l]; !t.has(c) {
-					i = int(c)
-				}
-			}
-			if i < 0 {
-				i = p.sample(t)
-			}
-			dst = append(dst, i)
-			t.add(int32(i), p.weight(i))
-		}
-	case Random, P2C, LeastLoad:
-		// p2c decides the first choice; its alternatives are weighted
-		// samples of the rest.
-		for first := len(dst); len(dst) < end; {
-			var i int
-			switch {
-			case p.strategy == LeastLoad:
-				i = p.least(t)
-			case p.strategy == P2C && len(dst) == first:
-				i = p.p2c(t)
-			default:
-				i = p.sample(t)
-			}
-			dst = append(dst, i)
-			t.add(int32(i), p.weight(i))
-		}
-	case Hash:
-		if p.bound > 0 && len(p.ring) > 0 && len(dst) < end {
-			// The first choice respects the bound; alternatives are the
-			// next backends clockwise, as without one.
-			i := p.hashBounded(key, t)
-			dst = append(dst, i)
-			t.add(int32(i), p.weight(i))
-		}
-		// Every eligible backend has at least one point, so the walk finds
-		// all remaining ones within one turn of the ring.
-		r := len(p.ring)
-		for j, start := 0, p.ringStart(key); j < r && len(dst) < end; j++ {
-			if c := p.owner[(start+j)%r]; !t.has(c) {
-				dst = append(dst, int(c))
-				t.add(c, p.weight(int(c)))
-			}
-		}
+// fill appends weighted samples of the backends not in t until len(dst) ==
+// end: the alternatives of every strategy that has no order of its own.
+func (p *Picker) fill(t *taken, dst []int, end int) []int {
+	for len(dst) < end {
+		dst = p.take(t, dst, p.sample(t))
 	}
 	return dst
 }
-
-// tick claims the next WRR schedule slot.
-func (p *Picker) tick() uint64 { return p.next.Add(1) - 1 }
 
 func (p *Picker) total() int64 { return p.prefix[len(p.prefix)-1] }
 
@@ -656,6 +494,14 @@ func (p *Picker) sample(t *taken) int {
 	return p.locate(r)
 }
 
+// draw returns a backend not in t (t may be nil) chosen by weight.
+func (p *Picker) draw(t *taken) int {
+	if t == nil {
+		return p.locate(rand.Int64N(p.total()))
+	}
+	return p.sample(t)
+}
+
 // exclude adds the eligible backends named in ids to t. Unknown IDs and
 // zero-weight backends are skipped: they can never be picked anyway, and
 // keeping them out of t keeps its count of eligible members exact.
@@ -667,53 +513,4 @@ func (p *Picker) exclude(t *taken, ids []string) {
 			}
 		}
 	}
-}
-
-// takenInline is how many members a taken set holds without allocating.
-const takenInline = 128
-
-// taken is the set of backends a pick must skip: the caller's exclusions
-// plus, within PickN, the backends already chosen. It is kept sorted so
-// sample can skip excluded weight ranges in order. It lives on the caller's
-// stack; only sets larger than takenInline spill to the heap.
-type taken struct {
-	weight int64 // total weight of the members
-	n      int   // members held in inline while spill is nil
-	inline [takenInline]int32
-	spill  []int32
-}
-
-func (t *taken) list() []int32 {
-	if t.spill != nil {
-		return t.spill
-	}
-	return t.inline[:t.n]
-}
-
-func (t *taken) has(i int32) bool {
-	_, ok := slices.BinarySearch(t.list(), i)
-	return ok
-}
-
-// add inserts backend i of weight w unless it is already a member.
-func (t *taken) add(i int32, w int64) {
-	l := t.list()
-	pos, ok := slices.BinarySearch(l, i)
-	if ok {
-		return
-	}
-	t.weight += w
-	switch {
-	case t.spill == nil && t.n < len(t.inline):
-		copy(t.inline[pos+1:t.n+1], t.inline[pos:t.n])
-		t.inline[pos] = i
-		t.n++
-		return
-	case t.spill == nil:
-		// A fresh slice filled by copy (not slices.Clone, whose result may
-		// alias its argument) keeps escape analysis from moving t to the heap.
-		t.spill = make([]int32, len(l), 2*len(l))
-		copy(t.spill, l)
-	}
-	t.spill = slices.Insert(t.spill, pos, i)
 }

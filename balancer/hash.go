@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"strconv"
 )
@@ -68,11 +69,101 @@ func buildRing(ids []string, w []int64) (ring []uint64, owner []int32) {
 	return ring, owner
 }
 
-// ringStart returns the index of the first ring point at or after the key's
+// ring is consistent hashing, bounded when the Picker's bound is set: ring
+// points sorted by position, each owned by a backend.
+type ring struct {
+	points []uint64
+	owner  []int32 // owner[j] is the backend at points[j]
+	// built holds the weights the ring was built from, for reuse by a later
+	// picker (Options.Previous).
+	built []int64
+}
+
+// newRing places the ring by o.RingWeights when given (static weights, so
+// load changes move no keys) and by weights otherwise, reusing o.Previous's
+// ring when built from the same IDs and weights; it sets p.bound.
+func newRing(p *Picker, weights []int64, o Options) *ring {
+	ringW := weights
+	if o.RingWeights != nil {
+		ringW = make([]int64, len(weights))
+		for i, w := range weights {
+			if w > 0 {
+				ringW[i] = min(max(1, int64(o.RingWeights[i])), maxWeight)
+			}
+		}
+	}
+	r := &ring{built: ringW}
+	if old, ok := prevChooser[*ring](p, o.Previous); ok && slices.Equal(old.built, ringW) {
+		r.points, r.owner = old.points, old.owner
+	} else {
+		r.points, r.owner = buildRing(p.ids, ringW)
+	}
+	if o.HashLoadFactor > 0 && p.total() > 0 {
+		p.bound = o.HashLoadFactor / float64(p.total())
+	}
+	return r
+}
+
+func (r *ring) first(p *Picker, key string) int {
+	switch {
+	case len(r.points) == 0:
+		return -1
+	case p.bound == 0:
+		return int(r.owner[r.start(key)])
+	}
+	return r.bounded(p, key, nil)
+}
+
+func (r *ring) choose(p *Picker, key string, t *taken, dst []int, end int) []int {
+	if p.bound > 0 {
+		// The first choice respects the bound; alternatives are the next
+		// backends clockwise, as without one.
+		dst = p.take(t, dst, r.bounded(p, key, t))
+	}
+	// Every eligible backend has at least one point, so the walk finds all
+	// remaining ones within one turn of the ring.
+	n := len(r.points)
+	for j, start := 0, r.start(key); j < n && len(dst) < end; j++ {
+		if c := r.owner[(start+j)%n]; !t.has(c) {
+			dst = p.take(t, dst, int(c))
+		}
+	}
+	return dst
+}
+
+// bounded walks the ring clockwise from key's position to the first
+// backend not in t (t may be nil) whose load is below its bound. If every
+// remaining backend is full, which the bound's definition rules out unless
+// concurrent picks race past it, it returns the key's first remaining
+// backend, as unbounded hashing would.
+func (r *ring) bounded(p *Picker, key string, t *taken) int {
+	n := len(r.points)
+	total := p.base + p.picked.Load()
+	limit := p.bound * float64(total+1)
+	first := -1
+	for j, start := 0, r.start(key); j < n; j++ {
+		c := r.owner[(start+j)%n]
+		if t != nil && t.has(c) {
+			continue
+		}
+		i := int(c)
+		if first < 0 {
+			first = i
+		}
+		// Capacity is ceil(limit × weight). The relative epsilon keeps a
+		// product that should be an exact integer from rounding up past it.
+		if x := limit * float64(p.weight(i)); float64(p.load(i)) < math.Ceil(x-x*1e-9) {
+			return i
+		}
+	}
+	return first
+}
+
+// start returns the index of the first ring point at or after the key's
 // position, wrapping to 0 past the last point. The ring must not be empty.
-func (p *Picker) ringStart(key string) int {
-	j, _ := slices.BinarySearch(p.ring, hash64(key))
-	if j == len(p.ring) {
+func (r *ring) start(key string) int {
+	j, _ := slices.BinarySearch(r.points, hash64(key))
+	if j == len(r.points) {
 		return 0
 	}
 	return j

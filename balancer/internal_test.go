@@ -201,9 +201,9 @@ func TestPreviousReused(t *testing.T) {
 		}
 		data := func(p *Picker) *int32 {
 			if st == WRR {
-				return &p.seq[0]
+				return &p.s.(*wrr).seq[0]
 			}
-			return &p.owner[0]
+			return &p.s.(*ring).owner[0]
 		}
 		if data(same) != data(first) {
 			t.Errorf("%s: same inputs did not reuse the previous picker's structure", st)

@@ -1,5 +1,10 @@
 package balancer
 
+import (
+	"math/rand/v2"
+	"slices"
+)
+
 const (
 	// maxSchedule caps the WRR schedule length (4 MiB of int32).
 	maxSchedule = 1 << 20
@@ -147,3 +152,87 @@ func fit(v []int64, limit int64) bool {
 	}
 	return true
 }
+
+// Bounds on searching the WRR schedule for a backend that is not excluded:
+// at most maxSkips extra slots claimed for a first choice, and maxWalk slots
+// read per alternative in PickN. Needing more means the excluded backends
+// hold most of the weight; a weighted random choice among the rest is then
+// cheaper than more contended atomic adds or a longer scan.
+const (
+	maxSkips = 16
+	maxWalk  = 64
+)
+
+// wrr is smooth weighted round robin: a precomputed schedule of backend
+// indices, one per slot, read at the Picker's atomic position.
+type wrr struct {
+	seq []int32
+	// built holds the weights seq was built from, for reuse by a later
+	// picker (Options.Previous).
+	built []int64
+}
+
+// newWRR builds the schedule for weights, or reuses prev's when prev is a
+// WRR picker over the same IDs and weights.
+func newWRR(p *Picker, weights []int64, prev *Picker) *wrr {
+	s := &wrr{built: weights}
+	if old, ok := prevChooser[*wrr](p, prev); ok && slices.Equal(old.built, weights) {
+		s.seq = old.seq
+	} else {
+		s.seq = buildSchedule(weights)
+	}
+	if len(s.seq) > 0 {
+		// A random start keeps replicas, and successive snapshots in one
+		// replica, from all sending their next client to the same backend.
+		p.next.Store(rand.Uint64N(uint64(len(s.seq))))
+	}
+	return s
+}
+
+func (s *wrr) first(p *Picker, _ string) int {
+	if len(s.seq) == 0 {
+		return -1
+	}
+	return int(s.seq[p.tick()%uint64(len(s.seq))])
+}
+
+func (s *wrr) choose(p *Picker, _ string, t *taken, dst []int, end int) []int {
+	l := uint64(len(s.seq))
+	// The first choice claims successive slots until one holds an allowed
+	// backend. Skipped slots are used up rather than handed to whichever
+	// backend follows them in the schedule, so requests that exclude a
+	// backend see the others in their weight proportions.
+	pos, i := p.tick(), -1
+	for skips := 0; ; skips++ {
+		if c := s.seq[pos%l]; !t.has(c) {
+			i = int(c)
+			break
+		}
+		if skips == maxSkips {
+			i = p.sample(t)
+			break
+		}
+		pos = p.tick()
+	}
+	dst = p.take(t, dst, i)
+	// Alternatives are read from the schedule after the first choice
+	// without claiming slots, so PickN advances the schedule by as much
+	// as Pick does.
+	step := uint64(1)
+	for len(dst) < end {
+		i = -1
+		for limit := min(step+maxWalk, l); step < limit && i < 0; step++ {
+			if c := s.seq[(pos+step)%l]; !t.has(c) {
+				i = int(c)
+			}
+		}
+		if i < 0 {
+			i = p.sample(t)
+		}
+		dst = p.take(t, dst, i)
+	}
+	return dst
+}
+
+// tick claims the next WRR schedule slot.
+func (p *Picker) tick() uint64 { return p.next.Add(1) - 1 }

@@ -95,7 +95,9 @@ func TestDialTriesAlternativesThenExcludes(t *testing.T) {
 func TestDialSkipsFaultyReplicas(t *testing.T) {
 	live := startEcho(t, "live")
 	faults := map[string]func(w http.ResponseWriter, q url.Values){
-		"503":      func(w http.ResponseWriter, _ url.Values) { http.Error(w, `{"error":"no snapshot yet"}`, 503) },
+		"503": func(w http.ResponseWriter, _ url.Values) {
+			http.Error(w, `{"error":"no snapshot yet"}`, http.StatusServiceUnavailable)
+		},
 		"garbage":  func(w http.ResponseWriter, _ url.Values) { w.Write([]byte("<html>hijacked</html>")) },
 		"bad addr": func(w http.ResponseWriter, _ url.Values) { writeAnswer(w, Server{"x", "no-port"}) },
 		"empty id": func(w http.ResponseWriter, _ url.Values) { writeAnswer(w, Server{"", live.addr}) },
@@ -262,7 +264,7 @@ func TestDialFallsBackToCacheFile(t *testing.T) {
 func TestDialFallsBackToStatic(t *testing.T) {
 	live := startEcho(t, "s")
 	d := newFakeDispatcher(t, func(w http.ResponseWriter, _ url.Values) {
-		http.Error(w, `{"error":"no healthy server: 2 registered, 0 eligible"}`, 503)
+		http.Error(w, `{"error":"no healthy server: 2 registered, 0 eligible"}`, http.StatusServiceUnavailable)
 	})
 	c := newTestClient(t, Config{Bootstrap: []string{d.addr()}, Static: []string{deadAddr(t), live.addr}})
 	conn, ans, err := c.Dial(t.Context())

@@ -429,7 +429,7 @@ func (e *Election) watchKey(ctx context.Context, l *Leadership) {
 	// is not a loss.
 	rev := l.epoch
 	for ctx.Err() == nil {
-		lost, next := e.watchKeyFrom(ctx, l, rev)
+		next, lost := e.watchKeyFrom(ctx, l, rev)
 		if lost != nil {
 			l.end(lost, true)
 			return
@@ -442,52 +442,51 @@ func (e *Election) watchKey(ctx context.Context, l *Leadership) {
 }
 
 // watchKeyFrom watches the leader key from rev until the watch breaks. It
-// returns the reason leadership is lost, or nil and the revision to resume
-// from.
-func (e *Election) watchKeyFrom(ctx context.Context, l *Leadership, rev int64) (lost error, next int64) {
+// returns the revision to resume from, or the reason leadership is lost.
+func (e *Election) watchKeyFrom(ctx context.Context, l *Leadership, rev int64) (next int64, lost error) {
 	// WithRequireLeader fails the watch if the member loses its raft leader,
 	// instead of silently serving a stale view.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	for wr := range e.cli.Watch(wctx, l.key, clientv3.WithRev(rev)) {
 		if ctx.Err() != nil {
-			return nil, rev
+			return rev, nil
 		}
 		if wr.CompactRevision != 0 || errors.Is(wr.Err(), rpctypes.ErrCompacted) {
 			return e.verifyKey(ctx, l)
 		}
 		if err := wr.Err(); err != nil {
 			e.log.WithError(err).Debug("leader key watch broke; resuming")
-			return nil, rev
+			return rev, nil
 		}
 		for _, ev := range wr.Events {
 			if ev.Type == clientv3.EventTypeDelete {
-				return errKeyDeleted, rev
+				return rev, errKeyDeleted
 			}
 			if ev.Kv.CreateRevision != l.epoch {
-				return errKeyReplaced, rev
+				return rev, errKeyReplaced
 			}
 			rev = ev.Kv.ModRevision
 		}
 	}
-	return nil, rev
+	return rev, nil
 }
 
 // verifyKey reads the leader key after its watch history was compacted.
-func (e *Election) verifyKey(ctx context.Context, l *Leadership) (lost error, next int64) {
+func (e *Election) verifyKey(ctx context.Context, l *Leadership) (next int64, lost error) {
 	gctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
 	defer cancel()
 	resp, err := e.cli.Get(gctx, l.key)
 	switch {
 	case err != nil:
 		// Unknown; the lease watcher ends the term if etcd stays away.
-		return nil, l.epoch
+		return l.epoch, nil
 	case len(resp.Kvs) == 0:
-		return errKeyDeleted, 0
+		return 0, errKeyDeleted
 	case resp.Kvs[0].CreateRevision != l.epoch:
-		return errKeyReplaced, 0
+		return 0, errKeyReplaced
 	}
-	return nil, resp.Header.Revision
+	return resp.Header.Revision, nil
 }
 
 // pauseShort waits about 100ms before a watch is resumed; it reports false

@@ -303,7 +303,6 @@ func TestClientReconnectsAfterTCPServerKill(t *testing.T) {
 	clRegister(t, c, c.replicas, servers["tcp1"], servers["tcp2"], servers["tcp3"])
 
 	e := clStartEchoClient(t, client.Config{Bootstrap: clBootstrap(c.replicas), RequestTimeout: 500 * time.Millisecond})
-	var gaps []time.Duration
 	for round := 1; round <= 2; round++ {
 		// Let the session outlive ResetAfter, as a real one would.
 		s := e.waitSession(round, 25, 15*time.Second)
@@ -312,7 +311,6 @@ func TestClientReconnectsAfterTCPServerKill(t *testing.T) {
 		next := e.waitSession(round+1, 1, 10*time.Second)
 		prev := e.snapshot()[round-1]
 		gap := clGap(prev, next)
-		gaps = append(gaps, gap)
 		t.Logf("round %d: SIGKILLed %s; reconnected to %s via %s after %v (ended by: %v)",
 			round, s.ans.ID, next.ans.ID, next.ans.Dispatcher, gap.Round(time.Millisecond), prev.err)
 		if next.ans.ID == s.ans.ID {

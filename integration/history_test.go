@@ -331,11 +331,9 @@ func history(ctx context.Context, c *cluster, from int64) ([]*mvccpb.KeyValue, [
 func compactRevision(ctx context.Context, c *cluster, from int64) int64 {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for resp := range c.cli.Watch(wctx, c.prefix+"history-mark", clientv3.WithRev(from)) {
-		if resp.CompactRevision != 0 {
-			return resp.CompactRevision
-		}
-		return from
+	// The first response says whether from was compacted.
+	if resp, ok := <-c.cli.Watch(wctx, c.prefix+"history-mark", clientv3.WithRev(from)); ok && resp.CompactRevision != 0 {
+		return resp.CompactRevision
 	}
 	return from
 }
