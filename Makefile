@@ -17,6 +17,7 @@ build: ## build bin/dispatcher, bin/tcpserver and bin/tcpclient
 	$(GO) build -o $(BIN)/dispatcher ./cmd/dispatcher
 	$(GO) build -o $(BIN)/tcpserver ./cmd/tcpserver
 	$(GO) build -o $(BIN)/tcpclient ./cmd/tcpclient
+	$(GO) build -o $(BIN)/healthcheck ./cmd/healthcheck
 
 test: build unit integration ## unit tests (-race) then multi-process integration tests
 
