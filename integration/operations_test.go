@@ -130,6 +130,15 @@ func TestOperationsReplicaAndBackup(t *testing.T) {
 		t.Fatalf("after member remove, want d2, d3, d4:\n%s", list)
 	}
 	c.etcdctl("put", c.prefix+"servers/tcp2/weight", "200") // quorum of the new membership
+	// The checks OPERATIONS.md runs after every step.
+	for _, args := range [][]string{
+		{"member", "list", "-w", "table"},
+		{"endpoint", "status", "-w", "table"},
+		{"endpoint", "health", "--cluster"},
+		{"get", "--prefix", c.prefix + "election/", "--write-out=fields"},
+	} {
+		t.Logf("etcdctl %s:\n%s", strings.Join(args, " "), c.etcdctl(args...))
+	}
 	for _, r := range c.replicas {
 		waitReplicaServes(t, r, 2)
 	}
