@@ -16,11 +16,12 @@ SEED      ?= $(shell date +%s)
 
 all: build
 
-build: ## build bin/dispatcher, bin/tcpserver, bin/tcpclient and bin/dispatchctl
+build: ## build bin/dispatcher, bin/tcpserver, bin/tcpclient bin/dispatchctl and bin/healthcheck
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/dispatcher ./cmd/dispatcher
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/tcpserver ./cmd/tcpserver
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/tcpclient ./cmd/tcpclient
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/dispatchctl ./cmd/dispatchctl
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/healthcheck ./cmd/healthcheck
 
 test: build unit integration ## unit tests (-race) then multi-process integration tests
 

@@ -38,6 +38,9 @@ type proc struct {
 	args    []string
 	logPath string
 
+	// env is added to the process's environment (on top of the test's).
+	env []string
+
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -93,6 +96,9 @@ func (p *proc) start() {
 	fmt.Fprintf(f, "==== start %s %s\n", p.bin, strings.Join(p.args, " "))
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if len(p.env) > 0 {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		p.t.Fatalf("start %s: %v", p.name, err)
@@ -234,22 +240,28 @@ func startCluster(t testing.TB, o clusterOpts) *cluster {
 	for i, r := range c.replicas {
 		name := fmt.Sprintf("d%d", i+1)
 		r.dataDir = filepath.Join(dir, name+".etcd")
-		args := append([]string{
-			"--name", name,
-			"--listen-http", strings.TrimPrefix(r.http, "http://"),
-			"--data-dir", r.dataDir,
-			"--listen-client-urls", r.client, "--advertise-client-urls", r.clientAdv,
-			"--listen-peer-urls", r.peer, "--initial-advertise-peer-urls", r.peerAdv,
-			"--initial-cluster", strings.Join(initial, ","),
-			"--initial-cluster-token", "it-" + filepath.Base(dir),
-			"--log-level", "debug",
-		}, o.extra...)
+		args := r.args(name, strings.Join(initial, ","), "it-"+filepath.Base(dir), o.extra...)
 		r.proc = newProc(t, dir, name, "dispatcher", args...)
 		r.start()
 		endpoints = append(endpoints, r.client)
 	}
 	c.connect(endpoints)
 	return c
+}
+
+// args returns the flags that run r as the embedded member name of the
+// cluster initial ("name=peerURL,...") with token, then extra.
+func (r *replica) args(name, initial, token string, extra ...string) []string {
+	return append([]string{
+		"--name", name,
+		"--listen-http", strings.TrimPrefix(r.http, "http://"),
+		"--data-dir", r.dataDir,
+		"--listen-client-urls", r.client, "--advertise-client-urls", r.clientAdv,
+		"--listen-peer-urls", r.peer, "--initial-advertise-peer-urls", r.peerAdv,
+		"--initial-cluster", initial,
+		"--initial-cluster-token", token,
+		"--log-level", "debug",
+	}, extra...)
 }
 
 // connect gives the cluster a test client of etcd at endpoints, closed when

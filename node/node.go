@@ -160,6 +160,13 @@ func (n *Node) Run(ctx context.Context) error {
 		_ = watcher.Run(watchCtx) // returns nil on cancellation only
 	}()
 	defer wg.Wait()
+	// systemd (Type=notify): READY=1 with the first snapshot, STOPPING=1
+	// when shutdown starts.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.notifySystemd(runCtx, watcher)
+	}()
 
 	if snapFile != "" {
 		wg.Add(1)

@@ -64,6 +64,7 @@ cat <<MSG
 tcpdispatch demo is running: 3 replicas (embedded 3-member etcd), 5 tcp-servers
 (weights tcp1..tcp5 = ${weights[*]}). Logs: $DATA/*.log
 
+  status page: http://127.0.0.1:8081/ui   (every replica has one: :8082/ui, :8083/ui)
   get-tcp-ip:  http://127.0.0.1:8081/get-tcp-ip  http://127.0.0.1:8082/get-tcp-ip  http://127.0.0.1:8083/get-tcp-ip
   status:      http://127.0.0.1:9101/status ... http://127.0.0.1:9105/status (tcp1..tcp5)
 
