@@ -16,7 +16,7 @@ SEED      ?= $(shell date +%s)
 
 all: build
 
-build: ## build bin/dispatcher, bin/tcpserver, bin/tcpclient bin/dispatchctl and bin/healthcheck
+build: ## build bin/dispatcher, bin/tcpserver, bin/tcpclient, bin/dispatchctl and bin/healthcheck
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/dispatcher ./cmd/dispatcher
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/tcpserver ./cmd/tcpserver
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/tcpclient ./cmd/tcpclient
