@@ -434,10 +434,15 @@ func (w *Watcher) install(m *model) error {
 	return nil
 }
 
-// confirm records that every change up to rev has been applied.
+// confirm records that every change up to rev has been applied. The
+// revision of a restored snapshot is the file's word, not etcd's: the
+// first confirmation replaces it rather than keeping the larger one.
 func (w *Watcher) confirm(rev int64) {
 	prev := w.sync.Load()
-	w.sync.Store(&Sync{Revision: max(prev.Revision, rev), At: w.cfg.Now()})
+	if !prev.Restored {
+		rev = max(prev.Revision, rev)
+	}
+	w.sync.Store(&Sync{Revision: rev, At: w.cfg.Now()})
 }
 
 func (w *Watcher) report(r *rejected) {

@@ -701,3 +701,30 @@ func TestWaitSynced(t *testing.T) {
 		t.Fatalf("snapshot after sync = %+v; want the listed one", s)
 	}
 }
+
+// TestWaitSyncedRestoredAhead checks that a revision read from a saved
+// snapshot never stands in for etcd's own: a file from a run against
+// another (or a restored) cluster may name a revision etcd has not reached,
+// and WaitSynced must still wait for etcd to reach it.
+func TestWaitSyncedRestoredAhead(t *testing.T) {
+	m := etcdtest.Start(t)
+	cli := m.Client(t)
+	rev := etcdtest.Put(t, cli, testPrefix+"servers/a/addr", "127.0.0.1:1001")
+	w := newTestWatcher(t, cli, Config{}, nil)
+	const fileRev = 1_000_000
+	restored, err := NewSnapshot(fileRev, "wrr", nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Restore(restored, time.Now())
+	runWatcher(t, w)
+	etcdtest.WaitFor(t, 10*time.Second, "the first listing", func() bool { return !w.Sync().Restored })
+	if got := w.Sync().Revision; got >= fileRev {
+		t.Fatalf("Sync().Revision = %d after listing etcd at %d; want etcd's revision, not the file's", got, rev)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := w.WaitSynced(ctx, fileRev); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitSynced(%d) with etcd at %d = %v; want it to wait", fileRev, rev, err)
+	}
+}
