@@ -175,7 +175,7 @@ func (m *model) balancing() (Balancing, []string) {
 			recoverSet = recoverSet || name == ConfigOverloadRecover
 		}
 		if f.err != "" {
-			problems = append(problems, m.keys.Config(name)+": "+f.err)
+			problems = append(problems, m.keys.Config(name)+": "+f.problem())
 		}
 	}
 	if !recoverSet {

@@ -33,6 +33,14 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the jittered exponential pause between
 	// failed attempts to list or watch. Defaults 100ms and 3s.
 	MinBackoff, MaxBackoff time.Duration
+	// ResolveTimeout bounds one pass of reading etcd's history to resolve
+	// invalid operator values (see resolve.go); what is left is retried.
+	// Default 2s.
+	ResolveTimeout time.Duration
+	// ResolveInterval is how often invalid values are resolved again, so
+	// that a compaction of their history, or a resolution that failed,
+	// converges on every replica. Default 5s.
+	ResolveInterval time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -46,6 +54,8 @@ func DefaultConfig() Config {
 		OpTimeout:        5 * time.Second,
 		MinBackoff:       100 * time.Millisecond,
 		MaxBackoff:       3 * time.Second,
+		ResolveTimeout:   2 * time.Second,
+		ResolveInterval:  5 * time.Second,
 		Now:              time.Now,
 	}
 }
@@ -61,6 +71,8 @@ func (c Config) Validate() error {
 		return errors.New("store: OpTimeout must be positive")
 	case c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff:
 		return errors.New("store: need 0 < MinBackoff <= MaxBackoff")
+	case c.ResolveTimeout <= 0 || c.ResolveInterval <= 0:
+		return errors.New("store: ResolveTimeout and ResolveInterval must be positive")
 	}
 	_, err := NewKeys(c.Prefix)
 	return err
@@ -117,6 +129,12 @@ func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometh
 	}
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = d.MaxBackoff
+	}
+	if cfg.ResolveTimeout == 0 {
+		cfg.ResolveTimeout = d.ResolveTimeout
+	}
+	if cfg.ResolveInterval == 0 {
+		cfg.ResolveInterval = d.ResolveInterval
 	}
 	if cfg.Now == nil {
 		cfg.Now = d.Now
@@ -273,11 +291,12 @@ func (w *Watcher) list(ctx context.Context, m *model) error {
 	}
 	m.beginRelist()
 	for _, kv := range resp.Kvs {
-		w.report(m.put(string(kv.Key), kv.Value, kv.CreateRevision))
+		w.report(m.putAt(string(kv.Key), kv.Value, version{create: kv.CreateRevision, mod: kv.ModRevision, lease: kv.Lease}))
 	}
 	m.endRelist()
 	m.rev = resp.Header.Revision
 	w.metrics.lists.Inc()
+	w.resolve(ctx, m, true)
 	return w.publish(m, resp.Header.Revision)
 }
 
@@ -327,10 +346,22 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 		}
 	}
 	schedule()
+	// Invalid values are resolved again now and then: a compaction may
+	// have removed the history that resolved them (see resolve.go).
+	recheck := time.NewTicker(w.cfg.ResolveInterval)
+	defer recheck.Stop()
 	for {
 		var resp clientv3.WatchResponse
 		var ok bool
 		select {
+		case <-recheck.C:
+			if w.resolve(ctx, m, true) {
+				if err := w.publishQuiet(m); err != nil {
+					return false, delivered, err
+				}
+				schedule()
+			}
+			continue
 		case resp, ok = <-wch:
 		case <-rebuild.C:
 			if err := w.publishQuiet(m); err != nil {
@@ -367,7 +398,8 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 			if ev.Type == mvccpb.DELETE {
 				m.del(string(ev.Kv.Key))
 			} else {
-				w.report(m.put(string(ev.Kv.Key), ev.Kv.Value, ev.Kv.CreateRevision))
+				w.report(m.putAt(string(ev.Kv.Key), ev.Kv.Value,
+					version{create: ev.Kv.CreateRevision, mod: ev.Kv.ModRevision, lease: ev.Kv.Lease}))
 			}
 			applied = true
 		}
@@ -378,6 +410,7 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 		// response's header revision can run ahead of events still queued
 		// for this watcher, so it is not used to advance m.rev.
 		m.rev = resp.Events[len(resp.Events)-1].Kv.ModRevision
+		w.resolve(ctx, m, false)
 		if err := w.publish(m, m.rev); err != nil {
 			return false, delivered, err
 		}
@@ -450,7 +483,7 @@ func (w *Watcher) report(r *rejected) {
 		return
 	}
 	w.metrics.invalid.Inc()
-	w.log.WithField("key", r.key).WithError(r.err).Warn("ignoring invalid value; keeping the last good one")
+	w.log.WithField("key", r.key).WithError(r.err).Warn("ignoring invalid value; resolving it to the last valid one in etcd's history")
 }
 
 // jitter returns d ± 20%.
@@ -474,7 +507,7 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 type metrics struct {
 	invalid, lists, compactions, staleEvents prometheus.Counter
-	massRemovals, timedRebuilds              prometheus.Counter
+	massRemovals, timedRebuilds, unresolved  prometheus.Counter
 	revision, servers, eligible, panic       prometheus.Gauge
 }
 
@@ -498,12 +531,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Updates that took more than half of the eligible servers out at once."}),
 		timedRebuilds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_timed_rebuilds_total",
 			Help: "Snapshots rebuilt without an etcd event (slow start, report expiry)."}),
+		unresolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_unresolved_values_total",
+			Help: "Failed attempts to resolve an invalid operator value from etcd's history (retried)."}),
 		panic: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_store_panic_mode",
 			Help: "1 while too few servers are eligible and every healthy one is served."}),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.invalid, m.lists, m.compactions, m.staleEvents, m.revision, m.servers, m.eligible,
-			m.massRemovals, m.timedRebuilds, m.panic} {
+			m.massRemovals, m.timedRebuilds, m.panic, m.unresolved} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register store metrics: %w", err)
 			}
