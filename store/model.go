@@ -468,6 +468,7 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 				srv.Healthy = h.Healthy
 				srv.Since = h.Since
 				srv.Reason = h.Reason
+				srv.CheckedAt, srv.VerdictEpoch = h.CheckedAt, h.Epoch
 				srv.State = "down"
 				if srv.Healthy {
 					srv.State = "up"
@@ -541,6 +542,12 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 		}
 	}
 	m.guardMassRemoval(s, bal)
+	if bal.AllDown == AllDownServe {
+		serveAllDown(s)
+	}
+	s.OldestVerdict = oldestVerdict(s.Servers)
+	s.electionProblems = m.electionProblems()
+	s.Problems = append(s.Problems, s.electionProblems...)
 
 	for id := range m.health {
 		if m.servers[id] == nil {

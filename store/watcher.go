@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,6 +107,10 @@ type Watcher struct {
 	sync    atomic.Pointer[Sync]
 	changed chan struct{} // closed and replaced on every new snapshot
 	mu      sync.Mutex    // guards changed
+
+	// loggedElection is the election problems last logged (watcher
+	// goroutine only).
+	loggedElection string
 }
 
 // NewWatcher returns a watcher of cli under cfg.Prefix. Zero fields of cfg
@@ -148,11 +153,12 @@ func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometh
 		l.Out = discard{}
 		log = logrus.NewEntry(l)
 	}
-	m, err := newMetrics(reg)
+	w := &Watcher{cfg: cfg, keys: keys, cli: cli, log: log, changed: make(chan struct{})}
+	m, err := newMetrics(reg, func() float64 { return w.OldestVerdictAge().Seconds() })
 	if err != nil {
 		return nil, err
 	}
-	w := &Watcher{cfg: cfg, keys: keys, cli: cli, log: log, metrics: m, changed: make(chan struct{})}
+	w.metrics = m
 	w.sync.Store(&Sync{})
 	return w, nil
 }
@@ -175,6 +181,17 @@ func (w *Watcher) Age() time.Duration {
 		return -1
 	}
 	return w.cfg.Now().Sub(s.At)
+}
+
+// OldestVerdictAge returns the age of the oldest health verdict among the
+// servers the current snapshot may return (see Snapshot.OldestVerdictAge);
+// 0 without a snapshot.
+func (w *Watcher) OldestVerdictAge() time.Duration {
+	s := w.snap.Load()
+	if s == nil {
+		return 0
+	}
+	return s.OldestVerdictAge(w.cfg.Now())
 }
 
 // Reachable reports whether etcd confirmed the snapshot to this process
@@ -456,8 +473,18 @@ func (w *Watcher) install(m *model) error {
 		w.log.WithFields(logrus.Fields{"revision": m.rev, "policy": s.Balancing.MassRemoval}).
 			Error("MASS REMOVAL: " + s.MassRemoval + "; check the leader's probes and recent operator changes")
 	}
+	if p := strings.Join(s.electionProblems, "; "); p != w.loggedElection {
+		w.loggedElection = p
+		if p != "" {
+			w.log.WithField("revision", m.rev).Error("ELECTION BLOCKED: " + p)
+		}
+	}
 	w.snap.Store(s)
 	w.metrics.revision.Set(float64(m.rev))
+	w.metrics.allDown.Set(0)
+	if s.AllDown {
+		w.metrics.allDown.Set(1)
+	}
 	w.metrics.servers.Set(float64(len(s.Servers)))
 	w.metrics.eligible.Set(float64(s.Eligible()))
 	w.metrics.panic.Set(0)
@@ -509,10 +536,16 @@ type metrics struct {
 	invalid, lists, compactions, staleEvents prometheus.Counter
 	massRemovals, timedRebuilds, unresolved  prometheus.Counter
 	revision, servers, eligible, panic       prometheus.Gauge
+	allDown                                  prometheus.Gauge
+	verdictAge                               prometheus.GaugeFunc
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, verdictAge func() float64) (*metrics, error) {
 	m := &metrics{
+		allDown: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_all_down",
+			Help: "1 while servers are registered, none is eligible, and get-tcp-ip answers degraded from all of them (config/all-down serve)."}),
+		verdictAge: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tcpdispatch_verdict_age_seconds",
+			Help: "Age of the oldest health verdict among the servers get-tcp-ip may return; 0 when none has one."}, verdictAge),
 		invalid: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_invalid_values_total",
 			Help: "Operator values rejected by validation and ignored."}),
 		lists: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_lists_total",
@@ -538,7 +571,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.invalid, m.lists, m.compactions, m.staleEvents, m.revision, m.servers, m.eligible,
-			m.massRemovals, m.timedRebuilds, m.panic, m.unresolved} {
+			m.massRemovals, m.timedRebuilds, m.panic, m.unresolved, m.allDown, m.verdictAge} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register store metrics: %w", err)
 			}
