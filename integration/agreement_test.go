@@ -1,0 +1,142 @@
+package integration
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// agreementView is the part of /v1/servers the agreement test compares.
+type agreementView struct {
+	Revision int64  `json:"revision"`
+	Strategy string `json:"strategy"`
+	Servers  []struct {
+		ID              string   `json:"id"`
+		Addr            string   `json:"addr"`
+		Weight          int      `json:"weight"`
+		EffectiveWeight int      `json:"effective_weight"`
+		Eligible        bool     `json:"eligible"`
+		Errors          []string `json:"errors"`
+	} `json:"servers"`
+}
+
+// decisions renders what a replica decides: strategy, and per server its
+// addr, static and effective weight and eligibility.
+func (v agreementView) decisions() string {
+	var b strings.Builder
+	b.WriteString("strategy=" + v.Strategy + "\n")
+	for _, s := range v.Servers {
+		fmt.Fprintf(&b, "%s addr=%s w=%d eff=%d eligible=%v\n", s.ID, s.Addr, s.Weight, s.EffectiveWeight, s.Eligible)
+	}
+	return b.String()
+}
+
+// TestInvalidValuesAgree is issue 9's agreement test: valid operator
+// values, then invalid ones over them (weight, addr, strategy), then one
+// replica restarted. Every replica, the restarted one included, must decide
+// exactly the same: the same effective weights in /v1/servers and the same
+// server for each of 200 hash keys; and the typos take no server out and
+// change no strategy.
+func TestInvalidValuesAgree(t *testing.T) {
+	c := startCluster(t, clusterOpts{replicas: 3, extra: coreFlags})
+	weights := map[string]string{"tcp1": "300", "tcp2": "200", "tcp3": "100", "tcp4": "50"}
+	for _, id := range slices.Sorted(maps.Keys(weights)) {
+		s := c.startTCPServer(id)
+		c.etcdctl("put", c.prefix+"servers/"+id+"/addr", s.addr)
+		c.etcdctl("put", c.prefix+"servers/"+id+"/weight", weights[id])
+	}
+	// No slow start: effective weights then depend on etcd's state alone,
+	// not on when each replica looks.
+	c.etcdctl("put", c.prefix+"config/slow-start", "0")
+	c.etcdctl("put", c.prefix+"config/strategy", "hash")
+	c.waitEligible(c.replicas, 4)
+
+	c.etcdctl("put", c.prefix+"servers/tcp1/weight", "3OO")
+	c.etcdctl("put", c.prefix+"servers/tcp2/addr", "127.0.0.1")
+	c.etcdctl("put", c.prefix+"config/strategy", "hsah")
+	eventually(t, 10*time.Second, "every replica sees the typos", func() error {
+		for _, r := range c.replicas {
+			var v agreementView
+			if err := getJSON(r.http+"/v1/servers", &v); err != nil {
+				return err
+			}
+			n := 0
+			for _, s := range v.Servers {
+				n += len(s.Errors)
+			}
+			if n != 2 {
+				return fmt.Errorf("%s: %d server errors", r.name, n)
+			}
+		}
+		return nil
+	})
+
+	restarted := c.replicas[1]
+	restarted.stop()
+	restarted.start()
+	// Not the snapshot it saved before the restart: its own listing.
+	eventually(t, 30*time.Second, restarted.name+" synced with etcd after its restart", func() error {
+		s, err := restarted.status()
+		if err != nil {
+			return err
+		}
+		if s.Etcd != "ok" {
+			return fmt.Errorf("etcd %s", s.Etcd)
+		}
+		return nil
+	})
+
+	var want string
+	eventually(t, 30*time.Second, "identical decisions on every replica", func() error {
+		var views []string
+		for _, r := range c.replicas {
+			var v agreementView
+			if err := getJSON(r.http+"/v1/servers", &v); err != nil {
+				return err
+			}
+			views = append(views, v.decisions())
+		}
+		for i, v := range views[1:] {
+			if v != views[0] {
+				return fmt.Errorf("%s decides\n%s\n%s decides\n%s", c.replicas[0].name, views[0], c.replicas[i+1].name, v)
+			}
+		}
+		want = views[0]
+		return nil
+	})
+	t.Logf("every replica decides:\n%s", want)
+	for _, sub := range []string{"strategy=hash", "tcp1 addr=", "w=300 eff=300 eligible=true", "tcp2 addr=127.0.0.1:"} {
+		if !strings.Contains(want, sub) {
+			t.Errorf("decisions lack %q: the typos changed something\n%s", sub, want)
+		}
+	}
+	if strings.Count(want, "eligible=true") != 4 {
+		t.Errorf("not all four servers served:\n%s", want)
+	}
+
+	differ := 0
+	for i := range 200 {
+		q := fmt.Sprintf("?key=client-%d", i)
+		var ids []string
+		for _, r := range c.replicas {
+			p, _, err := getTCPIP(r.http, q)
+			if err != nil {
+				t.Fatalf("%s %s: %v", r.name, q, err)
+			}
+			ids = append(ids, p.ID)
+		}
+		if ids[0] != ids[1] || ids[0] != ids[2] {
+			differ++
+			if differ <= 5 {
+				t.Errorf("key %s: replicas answer %v", q, ids)
+			}
+		}
+	}
+	t.Logf("%d of 200 hash keys answered differently", differ)
+	if differ > 0 {
+		t.Errorf("%d of 200 hash keys answered differently; want 0", differ)
+	}
+}
