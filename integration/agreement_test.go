@@ -1,12 +1,16 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // agreementView is the part of /v1/servers the agreement test compares.
@@ -138,5 +142,82 @@ func TestInvalidValuesAgree(t *testing.T) {
 	t.Logf("%d of 200 hash keys answered differently", differ)
 	if differ > 0 {
 		t.Errorf("%d of 200 hash keys answered differently; want 0", differ)
+	}
+}
+
+// verdictStatus is the part of /v1/status the static-stability test reads.
+type verdictStatus struct {
+	IsLeader   bool     `json:"is_leader"`
+	Leader     string   `json:"leader"`
+	VerdictAge float64  `json:"oldest_verdict_age_seconds"`
+	AllDown    bool     `json:"all_down"`
+	Problems   []string `json:"problems"`
+}
+
+// TestElectionBlockedStaticStability puts a lease-less key at the front of
+// the election queue, as an operator's stray put would, and deletes the
+// replicas' own keys: no replica can lead from then on. Every replica must
+// report the blocking key in /v1/status problems, keep serving the last
+// verdicts, and report their age growing.
+func TestElectionBlockedStaticStability(t *testing.T) {
+	c := startCluster(t, clusterOpts{replicas: 3, extra: coreFlags})
+	for _, id := range []string{"tcp1", "tcp2"} {
+		s := c.startTCPServer(id)
+		c.etcdctl("put", c.prefix+"servers/"+id+"/addr", s.addr)
+	}
+	c.waitEligible(c.replicas, 2)
+	c.waitLeader(t, c.replicas)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stray := c.prefix + "election/stray"
+	if _, err := c.cli.Put(ctx, stray, "someone"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.cli.Get(ctx, c.prefix+"election/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		if string(kv.Key) != stray {
+			if _, err := c.cli.Delete(ctx, string(kv.Key)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	first := map[string]float64{}
+	eventually(t, 15*time.Second, "every replica reports the blocking key and nobody leads", func() error {
+		for _, r := range c.replicas {
+			var s verdictStatus
+			if err := getJSON(r.http+"/v1/status", &s); err != nil {
+				return err
+			}
+			if s.IsLeader || !strings.Contains(strings.Join(s.Problems, "|"), "election/stray: election key without a lease") {
+				return fmt.Errorf("%s: is_leader %v, problems %q", r.name, s.IsLeader, s.Problems)
+			}
+			first[r.name] = s.VerdictAge
+		}
+		return nil
+	})
+	time.Sleep(3 * time.Second)
+	for _, r := range c.replicas {
+		var s verdictStatus
+		if err := getJSON(r.http+"/v1/status", &s); err != nil {
+			t.Fatal(err)
+		}
+		if s.IsLeader || s.AllDown || s.VerdictAge < first[r.name]+2.5 {
+			t.Errorf("%s after 3s without a leader: is_leader %v, all_down %v, verdict age %.1fs (was %.1fs); want no leader, serving, age grown by ~3s",
+				r.name, s.IsLeader, s.AllDown, s.VerdictAge, first[r.name])
+		}
+		for i := range 20 {
+			if _, _, err := getTCPIP(r.http, fmt.Sprintf("?key=k%d", i)); err != nil {
+				t.Errorf("%s without a leader: %v", r.name, err)
+				break
+			}
+		}
+		if b, err := os.ReadFile(r.logPath); err != nil || !strings.Contains(string(b), "ELECTION BLOCKED") {
+			t.Errorf("%s logged no ELECTION BLOCKED line (%v)", r.name, err)
+		}
 	}
 }
