@@ -80,17 +80,7 @@ func TestAllDownAnswers(t *testing.T) {
 	}
 
 	// The degraded path allocates no more than the normal one.
-	req := httptest.NewRequest(http.MethodGet, "/get-tcp-ip", nil)
-	req.RemoteAddr = remote
-	w := &reusableWriter{header: make(http.Header)}
-	allocs := testing.AllocsPerRun(1000, func() {
-		w.reset()
-		h.ServeHTTP(w, req)
-		if w.code != http.StatusOK || w.n == 0 {
-			t.Fatalf("degraded answer = %d, %d bytes", w.code, w.n)
-		}
-	})
-	if allocs > maxAllocs {
+	if allocs := allocsPerGet(t, h, "/get-tcp-ip", remote); allocs > maxAllocs {
 		t.Errorf("a degraded answer allocates %v times; want <= %d", allocs, maxAllocs)
 	}
 
