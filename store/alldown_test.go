@@ -3,8 +3,13 @@ package store
 import (
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
 )
 
 func downJSON(t testing.TB, addr string, checked time.Time) string {
@@ -132,5 +137,35 @@ func TestElectionProblems(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAllDownMetrics checks the watcher's all-down gauge and verdict-age
+// gauge on a real etcd, and that the age grows with the watcher's clock.
+func TestAllDownMetrics(t *testing.T) {
+	m := etcdtest.Start(t)
+	cli := m.Client(t)
+	k, _ := NewKeys(testPrefix)
+	checked := time.Now().Add(-time.Minute)
+	etcdtest.Put(t, cli, k.ServerField("a", FieldAddr), "127.0.0.1:1001")
+	rev := etcdtest.Put(t, cli, k.Health("a"), downJSON(t, "127.0.0.1:1001", checked))
+	reg := prometheus.NewRegistry()
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	w := newTestWatcher(t, cli, Config{Now: func() time.Time { return time.Unix(0, clock.Load()) }}, reg)
+	runWatcher(t, w)
+	waitRev(t, w, rev)
+	if v := counterValue(t, reg, "tcpdispatch_all_down"); v != 1 {
+		t.Errorf("tcpdispatch_all_down = %v; want 1", v)
+	}
+	age := counterValue(t, reg, "tcpdispatch_verdict_age_seconds")
+	clock.Add(int64(10 * time.Second))
+	if later := counterValue(t, reg, "tcpdispatch_verdict_age_seconds"); age < 59 || later-age < 9.9 || later-age > 10.1 {
+		t.Errorf("verdict age %v, 10s later %v; want >= 1m, then 10s more", age, later)
+	}
+	rev = etcdtest.Put(t, cli, k.Health("a"), healthJSON(t, Health{Addr: "127.0.0.1:1001", Healthy: true, CheckedAt: checked}))
+	waitRev(t, w, rev)
+	if v := counterValue(t, reg, "tcpdispatch_all_down"); v != 0 {
+		t.Errorf("tcpdispatch_all_down after recovery = %v; want 0", v)
 	}
 }
