@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -220,4 +221,64 @@ func TestElectionBlockedStaticStability(t *testing.T) {
 			t.Errorf("%s logged no ELECTION BLOCKED line (%v)", r.name, err)
 		}
 	}
+}
+
+// TestAllDownServes kills every tcp-server: every replica must keep
+// answering from all of them, marked degraded, with alternatives, and
+// report it; under config/all-down fail they answer 503.
+func TestAllDownServes(t *testing.T) {
+	c := startCluster(t, clusterOpts{replicas: 3, extra: coreFlags})
+	var servers []*tcpServer
+	for _, id := range []string{"tcp1", "tcp2", "tcp3"} {
+		s := c.startTCPServer(id)
+		servers = append(servers, s)
+		c.etcdctl("put", c.prefix+"servers/"+id+"/addr", s.addr)
+	}
+	c.waitEligible(c.replicas, 3)
+	for _, s := range servers {
+		s.kill()
+	}
+	eventually(t, 15*time.Second, "every replica all down", func() error {
+		for _, r := range c.replicas {
+			var s verdictStatus
+			if err := getJSON(r.http+"/v1/status", &s); err != nil {
+				return err
+			}
+			if !s.AllDown {
+				return fmt.Errorf("%s: all_down false", r.name)
+			}
+		}
+		return nil
+	})
+	for _, r := range c.replicas {
+		resp, err := clientFor(r.http).Get(r.http + "/get-tcp-ip?n=3")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			ID           string `json:"id"`
+			Alternatives []pick `json:"alternatives"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || len(body.Alternatives) != 2 || resp.Header.Get("X-Tcpdispatch-Degraded") != "all-down" {
+			t.Errorf("%s all down: %d %+v (%v), header %q; want 200 with 2 alternatives, degraded all-down",
+				r.name, resp.StatusCode, body, err, resp.Header.Get("X-Tcpdispatch-Degraded"))
+		}
+		var st struct {
+			DegradedAnswers int `json:"degraded_answers"`
+		}
+		if err := getJSON(r.http+"/v1/status", &st); err != nil || st.DegradedAnswers < 1 {
+			t.Errorf("%s: degraded_answers %d (%v); want >= 1", r.name, st.DegradedAnswers, err)
+		}
+	}
+	c.etcdctl("put", c.prefix+"config/all-down", "fail")
+	eventually(t, 10*time.Second, "503 everywhere under config/all-down fail", func() error {
+		for _, r := range c.replicas {
+			if _, code, _ := getTCPIP(r.http, ""); code != 503 {
+				return fmt.Errorf("%s: %d", r.name, code)
+			}
+		}
+		return nil
+	})
 }
