@@ -110,8 +110,11 @@ type Server struct {
 	log      *logrus.Entry
 	echo     *echo.Echo
 	draining atomic.Bool
+	// degraded counts answers given from the all-down fallback; it backs
+	// tcpdispatch_degraded_answers_total and /v1/status.
+	degraded atomic.Uint64
 
-	picks, noServer, badRequest prometheus.Counter
+	picks, noServer, badRequest, heads prometheus.Counter
 }
 
 // New returns a server answering from src. gatherer serves /metrics when
@@ -125,14 +128,14 @@ func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prom
 	}
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tcpdispatch_get_tcp_ip_requests_total",
 		Help: "get-tcp-ip requests by outcome."}, []string{"outcome"})
-	if reg != nil {
-		if err := reg.Register(requests); err != nil {
-			return nil, fmt.Errorf("register api metrics: %w", err)
-		}
-	}
 	s := &Server{cfg: cfg, src: src, leader: leader, log: log,
 		picks: requests.WithLabelValues("ok"), noServer: requests.WithLabelValues("no_server"),
-		badRequest: requests.WithLabelValues("bad_request")}
+		badRequest: requests.WithLabelValues("bad_request"), heads: requests.WithLabelValues("head")}
+	if reg != nil {
+		if err := registerMetrics(reg, requests, s); err != nil {
+			return nil, err
+		}
+	}
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -228,6 +231,9 @@ func (s *Server) getTCPIP(c echo.Context) error {
 		s.noServer.Inc()
 		return writeError(c, http.StatusServiceUnavailable, "no snapshot yet: this replica has not reached etcd since it started")
 	}
+	if req.Method == http.MethodHead {
+		return s.headTCPIP(c, snap, &q, exclude)
+	}
 	key := q.key
 	if key == "" {
 		key = clientIP(req.RemoteAddr)
@@ -243,6 +249,7 @@ func (s *Server) getTCPIP(c echo.Context) error {
 	s.picks.Inc()
 	h := c.Response().Header()
 	h["Cache-Control"] = noStore
+	s.markDegraded(h, snap)
 	if q.text {
 		h["Content-Type"] = contentText
 		c.Response().WriteHeader(http.StatusOK)
@@ -276,6 +283,7 @@ func (s *Server) pickN(c echo.Context, snap *store.Snapshot, key string, q *quer
 	}
 	s.picks.Inc()
 	c.Response().Header()["Cache-Control"] = noStore
+	s.markDegraded(c.Response().Header(), snap)
 	if q.text {
 		var b []byte
 		for i, srv := range got {
@@ -331,6 +339,7 @@ type balancingView struct {
 	HashLoadFactor    float64 `json:"hash_load_factor"`
 	Accounting        bool    `json:"assignment_accounting"`
 	MassRemoval       string  `json:"mass_removal"`
+	AllDown           string  `json:"all_down"`
 }
 
 func (s *Server) servers(c echo.Context) error {
@@ -348,7 +357,7 @@ func (s *Server) servers(c echo.Context) error {
 		Strategy: string(snap.Strategy), Leader: snap.Leader, Problems: snap.Problems, Panic: snap.Panic,
 		Balancing: balancingView{SlowStart: b.SlowStart.String(), PanicThreshold: b.PanicThreshold,
 			OverloadThreshold: b.OverloadThreshold, OverloadRecover: b.OverloadRecover, HashLoadFactor: b.HashLoadFactor,
-			Accounting: b.Accounting, MassRemoval: b.MassRemoval},
+			Accounting: b.Accounting, MassRemoval: b.MassRemoval, AllDown: string(b.AllDown)},
 		Servers: views,
 	})
 }
@@ -367,17 +376,30 @@ type statusResponse struct {
 	Servers       int    `json:"servers"`
 	Eligible      int    `json:"eligible"`
 	Panic         bool   `json:"panic"`
+	// AllDown is set while servers are registered, none is eligible and
+	// get-tcp-ip answers degraded from all of them (config/all-down serve).
+	AllDown bool `json:"all_down"`
+	// DegradedAnswers counts get-tcp-ip answers given while all down.
+	DegradedAnswers uint64 `json:"degraded_answers"`
+	// OldestVerdictAgeSeconds is the age of the oldest health verdict among
+	// the servers get-tcp-ip may return; 0 when none has one.
+	OldestVerdictAgeSeconds float64 `json:"oldest_verdict_age_seconds"`
+	// Problems lists rejected operator values outside server keys and
+	// election keys that block every election.
+	Problems []string `json:"problems,omitempty"`
 }
 
 func (s *Server) status(c echo.Context) error {
 	st := statusResponse{Name: s.cfg.Name, IsLeader: s.leader.IsLeader(), Revision: s.src.Sync().Revision,
-		SnapshotAgeMs: ageMs(s.src.Age()), Etcd: "unreachable"}
+		SnapshotAgeMs: ageMs(s.src.Age()), Etcd: "unreachable", DegradedAnswers: s.degraded.Load()}
 	if s.src.Reachable() {
 		st.Etcd = "ok"
 	}
 	if snap := s.src.Snapshot(); snap != nil {
 		st.Leader, st.LeaderEpoch = snap.Leader, snap.LeaderEpoch
 		st.Strategy, st.Servers, st.Eligible, st.Panic = string(snap.Strategy), len(snap.Servers), snap.Eligible(), snap.Panic
+		st.AllDown, st.Problems = snap.AllDown, snap.Problems
+		st.OldestVerdictAgeSeconds = snap.OldestVerdictAge(time.Now()).Seconds()
 		st.Ready = !s.draining.Load()
 	}
 	return c.JSON(http.StatusOK, st)

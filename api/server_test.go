@@ -106,7 +106,8 @@ type fixtures struct {
 	mixed *store.Snapshot // a, b, c eligible; d down; e bad weight (keeps the default 100, eligible); f bad addr; garbage strategy
 	one   *store.Snapshot // only one eligible server
 	hash  *store.Snapshot // a..e eligible, hash strategy
-	none  *store.Snapshot // one server, down
+	none  *store.Snapshot // one server, down, config/all-down fail
+	down  *store.Snapshot // two servers, down, no all-down key (serve)
 }
 
 func newFixtures(t *testing.T) fixtures {
@@ -135,11 +136,15 @@ func newFixtures(t *testing.T) fixtures {
 	}
 	f.hash = snapshotOf(t, cli, "/hash/", hash)
 	f.none = snapshotOf(t, cli, "/none/", []kv{
+		{"servers/x/addr", "10.0.0.9:9000"}, {"health/x", down(t, "10.0.0.9:9000")}, {"config/all-down", "fail"},
+	})
+	f.down = snapshotOf(t, cli, "/down/", []kv{
 		{"servers/x/addr", "10.0.0.9:9000"}, {"health/x", down(t, "10.0.0.9:9000")},
+		{"servers/y/addr", "10.0.0.8:9000"}, {"health/y", down(t, "10.0.0.8:9000")},
 	})
 	// Sanity checks on what the watcher built, so that failures below are
 	// about the API.
-	if f.mixed.Eligible() != 4 || f.one.Eligible() != 1 || f.hash.Eligible() != 5 || f.none.Eligible() != 0 {
+	if f.mixed.Eligible() != 4 || f.one.Eligible() != 1 || f.hash.Eligible() != 5 || f.none.Eligible() != 0 || !f.down.AllDown {
 		t.Fatalf("fixtures: eligible %d/%d/%d/%d; want 4/1/5/0",
 			f.mixed.Eligible(), f.one.Eligible(), f.hash.Eligible(), f.none.Eligible())
 	}
@@ -409,8 +414,10 @@ func TestServer(t *testing.T) {
 		if body.Name != "replica-1" || body.Revision != 42 || body.SnapshotAgeMs != 1500 || body.Strategy != "wrr" || body.Leader != "replica-7" {
 			t.Errorf("servers header = %+v", body)
 		}
-		if len(body.Problems) != 1 || !strings.Contains(body.Problems[0], "fastest") {
-			t.Errorf("problems = %q; want the garbage strategy", body.Problems)
+		// The fixture's election key was put without a lease, as no
+		// campaign writes it: reported as blocking elections.
+		if len(body.Problems) != 2 || !strings.Contains(body.Problems[0], "fastest") || !strings.Contains(body.Problems[1], "without a lease") {
+			t.Errorf("problems = %q; want the garbage strategy and the lease-less election key", body.Problems)
 		}
 		want := map[string]struct {
 			eligible bool
@@ -505,16 +512,7 @@ func TestServer(t *testing.T) {
 	t.Run("allocations per request", func(t *testing.T) {
 		h := newTestServer(t, sourceOf(f.mixed), fakeLeader(false), nil).Handler()
 		for _, target := range []string{"/get-tcp-ip", "/get-tcp-ip?key=user-42&exclude=a", "/get-tcp-ip?format=text"} {
-			req := httptest.NewRequest(http.MethodGet, target, nil)
-			req.RemoteAddr = remote
-			w := &reusableWriter{header: make(http.Header)}
-			allocs := testing.AllocsPerRun(1000, func() {
-				w.reset()
-				h.ServeHTTP(w, req)
-				if w.code != http.StatusOK || w.n == 0 {
-					t.Fatalf("%s = %d, %d bytes", target, w.code, w.n)
-				}
-			})
+			allocs := allocsPerGet(t, h, target, remote)
 			t.Logf("GET %s: %v allocs/request", target, allocs)
 			if allocs > maxAllocs {
 				t.Errorf("GET %s allocates %v times per request; want <= %d", target, allocs, maxAllocs)
@@ -527,6 +525,21 @@ func TestServer(t *testing.T) {
 // key+exclude). Measured 0 with echo v4.16, which pools its contexts, once
 // handlers are wrapped at registration instead of by e.Use middleware.
 const maxAllocs = 0
+
+// allocsPerGet measures the allocations of one GET of target answered 200.
+func allocsPerGet(t *testing.T, h http.Handler, target, remote string) float64 {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, target, nil)
+	req.RemoteAddr = remote
+	w := &reusableWriter{header: make(http.Header)}
+	return testing.AllocsPerRun(1000, func() {
+		w.reset()
+		h.ServeHTTP(w, req)
+		if w.code != http.StatusOK || w.n == 0 {
+			t.Fatalf("%s = %d, %d bytes", target, w.code, w.n)
+		}
+	})
+}
 
 // reusableWriter is an http.ResponseWriter that keeps its header map and
 // discards the body, so that measuring allocations counts the handler's.

@@ -78,6 +78,14 @@ import (
 // context.Cause) wrap ErrNotLeader when leadership was lost.
 var ErrNotLeader = errors.New("election: not the leader")
 
+// MaxTxnOps is the most ops one Leadership.Txn can carry under etcd's
+// default --max-txn-ops (128) when some of them are one-op nested
+// transactions (a guarded delete). etcd checks every nesting level against
+// the limit left by the levels above it: the fence's outer transaction takes
+// one, the caller's n ops n, and a nested op's own op one more, so
+// 1 + n + 1 <= 128.
+const MaxTxnOps = 126
+
 // Reasons for a detected loss; each wraps ErrNotLeader.
 var (
 	errSessionDone = fmt.Errorf("%w: session lease expired or revoked", ErrNotLeader)

@@ -54,8 +54,9 @@ type Config struct {
 	// RefreshInterval is how often every record is rewritten even without a
 	// transition, so its checked_at shows the leader is alive. Default 30s.
 	RefreshInterval time.Duration
-	// BatchSize is the number of writes per transaction; etcd's default
-	// --max-txn-ops is 128. Default 100.
+	// BatchSize is the number of writes per transaction, at most
+	// election.MaxTxnOps (what a fenced transaction can carry under etcd's
+	// default --max-txn-ops). Default 100.
 	BatchSize int
 	// OpTimeout bounds each etcd transaction. Default 2s.
 	OpTimeout time.Duration
@@ -103,8 +104,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("prober: timeout (%v) must be below interval (%v)", c.Timeout, c.Interval)
 	case c.Rise < 1 || c.Fall < 1:
 		return errors.New("prober: rise and fall must be at least 1")
-	case c.Concurrency < 1 || c.BatchSize < 1 || c.BatchSize > 128:
-		return errors.New("prober: concurrency must be >= 1 and batch size in 1..128")
+	case c.Concurrency < 1 || c.BatchSize < 1 || c.BatchSize > election.MaxTxnOps:
+		return fmt.Errorf("prober: concurrency must be >= 1 and batch size in 1..%d", election.MaxTxnOps)
 	case c.RefreshInterval < c.Interval:
 		return errors.New("prober: refresh interval must be at least the probe interval")
 	case c.OpTimeout <= 0:

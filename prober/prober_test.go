@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -53,8 +54,8 @@ func TestConfigValidate(t *testing.T) {
 		{"rise and fall 1", func(c *Config) { c.Rise, c.Fall = 1, 1 }, true},
 		{"concurrency 0", func(c *Config) { c.Concurrency = 0 }, false},
 		{"batch 0", func(c *Config) { c.BatchSize = 0 }, false},
-		{"batch 128", func(c *Config) { c.BatchSize = 128 }, true},
-		{"batch 129", func(c *Config) { c.BatchSize = 129 }, false},
+		{"batch 126", func(c *Config) { c.BatchSize = 126 }, true},
+		{"batch 127", func(c *Config) { c.BatchSize = 127 }, false},
 		{"refresh below interval", func(c *Config) { c.RefreshInterval = c.Interval / 2 }, false},
 		{"refresh equal to interval", func(c *Config) { c.RefreshInterval = c.Interval }, true},
 		{"zero op timeout", func(c *Config) { c.OpTimeout = 0 }, false},
@@ -607,4 +608,67 @@ func TestProberWithElection(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("election Run = %v", err)
 	}
+}
+
+// TestFlushLargestValidBatch commits one batch of the largest size Validate
+// accepts, mixing record puts with guarded orphan deletes (nested
+// transactions), through a real election's fenced Txn on a real etcd with
+// its default --max-txn-ops: a size that validates never fails there.
+func TestFlushLargestValidBatch(t *testing.T) {
+	e := newEnv(t)
+	largest := 0
+	for b := 1; b <= 1024; b++ {
+		c := DefaultConfig()
+		c.BatchSize = b
+		if c.Validate() == nil {
+			largest = b
+		}
+	}
+	if largest == 0 {
+		t.Fatal("Validate accepts no batch size")
+	}
+	cfg := testConfig()
+	cfg.BatchSize = largest
+	var rev int64
+	for i := range 3 {
+		rev = etcdtest.Put(t, e.cli, e.keys.Health(fmt.Sprintf("orphan%d", i)), `{"addr":"127.0.0.1:1"}`)
+	}
+	snap := e.waitSnapshot(t, rev)
+	if len(snap.OrphanHealth()) != 3 {
+		t.Fatalf("orphans = %v; want 3", snap.OrphanHealth())
+	}
+	// One batch: largest-1 puts and the first orphan delete.
+	pending := make(map[string]store.Health)
+	for i := range largest - 1 {
+		pending[fmt.Sprintf("s%03d", i)] = store.Health{Addr: "127.0.0.1:1"}
+	}
+	p, _ := newTestProber(t, cfg, e.keys, e.w)
+	el, err := election.New(election.Config{Name: "replica-1", Prefix: e.keys.Election(), TTL: time.Second,
+		RetryInterval: 100 * time.Millisecond, OpTimeout: 500 * time.Millisecond}, e.cli, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flushed := make(chan error, 1)
+	stop, _ := runInBackground(t, "election", func(ctx context.Context) error {
+		return el.Run(ctx, func(ctx context.Context, l *election.Leadership) error {
+			flushed <- p.flush(ctx, l, snap, pending)
+			<-ctx.Done()
+			return nil
+		})
+	})
+	select {
+	case err := <-flushed:
+		if err != nil {
+			t.Fatalf("flush of a batch of %d (the largest valid size) = %v", largest, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no leadership within 10s")
+	}
+	if len(pending) != 0 {
+		t.Errorf("%d records left unwritten", len(pending))
+	}
+	if _, ok := getHealth(t, e.cli, e.keys, "orphan0"); ok {
+		t.Error("orphan0's record survived its delete")
+	}
+	stop()
 }

@@ -46,7 +46,24 @@ type Balancing struct {
 	// keep serving the servers the update marked down until an update no
 	// longer takes more than half out.
 	MassRemoval string
+	// AllDown (config/all-down, serve|fail, default serve) is what
+	// get-tcp-ip does when servers are registered but none is eligible:
+	// serve, i.e. answer from every registered server with a valid addr
+	// (Envoy's panic routing; see Snapshot.AllDown), or fail with 503.
+	AllDown AllDownPolicy
 }
+
+// AllDownPolicy is the value of config/all-down.
+type AllDownPolicy string
+
+// All-down policies.
+const (
+	// AllDownServe answers from every registered server with a valid addr,
+	// marked degraded, rather than from none.
+	AllDownServe AllDownPolicy = "serve"
+	// AllDownFail answers 503.
+	AllDownFail AllDownPolicy = "fail"
+)
 
 // Config key names under <prefix>config/.
 const (
@@ -57,6 +74,7 @@ const (
 	ConfigHashLoadFactor    = "hash-load-factor"
 	ConfigAccounting        = "assignment-accounting"
 	ConfigMassRemoval       = "mass-removal"
+	ConfigAllDown           = "all-down"
 )
 
 // Mass-removal policies.
@@ -79,6 +97,7 @@ func DefaultBalancing() Balancing {
 		HashLoadFactor:    1.25,
 		Accounting:        true,
 		MassRemoval:       MassRemovalApply,
+		AllDown:           AllDownServe,
 	}
 }
 
@@ -115,6 +134,13 @@ var configParsers = map[string]func(string) (any, error){
 			return p, nil
 		}
 		return nil, fmt.Errorf("mass-removal %q: want apply or hold", v)
+	},
+	ConfigAllDown: func(v string) (any, error) {
+		switch p := AllDownPolicy(strings.ToLower(strings.TrimSpace(v))); p {
+		case AllDownServe, AllDownFail:
+			return p, nil
+		}
+		return nil, fmt.Errorf("all-down %q: want serve or fail", v)
 	},
 }
 
@@ -154,6 +180,8 @@ func (b *Balancing) set(name string, v any) {
 		b.Accounting = v.(bool)
 	case ConfigMassRemoval:
 		b.MassRemoval = v.(string)
+	case ConfigAllDown:
+		b.AllDown = v.(AllDownPolicy)
 	}
 }
 
@@ -175,7 +203,7 @@ func (m *model) balancing() (Balancing, []string) {
 			recoverSet = recoverSet || name == ConfigOverloadRecover
 		}
 		if f.err != "" {
-			problems = append(problems, m.keys.Config(name)+": "+f.err)
+			problems = append(problems, m.keys.Config(name)+": "+f.problem())
 		}
 	}
 	if !recoverSet {

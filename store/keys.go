@@ -237,7 +237,14 @@ type Health struct {
 	Healthy bool   `json:"healthy"`
 	// Since is when the server last changed between healthy and unhealthy.
 	Since time.Time `json:"since"`
-	// CheckedAt is when the leader wrote this record.
+	// CheckedAt is when the leader checked the server (the end of the
+	// probe round that produced this record), by the leader's clock; with
+	// Epoch it says which term vouches for the verdict and as of when.
+	// Records are rewritten at least every refresh interval while a leader
+	// runs, so a replica derives the verdict's age from it (see
+	// Snapshot.OldestVerdictAge). Both fields have been in every record
+	// written so far; a record without them decodes with zero values and
+	// counts as having no confirmation time.
 	CheckedAt time.Time `json:"checked_at"`
 	// Reason says why the last probe failed; empty when healthy.
 	Reason string `json:"reason,omitempty"`

@@ -38,6 +38,9 @@ type model struct {
 	lastPicker *balancer.Picker
 	// invalid maps keys the layout does not allow to the reason.
 	invalid map[string]string
+	// bad maps keys whose current value failed validation to where that
+	// value sits in etcd's history, for the watcher to resolve.
+	bad map[string]version
 	// present marks keys seen during a re-list; see beginRelist.
 	relisting bool
 	seen      map[string]bool
@@ -46,28 +49,69 @@ type model struct {
 type electionKey struct {
 	name      string
 	createRev int64
+	lease     int64 // 0: the key has no lease and never expires
 }
 
-// field holds an operator value with the last value that passed validation.
-// A bad write sets err and leaves good alone, so a typo never takes a
-// working server out.
+// field holds an operator value with the value in force. A valid write puts
+// it in force. An invalid one sets err and leaves the value in force alone
+// until the watcher resolves it from etcd's history (see resolve.go), so that
+// every replica settles on the same value whatever it saw before.
 type field[T any] struct {
 	present bool // the key exists
-	hasGood bool // good holds a value that passed validation
+	hasGood bool // good holds the value in force; false: as if absent
 	good    T
 	err     string // why the current value was rejected; empty if it was not
+	// note says how the rejected value was resolved (or that it is not yet).
+	note string
 }
 
-func (f *field[T]) set(v T, err error) {
+func (f *field[T]) set(v any, err error) {
 	f.present = true
 	if err != nil {
-		f.err = err.Error()
+		f.err, f.note = err.Error(), noteUnresolved
 		return
 	}
-	f.good, f.hasGood, f.err = v, true, ""
+	f.good, f.hasGood, f.err, f.note = v.(T), true, "", ""
+}
+
+// resolve puts v in force for a rejected value, or, when found is false,
+// nothing: the key then counts as absent. note describes the resolution and
+// names the value and its revision, so an unchanged note means an unchanged
+// resolution; resolve reports whether it changed.
+func (f *field[T]) resolve(v any, found bool, note string) bool {
+	if f.note == note {
+		return false
+	}
+	f.note = note
+	if !found {
+		var zero T
+		f.good, f.hasGood = zero, false
+		return true
+	}
+	f.good, f.hasGood = v.(T), true
+	return true
+}
+
+// resolved reports whether a rejected value has been resolved.
+func (f *field[T]) resolved() bool { return f.note != noteUnresolved }
+
+// problem returns the rejection with how it was resolved; empty when the
+// current value is valid.
+func (f *field[T]) problem() string {
+	if f.err == "" {
+		return ""
+	}
+	return f.err + "; " + f.note
 }
 
 func (f *field[T]) clear() { *f = field[T]{} }
+
+// valueField is a field of any type.
+type valueField interface {
+	set(v any, err error)
+	resolve(v any, found bool, note string) bool
+	resolved() bool
+}
 
 type serverState struct {
 	addr      field[string]
@@ -95,6 +139,7 @@ func newModel(keys Keys) *model {
 		election: make(map[string]electionKey),
 		config:   make(map[string]*field[any]),
 		invalid:  make(map[string]string),
+		bad:      make(map[string]version),
 	}
 }
 
@@ -105,9 +150,21 @@ type rejected struct {
 	err error
 }
 
-// put applies a put of key=value at createRev; it returns the validation
-// error of an operator value, if any.
+// version is where a put sits in etcd's history.
+type version struct {
+	create, mod, lease int64
+}
+
+// put applies a put of key=value created at createRev (and last modified
+// there too); see putAt.
 func (m *model) put(key string, value []byte, createRev int64) *rejected {
+	return m.putAt(key, value, version{create: createRev, mod: createRev})
+}
+
+// putAt applies a put of key=value at v; it returns the validation error of
+// an operator value, if any. A rejected value is recorded in m.bad for the
+// watcher to resolve.
+func (m *model) putAt(key string, value []byte, v version) *rejected {
 	if m.relisting {
 		m.seen[key] = true
 	}
@@ -116,82 +173,123 @@ func (m *model) put(key string, value []byte, createRev int64) *rejected {
 	case kindInvalid:
 		m.invalid[key] = name
 		return &rejected{key, errors.New(name)}
+	case kindElection:
+		m.election[key] = electionKey{name: string(value), createRev: v.create, lease: v.lease}
+		return nil
+	case kindUnknown:
+		return nil
+	}
+	f := m.fieldOf(kind, id, name, true)
+	if f == nil { // a server field this version does not interpret
+		s := m.servers[id]
+		if s.unknown == nil {
+			s.unknown = make(map[string]string)
+		}
+		s.unknown[name] = string(value)
+		return nil
+	}
+	val, err := parseValue(kind, name, value)
+	f.set(val, err)
+	if err != nil {
+		m.bad[key] = v
+		return &rejected{key, err}
+	}
+	delete(m.bad, key)
+	return nil
+}
+
+// fieldOf returns the field holding the value of a key of kind, creating
+// its server, config or health entry when create is set. It returns nil for
+// a server field this version does not interpret, and for a missing entry
+// when create is not set.
+func (m *model) fieldOf(kind keyKind, id, name string, create bool) valueField {
+	switch kind {
 	case kindServerField:
 		s := m.servers[id]
 		if s == nil {
+			if !create {
+				return nil
+			}
 			s = &serverState{}
 			m.servers[id] = s
 		}
-		var err error
 		switch name {
 		case FieldAddr:
-			var a string
-			a, err = ParseAddr(string(value))
-			s.addr.set(a, err)
+			return &s.addr
 		case FieldWeight:
-			var w int
-			w, err = ParseWeight(string(value))
-			s.weight.set(w, err)
+			return &s.weight
 		case FieldStatusURL:
-			var u string
-			u, err = ParseStatusURL(string(value))
-			s.statusURL.set(u, err)
+			return &s.statusURL
 		case FieldDrain:
-			var d bool
-			d, err = ParseDrain(string(value))
-			s.drain.set(d, err)
-		default:
-			if s.unknown == nil {
-				s.unknown = make(map[string]string)
-			}
-			s.unknown[name] = string(value)
-		}
-		if err != nil {
-			return &rejected{key, err}
+			return &s.drain
 		}
 	case kindStrategy:
-		st, err := balancer.ParseStrategy(string(value))
-		m.strategy.set(st, err)
-		if err != nil {
-			return &rejected{key, err}
-		}
+		return &m.strategy
 	case kindConfig:
 		f := m.config[name]
 		if f == nil {
+			if !create {
+				return nil
+			}
 			f = &field[any]{}
 			m.config[name] = f
 		}
-		v, err := ParseConfig(name, string(value))
-		f.set(v, err)
-		if err != nil {
-			return &rejected{key, err}
-		}
+		return f
 	case kindHealth:
 		f := m.health[id]
 		if f == nil {
+			if !create {
+				return nil
+			}
 			f = &field[Health]{}
 			m.health[id] = f
 		}
+		return f
+	}
+	return nil
+}
+
+// parseValue validates the value of a key of kind (name is the server field
+// or config setting) and returns it parsed, typed as its field holds it.
+func parseValue(kind keyKind, name string, value []byte) (any, error) {
+	switch kind {
+	case kindServerField:
+		switch name {
+		case FieldAddr:
+			v, err := ParseAddr(string(value))
+			return v, err
+		case FieldWeight:
+			v, err := ParseWeight(string(value))
+			return v, err
+		case FieldStatusURL:
+			v, err := ParseStatusURL(string(value))
+			return v, err
+		case FieldDrain:
+			v, err := ParseDrain(string(value))
+			return v, err
+		}
+	case kindStrategy:
+		v, err := balancer.ParseStrategy(string(value))
+		return v, err
+	case kindConfig:
+		return ParseConfig(name, string(value))
+	case kindHealth:
 		var h Health
 		err := json.Unmarshal(value, &h)
 		if err == nil {
 			err = h.validate()
 		}
 		if err != nil {
-			err = fmt.Errorf("health record: %w", err)
+			return h, fmt.Errorf("health record: %w", err)
 		}
-		f.set(h, err)
-		if err != nil {
-			return &rejected{key, err}
-		}
-	case kindElection:
-		m.election[key] = electionKey{name: string(value), createRev: createRev}
+		return h, nil
 	}
-	return nil
+	return nil, nil
 }
 
 // del applies a delete of key.
 func (m *model) del(key string) {
+	delete(m.bad, key)
 	kind, id, name := m.keys.parse(key)
 	switch kind {
 	case kindInvalid:
@@ -305,7 +403,7 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 		s.Strategy = m.strategy.good
 	}
 	if m.strategy.err != "" {
-		s.Problems = append(s.Problems, m.keys.Strategy()+": "+m.strategy.err)
+		s.Problems = append(s.Problems, m.keys.Strategy()+": "+m.strategy.problem())
 	}
 	for _, k := range slices.Sorted(maps.Keys(m.invalid)) {
 		s.Problems = append(s.Problems, k+": ignored: "+m.invalid[k])
@@ -342,7 +440,7 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 			}
 		}
 		if st.addr.err != "" {
-			srv.Errors = append(srv.Errors, st.addr.err)
+			srv.Errors = append(srv.Errors, st.addr.problem())
 		}
 		// A weight key that never held a valid value leaves the documented
 		// default in force: the default is the server's last good weight,
@@ -351,13 +449,13 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 			srv.Weight = st.weight.good
 		}
 		if st.weight.err != "" {
-			srv.Errors = append(srv.Errors, st.weight.err)
+			srv.Errors = append(srv.Errors, st.weight.problem())
 		}
 		if st.statusURL.hasGood {
 			srv.StatusURL = st.statusURL.good
 		}
 		if st.statusURL.err != "" {
-			srv.Errors = append(srv.Errors, st.statusURL.err)
+			srv.Errors = append(srv.Errors, st.statusURL.problem())
 		}
 		srv.Draining = st.drain.hasGood && st.drain.good || srv.Weight == 0
 		if v, ok := st.unknown[FieldDrainReason]; ok {
@@ -365,7 +463,7 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 			srv.DrainReason = &n
 		}
 		if st.drain.err != "" {
-			srv.Errors = append(srv.Errors, st.drain.err)
+			srv.Errors = append(srv.Errors, st.drain.problem())
 		}
 		var h Health
 		if hf := m.health[id]; hf != nil {
@@ -374,13 +472,14 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 				srv.Healthy = h.Healthy
 				srv.Since = h.Since
 				srv.Reason = h.Reason
+				srv.CheckedAt, srv.VerdictEpoch = h.CheckedAt, h.Epoch
 				srv.State = "down"
 				if srv.Healthy {
 					srv.State = "up"
 				}
 			}
 			if hf.err != "" {
-				srv.Errors = append(srv.Errors, hf.err)
+				srv.Errors = append(srv.Errors, hf.problem())
 			}
 		}
 		// A new report starts a new assignment count: the report already
@@ -447,6 +546,12 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 		}
 	}
 	m.guardMassRemoval(s, bal)
+	if bal.AllDown == AllDownServe {
+		serveAllDown(s)
+	}
+	s.OldestVerdict = oldestVerdict(s.Servers)
+	s.electionProblems = m.electionProblems()
+	s.Problems = append(s.Problems, s.electionProblems...)
 
 	for id := range m.health {
 		if m.servers[id] == nil {

@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +55,12 @@ func apply(t testing.TB, m *model, ops []op) {
 			m.del(o.key)
 			continue
 		}
-		r := m.put(o.key, []byte(o.value), o.rev)
+		v := version{create: o.rev, mod: o.rev}
+		if name, ok := strings.CutPrefix(o.key, testPrefix+"election/"); ok {
+			// As a campaign writes it: named by its lease in hex.
+			v.lease, _ = strconv.ParseInt(name, 16, 64)
+		}
+		r := m.putAt(o.key, []byte(o.value), v)
 		if (r != nil) != o.bad {
 			t.Fatalf("put(%q, %q) rejected = %v; want rejected = %v", o.key, o.value, r, o.bad)
 		}
@@ -90,9 +96,11 @@ func checkServer(t testing.TB, s *Snapshot, id string, w srvWant) {
 	if srv == nil {
 		t.Fatalf("server %q not in snapshot (servers: %v)", id, ids(s))
 	}
-	if srv.Addr != w.addr || srv.Weight != w.weight || srv.State != w.state || srv.Eligible != w.eligible {
+	// eligible means eligible on its own: a server served only by the
+	// all-down fallback (Degraded) does not count.
+	if eligible := srv.Eligible && !srv.Degraded; srv.Addr != w.addr || srv.Weight != w.weight || srv.State != w.state || eligible != w.eligible {
 		t.Errorf("server %q = addr %q weight %d state %q eligible %v; want addr %q weight %d state %q eligible %v",
-			id, srv.Addr, srv.Weight, srv.State, srv.Eligible, w.addr, w.weight, w.state, w.eligible)
+			id, srv.Addr, srv.Weight, srv.State, eligible, w.addr, w.weight, w.state, w.eligible)
 	}
 	if srv.Healthy != (w.state == "up") {
 		t.Errorf("server %q Healthy = %v with state %q", id, srv.Healthy, w.state)
@@ -105,7 +113,7 @@ func checkServer(t testing.TB, s *Snapshot, id string, w srvWant) {
 			t.Errorf("server %q error %d = %q; want it to contain %q", id, i, srv.Errors[i], sub)
 		}
 	}
-	if w.eligible {
+	if srv.Eligible {
 		if string(srv.AnswerText()) != w.addr {
 			t.Errorf("server %q AnswerText = %q; want %q", id, srv.AnswerText(), w.addr)
 		}
@@ -551,7 +559,7 @@ func FuzzModelPut(f *testing.F) {
 		m.put(key, value, rev)
 		s := mustBuild(t, m)
 		for _, srv := range s.Servers {
-			if srv.Eligible && (srv.Addr == "" || srv.Weight <= 0 || !srv.Healthy) {
+			if srv.Eligible && !srv.Degraded && (srv.Addr == "" || srv.Weight <= 0 || !srv.Healthy) {
 				t.Fatalf("ineligible server marked eligible: %+v", srv)
 			}
 		}

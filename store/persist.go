@@ -25,6 +25,10 @@ type savedSnapshot struct {
 	Leader      string    `json:"leader"`
 	LeaderEpoch int64     `json:"leader_epoch"`
 	Servers     []Server  `json:"servers"`
+	// Balancing is the policy in force; absent in files of earlier
+	// versions, which then load with DefaultBalancing.
+	Balancing *Balancing `json:"balancing,omitempty"`
+	AllDown   bool       `json:"all_down,omitempty"`
 }
 
 // SaveSnapshot writes s to path atomically (temporary file, fsync,
@@ -33,7 +37,7 @@ type savedSnapshot struct {
 func SaveSnapshot(path string, s *Snapshot, confirmedAt, now time.Time) error {
 	b, err := json.Marshal(savedSnapshot{Version: persistVersion, Revision: s.Revision, SavedAt: now,
 		ConfirmedAt: confirmedAt, Strategy: string(s.Strategy), Leader: s.Leader, LeaderEpoch: s.LeaderEpoch,
-		Servers: s.Servers})
+		Servers: s.Servers, Balancing: &s.Balancing, AllDown: s.AllDown})
 	if err != nil {
 		return fmt.Errorf("encode snapshot: %w", err)
 	}
@@ -89,7 +93,13 @@ func LoadSnapshot(path string, now time.Time) (*Snapshot, time.Time, error) {
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("load snapshot %s: %w", path, err)
 	}
-	s, err := NewSnapshot(saved.Revision, st, saved.Servers, now)
+	// The policy travels with the servers: without it a restart while etcd
+	// has no quorum ran hash unbounded and counted nothing.
+	bal := DefaultBalancing()
+	if saved.Balancing != nil {
+		bal = *saved.Balancing
+	}
+	s, err := newSnapshotFrom(saved.Revision, st, bal, saved.AllDown, saved.Servers, now)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("load snapshot %s: %w", path, err)
 	}

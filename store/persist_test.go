@@ -62,3 +62,39 @@ func TestSaveLoadSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// TestSaveLoadBalancing checks that a restored snapshot carries the
+// balancing policy it was saved with (hash stays bounded after a restart
+// without quorum), and that a file without one loads the defaults.
+func TestSaveLoadBalancing(t *testing.T) {
+	now := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC)
+	bal := DefaultBalancing()
+	bal.HashLoadFactor, bal.SlowStart, bal.MassRemoval, bal.AllDown = 1.5, time.Minute, MassRemovalHold, AllDownFail
+	s, err := NewSnapshotWith(42, balancer.Hash, bal, []Server{
+		{ID: "a", Addr: "10.0.0.1:9000", Weight: 100, Healthy: true, State: "up", Eligible: true, CheckedAt: now.Add(-time.Minute)},
+	}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "snap.json")
+	if err := SaveSnapshot(path, s, now, now); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := LoadSnapshot(path, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Balancing != bal {
+		t.Errorf("loaded balancing %+v; want %+v", got.Balancing, bal)
+	}
+	if age := got.OldestVerdictAge(now); age != time.Minute {
+		t.Errorf("loaded verdict age %v; want 1m", age)
+	}
+	old := filepath.Join(t.TempDir(), "old.json")
+	if err := os.WriteFile(old, []byte(`{"version":1,"strategy":"hash","servers":[{"id":"a","addr":"10.0.0.1:1","weight":1,"eligible":true}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := LoadSnapshot(old, now); err != nil || got.Balancing != DefaultBalancing() {
+		t.Errorf("file without a policy: %v, balancing %+v; want the defaults", err, got.Balancing)
+	}
+}

@@ -63,6 +63,14 @@ type Server struct {
 	// Held is set when the mass-removal guard (policy hold) keeps serving
 	// a server the leader marked down.
 	Held bool `json:"held,omitempty"`
+	// Degraded is set when the server is served only because no server is
+	// eligible and config/all-down is serve (see Snapshot.AllDown).
+	Degraded bool `json:"degraded,omitempty"`
+	// CheckedAt is when the leader checked the verdict in use (leader's
+	// clock); zero without one.
+	CheckedAt time.Time `json:"checked_at,omitzero"`
+	// VerdictEpoch is the leader epoch that wrote the verdict in use.
+	VerdictEpoch int64 `json:"verdict_epoch,omitempty"`
 
 	counter    *balancer.Counter // this replica's assignments since the report
 	answer     []byte            // pre-encoded get-tcp-ip JSON body
@@ -114,14 +122,26 @@ type Snapshot struct {
 	// MassRemoval describes a mass removal detected by this update; empty
 	// when none.
 	MassRemoval string
+	// AllDown is set when servers are registered but none is eligible and
+	// config/all-down is serve: get-tcp-ip then answers from every
+	// registered server with a valid addr (those not drained and of
+	// positive weight if there are any), each marked Degraded, and says so
+	// in the X-Tcpdispatch-Degraded header. Eligible() is 0 meanwhile.
+	AllDown bool
+	// OldestVerdict is when the oldest verdict among the servers get-tcp-ip
+	// may return was last confirmed (see verdict.go); zero when none.
+	OldestVerdict time.Time
 	// RebuildAt is when effective weights next change without an etcd
 	// event (a slow-start step, a report expiry); zero when never.
 	RebuildAt time.Time
 
-	orphans  []string // ids with a health record but no registration
-	picker   *balancer.Picker
-	eligible []int32 // picker index -> index in Servers
-	index    map[string]int
+	orphans []string // ids with a health record but no registration
+	// electionProblems are the Problems about election keys that block
+	// every election; the watcher logs them when they change.
+	electionProblems []string
+	picker           *balancer.Picker
+	eligible         []int32 // picker index -> index in Servers
+	index            map[string]int
 }
 
 // Lookup returns the server with id, or nil.
@@ -136,8 +156,14 @@ func (s *Snapshot) Lookup(id string) *Server {
 // registered; the leader deletes those records.
 func (s *Snapshot) OrphanHealth() []string { return s.orphans }
 
-// Eligible returns the number of servers get-tcp-ip may return.
-func (s *Snapshot) Eligible() int { return len(s.eligible) }
+// Eligible returns the number of servers get-tcp-ip may return, 0 while
+// it answers from the degraded all-down set (see AllDown).
+func (s *Snapshot) Eligible() int {
+	if s.AllDown {
+		return 0
+	}
+	return len(s.eligible)
+}
 
 // Pick chooses one eligible server for key (client IP or the caller's
 // sticky key), skipping the ids in exclude. It returns nil if none is left.
@@ -181,7 +207,13 @@ func NewSnapshot(revision int64, strategy balancer.Strategy, servers []Server, n
 // bal.Accounting and bal.HashLoadFactor matter here, as the servers'
 // effective weights are taken as given.
 func NewSnapshotWith(revision int64, strategy balancer.Strategy, bal Balancing, servers []Server, now time.Time) (*Snapshot, error) {
-	s := &Snapshot{Revision: revision, Strategy: strategy, BuiltAt: now, Servers: slices.Clone(servers), Balancing: bal}
+	return newSnapshotFrom(revision, strategy, bal, false, servers, now)
+}
+
+// newSnapshotFrom is NewSnapshotWith for a snapshot that may be in the
+// all-down state (see Snapshot.AllDown), as one restored from disk.
+func newSnapshotFrom(revision int64, strategy balancer.Strategy, bal Balancing, allDown bool, servers []Server, now time.Time) (*Snapshot, error) {
+	s := &Snapshot{Revision: revision, Strategy: strategy, BuiltAt: now, Servers: slices.Clone(servers), Balancing: bal, AllDown: allDown}
 	slices.SortFunc(s.Servers, func(a, b Server) int { return strings.Compare(a.ID, b.ID) })
 	for i, srv := range s.Servers {
 		if err := ValidateID(srv.ID); err != nil {
@@ -194,6 +226,7 @@ func NewSnapshotWith(revision int64, strategy balancer.Strategy, bal Balancing, 
 			s.Servers[i].EffectiveWeight = srv.Weight
 		}
 	}
+	s.OldestVerdict = oldestVerdict(s.Servers)
 	return newSnapshot(s, nil)
 }
 
@@ -224,7 +257,8 @@ func newSnapshot(s *Snapshot, prev *balancer.Picker) (*Snapshot, error) {
 		backends = append(backends, balancer.Backend{ID: srv.ID, Weight: srv.EffectiveWeight})
 		// The ring is placed on static weights, so load changes move no
 		// keys; effective weights size the load bounds.
-		ring = append(ring, srv.Weight)
+		// At least 1: the all-down set may hold servers of weight 0.
+		ring = append(ring, max(srv.Weight, 1))
 		if srv.counter == nil {
 			srv.counter = new(balancer.Counter)
 		}

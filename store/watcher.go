@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,14 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the jittered exponential pause between
 	// failed attempts to list or watch. Defaults 100ms and 3s.
 	MinBackoff, MaxBackoff time.Duration
+	// ResolveTimeout bounds one pass of reading etcd's history to resolve
+	// invalid operator values (see resolve.go); what is left is retried.
+	// Default 2s.
+	ResolveTimeout time.Duration
+	// ResolveInterval is how often invalid values are resolved again, so
+	// that a compaction of their history, or a resolution that failed,
+	// converges on every replica. Default 5s.
+	ResolveInterval time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -46,6 +55,8 @@ func DefaultConfig() Config {
 		OpTimeout:        5 * time.Second,
 		MinBackoff:       100 * time.Millisecond,
 		MaxBackoff:       3 * time.Second,
+		ResolveTimeout:   2 * time.Second,
+		ResolveInterval:  5 * time.Second,
 		Now:              time.Now,
 	}
 }
@@ -61,6 +72,8 @@ func (c Config) Validate() error {
 		return errors.New("store: OpTimeout must be positive")
 	case c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff:
 		return errors.New("store: need 0 < MinBackoff <= MaxBackoff")
+	case c.ResolveTimeout <= 0 || c.ResolveInterval <= 0:
+		return errors.New("store: ResolveTimeout and ResolveInterval must be positive")
 	}
 	_, err := NewKeys(c.Prefix)
 	return err
@@ -94,6 +107,10 @@ type Watcher struct {
 	sync    atomic.Pointer[Sync]
 	changed chan struct{} // closed and replaced on every new snapshot
 	mu      sync.Mutex    // guards changed
+
+	// loggedElection is the election problems last logged (watcher
+	// goroutine only).
+	loggedElection string
 }
 
 // NewWatcher returns a watcher of cli under cfg.Prefix. Zero fields of cfg
@@ -118,6 +135,12 @@ func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometh
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = d.MaxBackoff
 	}
+	if cfg.ResolveTimeout == 0 {
+		cfg.ResolveTimeout = d.ResolveTimeout
+	}
+	if cfg.ResolveInterval == 0 {
+		cfg.ResolveInterval = d.ResolveInterval
+	}
 	if cfg.Now == nil {
 		cfg.Now = d.Now
 	}
@@ -130,11 +153,12 @@ func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometh
 		l.Out = discard{}
 		log = logrus.NewEntry(l)
 	}
-	m, err := newMetrics(reg)
+	w := &Watcher{cfg: cfg, keys: keys, cli: cli, log: log, changed: make(chan struct{})}
+	m, err := newMetrics(reg, func() float64 { return w.OldestVerdictAge().Seconds() })
 	if err != nil {
 		return nil, err
 	}
-	w := &Watcher{cfg: cfg, keys: keys, cli: cli, log: log, metrics: m, changed: make(chan struct{})}
+	w.metrics = m
 	w.sync.Store(&Sync{})
 	return w, nil
 }
@@ -157,6 +181,17 @@ func (w *Watcher) Age() time.Duration {
 		return -1
 	}
 	return w.cfg.Now().Sub(s.At)
+}
+
+// OldestVerdictAge returns the age of the oldest health verdict among the
+// servers the current snapshot may return (see Snapshot.OldestVerdictAge);
+// 0 without a snapshot.
+func (w *Watcher) OldestVerdictAge() time.Duration {
+	s := w.snap.Load()
+	if s == nil {
+		return 0
+	}
+	return s.OldestVerdictAge(w.cfg.Now())
 }
 
 // Reachable reports whether etcd confirmed the snapshot to this process
@@ -273,11 +308,12 @@ func (w *Watcher) list(ctx context.Context, m *model) error {
 	}
 	m.beginRelist()
 	for _, kv := range resp.Kvs {
-		w.report(m.put(string(kv.Key), kv.Value, kv.CreateRevision))
+		w.report(m.putAt(string(kv.Key), kv.Value, version{create: kv.CreateRevision, mod: kv.ModRevision, lease: kv.Lease}))
 	}
 	m.endRelist()
 	m.rev = resp.Header.Revision
 	w.metrics.lists.Inc()
+	w.resolve(ctx, m, true)
 	return w.publish(m, resp.Header.Revision)
 }
 
@@ -327,10 +363,22 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 		}
 	}
 	schedule()
+	// Invalid values are resolved again now and then: a compaction may
+	// have removed the history that resolved them (see resolve.go).
+	recheck := time.NewTicker(w.cfg.ResolveInterval)
+	defer recheck.Stop()
 	for {
 		var resp clientv3.WatchResponse
 		var ok bool
 		select {
+		case <-recheck.C:
+			if w.resolve(ctx, m, true) {
+				if err := w.publishQuiet(m); err != nil {
+					return false, delivered, err
+				}
+				schedule()
+			}
+			continue
 		case resp, ok = <-wch:
 		case <-rebuild.C:
 			if err := w.publishQuiet(m); err != nil {
@@ -367,7 +415,8 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 			if ev.Type == mvccpb.DELETE {
 				m.del(string(ev.Kv.Key))
 			} else {
-				w.report(m.put(string(ev.Kv.Key), ev.Kv.Value, ev.Kv.CreateRevision))
+				w.report(m.putAt(string(ev.Kv.Key), ev.Kv.Value,
+					version{create: ev.Kv.CreateRevision, mod: ev.Kv.ModRevision, lease: ev.Kv.Lease}))
 			}
 			applied = true
 		}
@@ -378,6 +427,7 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 		// response's header revision can run ahead of events still queued
 		// for this watcher, so it is not used to advance m.rev.
 		m.rev = resp.Events[len(resp.Events)-1].Kv.ModRevision
+		w.resolve(ctx, m, false)
 		if err := w.publish(m, m.rev); err != nil {
 			return false, delivered, err
 		}
@@ -423,8 +473,18 @@ func (w *Watcher) install(m *model) error {
 		w.log.WithFields(logrus.Fields{"revision": m.rev, "policy": s.Balancing.MassRemoval}).
 			Error("MASS REMOVAL: " + s.MassRemoval + "; check the leader's probes and recent operator changes")
 	}
+	if p := strings.Join(s.electionProblems, "; "); p != w.loggedElection {
+		w.loggedElection = p
+		if p != "" {
+			w.log.WithField("revision", m.rev).Error("ELECTION BLOCKED: " + p)
+		}
+	}
 	w.snap.Store(s)
 	w.metrics.revision.Set(float64(m.rev))
+	w.metrics.allDown.Set(0)
+	if s.AllDown {
+		w.metrics.allDown.Set(1)
+	}
 	w.metrics.servers.Set(float64(len(s.Servers)))
 	w.metrics.eligible.Set(float64(s.Eligible()))
 	w.metrics.panic.Set(0)
@@ -434,10 +494,15 @@ func (w *Watcher) install(m *model) error {
 	return nil
 }
 
-// confirm records that every change up to rev has been applied.
+// confirm records that every change up to rev has been applied. The
+// revision of a restored snapshot is the file's word, not etcd's: the
+// first confirmation replaces it rather than keeping the larger one.
 func (w *Watcher) confirm(rev int64) {
 	prev := w.sync.Load()
-	w.sync.Store(&Sync{Revision: max(prev.Revision, rev), At: w.cfg.Now()})
+	if !prev.Restored {
+		rev = max(prev.Revision, rev)
+	}
+	w.sync.Store(&Sync{Revision: rev, At: w.cfg.Now()})
 }
 
 func (w *Watcher) report(r *rejected) {
@@ -445,7 +510,7 @@ func (w *Watcher) report(r *rejected) {
 		return
 	}
 	w.metrics.invalid.Inc()
-	w.log.WithField("key", r.key).WithError(r.err).Warn("ignoring invalid value; keeping the last good one")
+	w.log.WithField("key", r.key).WithError(r.err).Warn("ignoring invalid value; resolving it to the last valid one in etcd's history")
 }
 
 // jitter returns d ± 20%.
@@ -469,12 +534,18 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 type metrics struct {
 	invalid, lists, compactions, staleEvents prometheus.Counter
-	massRemovals, timedRebuilds              prometheus.Counter
+	massRemovals, timedRebuilds, unresolved  prometheus.Counter
 	revision, servers, eligible, panic       prometheus.Gauge
+	allDown                                  prometheus.Gauge
+	verdictAge                               prometheus.GaugeFunc
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, verdictAge func() float64) (*metrics, error) {
 	m := &metrics{
+		allDown: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_all_down",
+			Help: "1 while servers are registered, none is eligible, and get-tcp-ip answers degraded from all of them (config/all-down serve)."}),
+		verdictAge: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tcpdispatch_verdict_age_seconds",
+			Help: "Age of the oldest health verdict among the servers get-tcp-ip may return; 0 when none has one."}, verdictAge),
 		invalid: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_invalid_values_total",
 			Help: "Operator values rejected by validation and ignored."}),
 		lists: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_lists_total",
@@ -493,12 +564,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Updates that took more than half of the eligible servers out at once."}),
 		timedRebuilds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_timed_rebuilds_total",
 			Help: "Snapshots rebuilt without an etcd event (slow start, report expiry)."}),
+		unresolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_unresolved_values_total",
+			Help: "Failed attempts to resolve an invalid operator value from etcd's history (retried)."}),
 		panic: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_store_panic_mode",
 			Help: "1 while too few servers are eligible and every healthy one is served."}),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.invalid, m.lists, m.compactions, m.staleEvents, m.revision, m.servers, m.eligible,
-			m.massRemovals, m.timedRebuilds, m.panic} {
+			m.massRemovals, m.timedRebuilds, m.panic, m.unresolved, m.allDown, m.verdictAge} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register store metrics: %w", err)
 			}
