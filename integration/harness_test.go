@@ -36,6 +36,7 @@ type proc struct {
 	name    string
 	bin     string
 	args    []string
+	env     []string // added to the test's environment
 	logPath string
 
 	mu   sync.Mutex
@@ -92,6 +93,9 @@ func (p *proc) start() {
 	}
 	fmt.Fprintf(f, "==== start %s %s\n", p.bin, strings.Join(p.args, " "))
 	cmd := exec.Command(p.bin, p.args...)
+	if len(p.env) > 0 {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		f.Close()
@@ -187,6 +191,11 @@ type clusterOpts struct {
 	// own etcd client and its member) and peer URL (all raft traffic into
 	// it).
 	proxies bool
+	// secure gives every member client and peer mTLS with certificates of
+	// a CA made for the test (secure_test.go); the test's own client and
+	// etcdctl then present an admin certificate.
+	secure bool
+	env    []string // environment given to every replica
 }
 
 // cluster is N replicas forming an N-member embedded etcd cluster.
@@ -201,6 +210,7 @@ type cluster struct {
 	// replicas and the tcp-servers (network namespaces).
 	sdkHTTP *http.Client
 	sdkDial func(ctx context.Context, network, addr string) (net.Conn, error)
+	pki     *clusterPKI // certificates, when the cluster is secure
 }
 
 func startCluster(t testing.TB, o clusterOpts) *cluster {
@@ -208,13 +218,17 @@ func startCluster(t testing.TB, o clusterOpts) *cluster {
 	dir := t.TempDir()
 	ports := freePorts(t, 7*o.replicas)
 	c := &cluster{t: t, dir: dir, prefix: "/tcpdispatch/"}
+	scheme := "http"
+	if o.secure {
+		scheme, c.pki = "https", newClusterPKI(t)
+	}
 	var initial []string
 	for i := range o.replicas {
 		p := ports[7*i : 7*i+7]
 		r := &replica{
 			http:   fmt.Sprintf("http://127.0.0.1:%d", p[0]),
-			client: fmt.Sprintf("http://127.0.0.1:%d", p[1]),
-			peer:   fmt.Sprintf("http://127.0.0.1:%d", p[2]),
+			client: fmt.Sprintf("%s://127.0.0.1:%d", scheme, p[1]),
+			peer:   fmt.Sprintf("%s://127.0.0.1:%d", scheme, p[2]),
 		}
 		r.clientAdv, r.peerAdv = r.client, r.peer
 		if o.proxies {
@@ -244,7 +258,11 @@ func startCluster(t testing.TB, o clusterOpts) *cluster {
 			"--initial-cluster-token", "it-" + filepath.Base(dir),
 			"--log-level", "debug",
 		}, o.extra...)
+		if c.pki != nil {
+			args = append(args, c.pki.memberFlags(t, name)...)
+		}
 		r.proc = newProc(t, dir, name, "dispatcher", args...)
+		r.env = o.env
 		r.start()
 		endpoints = append(endpoints, r.client)
 	}
@@ -257,7 +275,7 @@ func startCluster(t testing.TB, o clusterOpts) *cluster {
 func (c *cluster) connect(endpoints []string) {
 	c.t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
-		DialOptions: c.dialOpts})
+		DialOptions: c.dialOpts, TLS: c.clientTLS()})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -352,8 +370,8 @@ func (c *cluster) tryEtcdctl(args ...string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", append([]string{"tool", "etcdctl", "--endpoints", strings.Join(list, ","),
-		"--dial-timeout", "3s", "--command-timeout", "5s"}, args...)...)
+	cmd := exec.CommandContext(ctx, "go", append(append([]string{"tool", "etcdctl", "--endpoints", strings.Join(list, ","),
+		"--dial-timeout", "3s", "--command-timeout", "5s"}, c.etcdctlTLSFlags()...), args...)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
