@@ -77,6 +77,11 @@ func Start(t testing.TB, opts ...Option) *Member {
 	cfg.TickMs = 25
 	cfg.ElectionMs = 250
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	// bcrypt's minimum cost: at etcd's default (10) one Authenticate
+	// costs seconds of CPU under the race detector on a loaded machine,
+	// longer than a replica's 1s election call, which then never gets a
+	// token.
+	cfg.BcryptCost = 4
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		t.Fatalf("start etcd: %v", err)
