@@ -20,6 +20,7 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // PasswordEnv is the environment variable that holds the password of
@@ -237,12 +238,13 @@ func New(cfg clientv3.Config) (*clientv3.Client, error) {
 	return cli, nil
 }
 
-// Dial is ClientConfig then New: the client of c, created without waiting
-// for etcd.
-func Dial(c Config) (*clientv3.Client, error) {
+// Dial is ClientConfig then New: the client of c, logging to lg (nil:
+// etcd's default logger on stderr), created without waiting for etcd.
+func Dial(c Config, lg *zap.Logger) (*clientv3.Client, error) {
 	cfg, err := c.ClientConfig()
 	if err != nil {
 		return nil, err
 	}
+	cfg.Logger = lg
 	return New(cfg)
 }

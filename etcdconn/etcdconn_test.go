@@ -158,12 +158,7 @@ func secureEtcd(t *testing.T) (*testpki.CA, *etcdtest.Member, testpki.Pair) {
 func dial(t *testing.T, c Config) *clientv3.Client {
 	t.Helper()
 	c.DialTimeout = 5 * time.Second
-	cfg, err := c.ClientConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Logger = zap.NewNop()
-	cli, err := New(cfg)
+	cli, err := Dial(c, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -161,12 +161,7 @@ func bootstrapAuth(t testing.TB, cli *clientv3.Client, prefix string, s secrets)
 func secureClient(t testing.TB, cfg etcdconn.Config) *clientv3.Client {
 	t.Helper()
 	cfg.DialTimeout = 3 * time.Second
-	ccfg, err := cfg.ClientConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ccfg.Logger = zap.NewNop()
-	cli, err := etcdconn.New(ccfg)
+	cli, err := etcdconn.Dial(cfg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,13 +119,7 @@ func run(cfg runConfig, log *logrus.Entry) error {
 
 	var wg sync.WaitGroup
 	if cfg.registerEtcd != "" {
-		ccfg, err := cfg.etcd.ClientConfig()
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("etcd client: %w", err)
-		}
-		ccfg.Logger = zap.NewNop()
-		cli, err := etcdconn.New(ccfg)
+		cli, err := etcdconn.Dial(cfg.etcd, zap.NewNop())
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("etcd client: %w", err)
