@@ -28,6 +28,13 @@ var coreFlags = []string{"--leader-ttl", "2s", "--probe-interval", probeInterval
 // three-replica cluster (three-member embedded etcd) with three tcp-servers.
 func TestReplicatedCore(t *testing.T) {
 	c := startCluster(t, clusterOpts{replicas: 3, extra: coreFlags})
+	replicatedCore(t, c)
+}
+
+// replicatedCore checks the replicated-core behaviours on a fresh
+// three-replica cluster c: weights, a dead tcp-server, a weight change,
+// garbage values, SIGKILL and SIGTERM of the leader.
+func replicatedCore(t *testing.T, c *cluster) {
 	weights := map[string]int{"tcp1": 100, "tcp2": 200, "tcp3": 300}
 	servers := map[string]*tcpServer{}
 	for _, id := range []string{"tcp1", "tcp2", "tcp3"} {
@@ -328,7 +335,7 @@ func (c *cluster) moveRaftLeader(t *testing.T, r *replica) {
 		return
 	}
 	leaderCli, err := clientv3.New(clientv3.Config{Endpoints: c.endpointOf(st.Leader), DialTimeout: 5 * time.Second,
-		DialOptions: c.dialOpts})
+		DialOptions: c.dialOpts, TLS: c.clientTLS()})
 	if err != nil {
 		t.Fatal(err)
 	}

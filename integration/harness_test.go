@@ -193,6 +193,11 @@ type clusterOpts struct {
 	// own etcd client and its member) and peer URL (all raft traffic into
 	// it).
 	proxies bool
+	// secure gives every member client and peer mTLS with certificates of
+	// a CA made for the test (secure_test.go); the test's own client and
+	// etcdctl then present an admin certificate.
+	secure bool
+	env    []string // environment given to every replica
 }
 
 // cluster is N replicas forming an N-member embedded etcd cluster.
@@ -207,6 +212,7 @@ type cluster struct {
 	// replicas and the tcp-servers (network namespaces).
 	sdkHTTP *http.Client
 	sdkDial func(ctx context.Context, network, addr string) (net.Conn, error)
+	pki     *clusterPKI // certificates, when the cluster is secure
 }
 
 func startCluster(t testing.TB, o clusterOpts) *cluster {
@@ -214,13 +220,17 @@ func startCluster(t testing.TB, o clusterOpts) *cluster {
 	dir := t.TempDir()
 	ports := freePorts(t, 7*o.replicas)
 	c := &cluster{t: t, dir: dir, prefix: "/tcpdispatch/"}
+	scheme := "http"
+	if o.secure {
+		scheme, c.pki = "https", newClusterPKI(t)
+	}
 	var initial []string
 	for i := range o.replicas {
 		p := ports[7*i : 7*i+7]
 		r := &replica{
 			http:   fmt.Sprintf("http://127.0.0.1:%d", p[0]),
-			client: fmt.Sprintf("http://127.0.0.1:%d", p[1]),
-			peer:   fmt.Sprintf("http://127.0.0.1:%d", p[2]),
+			client: fmt.Sprintf("%s://127.0.0.1:%d", scheme, p[1]),
+			peer:   fmt.Sprintf("%s://127.0.0.1:%d", scheme, p[2]),
 		}
 		r.clientAdv, r.peerAdv = r.client, r.peer
 		if o.proxies {
@@ -241,7 +251,11 @@ func startCluster(t testing.TB, o clusterOpts) *cluster {
 		name := fmt.Sprintf("d%d", i+1)
 		r.dataDir = filepath.Join(dir, name+".etcd")
 		args := r.args(name, strings.Join(initial, ","), "it-"+filepath.Base(dir), o.extra...)
+		if c.pki != nil {
+			args = append(args, c.pki.memberFlags(t, name)...)
+		}
 		r.proc = newProc(t, dir, name, "dispatcher", args...)
+		r.env = o.env
 		r.start()
 		endpoints = append(endpoints, r.client)
 	}
@@ -269,7 +283,7 @@ func (r *replica) args(name, initial, token string, extra ...string) []string {
 func (c *cluster) connect(endpoints []string) {
 	c.t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
-		DialOptions: c.dialOpts})
+		DialOptions: c.dialOpts, TLS: c.clientTLS()})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -364,8 +378,8 @@ func (c *cluster) tryEtcdctl(args ...string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", append([]string{"tool", "etcdctl", "--endpoints", strings.Join(list, ","),
-		"--dial-timeout", "3s", "--command-timeout", "5s"}, args...)...)
+	cmd := exec.CommandContext(ctx, "go", append(append([]string{"tool", "etcdctl", "--endpoints", strings.Join(list, ","),
+		"--dial-timeout", "3s", "--command-timeout", "5s"}, c.etcdctlTLSFlags()...), args...)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

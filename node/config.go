@@ -9,6 +9,7 @@ import (
 
 	"github.com/tcpdispatch/tcpdispatch/api"
 	"github.com/tcpdispatch/tcpdispatch/election"
+	"github.com/tcpdispatch/tcpdispatch/etcdconn"
 	"github.com/tcpdispatch/tcpdispatch/prober"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
@@ -28,6 +29,11 @@ type Config struct {
 	EtcdEndpoints []string
 	// Embed configures the embedded member when EtcdEndpoints is empty.
 	Embed EmbedConfig
+	// EtcdClient is how the replica's etcd client proves who it is and whom
+	// it trusts: TLS files and etcd user (its Endpoints and DialTimeout are
+	// ignored: EtcdEndpoints or the member's advertised client URLs, and
+	// EtcdDialTimeout, are used).
+	EtcdClient etcdconn.Config
 	// EtcdDialTimeout bounds establishing the client's connection. It does
 	// not delay serving: HTTP answers from whatever snapshot it has.
 	EtcdDialTimeout time.Duration
@@ -65,6 +71,11 @@ type EmbedConfig struct {
 	// AutoCompactionRetention is etcd's --auto-compaction-retention in
 	// periodic mode (e.g. "1h"); "0" disables it.
 	AutoCompactionRetention string
+	// ClientTLS and PeerTLS secure the member's client and peer URLs
+	// (etcd's --cert-file ... and --peer-cert-file ...); ClientAutoTLS and
+	// PeerAutoTLS are etcd's --auto-tls and --peer-auto-tls. See tls.go.
+	ClientTLS, PeerTLS         TLSFiles
+	ClientAutoTLS, PeerAutoTLS bool
 }
 
 // DefaultConfig returns a working one-node configuration.
@@ -117,6 +128,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("probe-timeout %v must be below leader-ttl %v", c.Probe.Timeout, c.LeaderTTL)
 	}
 	if err := c.Probe.Validate(); err != nil {
+		return err
+	}
+	if err := c.validateEtcdSecurity(); err != nil {
 		return err
 	}
 	if len(c.EtcdEndpoints) > 0 {

@@ -25,12 +25,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sirupsen/logrus"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/tcpdispatch/tcpdispatch/api"
 	"github.com/tcpdispatch/tcpdispatch/election"
+	"github.com/tcpdispatch/tcpdispatch/etcdconn"
 	"github.com/tcpdispatch/tcpdispatch/prober"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
@@ -91,14 +91,14 @@ func (n *Node) Run(ctx context.Context) error {
 			n.log.Info("embedded etcd member stopped")
 		}
 	}()
-	// clientv3.New does not wait for etcd.
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            endpoints,
-		DialTimeout:          cfg.EtcdDialTimeout,
-		DialKeepAliveTime:    5 * time.Second,
-		DialKeepAliveTimeout: 2 * time.Second,
-		Logger:               etcdLog.Named("client"),
-	})
+	// etcdconn.New does not wait for etcd, even to authenticate.
+	ccfg, err := n.etcdClientConfig(endpoints)
+	if err != nil {
+		return err
+	}
+	ccfg.DialKeepAliveTime, ccfg.DialKeepAliveTimeout = 5*time.Second, 2*time.Second
+	ccfg.Logger = etcdLog.Named("client")
+	cli, err := etcdconn.New(ccfg)
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
 	}
@@ -313,6 +313,7 @@ func (n *Node) startMember() (*embed.Etcd, error) {
 	cfg.ClusterState = e.InitialClusterState
 	cfg.InitialClusterToken = e.InitialClusterToken
 	cfg.TickMs, cfg.ElectionMs = e.HeartbeatMs, e.ElectionMs
+	e.applyMemberTLS(cfg)
 	if e.AutoCompactionRetention != "" && e.AutoCompactionRetention != "0" {
 		cfg.AutoCompactionMode = "periodic"
 		cfg.AutoCompactionRetention = e.AutoCompactionRetention

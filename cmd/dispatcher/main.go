@@ -56,6 +56,21 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.UintVar(&e.ElectionMs, "election-timeout", e.ElectionMs, "embedded member: raft election timeout in milliseconds")
 	fs.StringVar(&e.AutoCompactionRetention, "auto-compaction-retention", e.AutoCompactionRetention, "embedded member: periodic compaction retention (e.g. 1h); 0 disables")
 
+	// The embedded member's TLS, with etcd's flag names and meaning; the
+	// etcd client's TLS files and user (--etcd-*), shared by every
+	// tcpdispatch program, come from etcdconn.
+	fs.StringVar(&e.ClientTLS.CertFile, "cert-file", "", "embedded member: TLS certificate for https:// client URLs")
+	fs.StringVar(&e.ClientTLS.KeyFile, "key-file", "", "embedded member: TLS key of --cert-file")
+	fs.StringVar(&e.ClientTLS.TrustedCAFile, "trusted-ca-file", "", "embedded member: CA file of the client certificates --client-cert-auth accepts")
+	fs.BoolVar(&e.ClientTLS.ClientCertAuth, "client-cert-auth", false, "embedded member: refuse clients without a certificate signed by --trusted-ca-file")
+	fs.BoolVar(&e.ClientAutoTLS, "auto-tls", false, "embedded member: serve https:// client URLs with a generated self-signed certificate")
+	fs.StringVar(&e.PeerTLS.CertFile, "peer-cert-file", "", "embedded member: TLS certificate for https:// peer URLs")
+	fs.StringVar(&e.PeerTLS.KeyFile, "peer-key-file", "", "embedded member: TLS key of --peer-cert-file")
+	fs.StringVar(&e.PeerTLS.TrustedCAFile, "peer-trusted-ca-file", "", "embedded member: CA file of the peer certificates --peer-client-cert-auth accepts")
+	fs.BoolVar(&e.PeerTLS.ClientCertAuth, "peer-client-cert-auth", false, "embedded member: refuse peers without a certificate signed by --peer-trusted-ca-file")
+	fs.BoolVar(&e.PeerAutoTLS, "peer-auto-tls", false, "embedded member: serve https:// peer URLs with a generated self-signed certificate")
+	cfg.EtcdClient.RegisterFlags(fs)
+
 	fs.StringVar(&cfg.SnapshotFile, "snapshot-file", "", "where to keep a copy of the last snapshot, served after a restart while etcd has no quorum (default \"<data-dir>/tcpdispatch-snapshot.json\" with an embedded member, none otherwise; \"-\" disables)")
 	fs.DurationVar(&cfg.LeaderTTL, "leader-ttl", cfg.LeaderTTL, "leader session TTL: how long a dead leader keeps leadership (whole seconds)")
 	fs.DurationVar(&cfg.Probe.Interval, "probe-interval", cfg.Probe.Interval, "time between two probes of one tcp-server")
@@ -97,6 +112,10 @@ func run(args []string) int {
 		return 0
 	}
 	if err := layers.Apply(os.Environ()); err != nil {
+		fmt.Fprintln(os.Stderr, "dispatcher:", err)
+		return 2
+	}
+	if err := cfg.EtcdClient.LoadPassword(os.LookupEnv); err != nil {
 		fmt.Fprintln(os.Stderr, "dispatcher:", err)
 		return 2
 	}

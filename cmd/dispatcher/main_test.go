@@ -87,7 +87,10 @@ func TestContractFlags(t *testing.T) {
 	for _, name := range []string{"name", "listen-http", "prefix", "etcd-endpoints", "data-dir", "listen-client-urls",
 		"advertise-client-urls", "listen-peer-urls", "initial-advertise-peer-urls", "initial-cluster",
 		"initial-cluster-state", "initial-cluster-token", "leader-ttl", "probe-interval", "probe-timeout",
-		"rise", "fall", "log-format", "log-level"} {
+		"rise", "fall", "log-format", "log-level",
+		"cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls",
+		"peer-cert-file", "peer-key-file", "peer-trusted-ca-file", "peer-client-cert-auth", "peer-auto-tls",
+		"etcd-cacert", "etcd-cert", "etcd-key", "etcd-user", "etcd-password-file"} {
 		if fs.Lookup(name) == nil {
 			t.Errorf("flag --%s is missing", name)
 		}
@@ -100,6 +103,8 @@ func TestContractFlags(t *testing.T) {
 		{"--leader-ttl", "soon"},
 		{"--log-format", "xml"},
 		{"--probe-timeout", "2s", "--probe-interval", "1s"},
+		{"--etcd-password", "x"}, // no such flag: a password on the command line shows in ps
+		{"--etcd-user", "u"},     // and no password anywhere
 	} {
 		if code := run(args); code != 2 {
 			t.Errorf("run(%q) exit code %d, want 2", args, code)

@@ -30,6 +30,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tcpdispatch/tcpdispatch/cmd/internal/flagconf"
+	"github.com/tcpdispatch/tcpdispatch/etcdconn"
 	"github.com/tcpdispatch/tcpdispatch/serverkit"
 	"github.com/tcpdispatch/tcpdispatch/serverkit/register"
 	"github.com/tcpdispatch/tcpdispatch/store"
@@ -47,6 +48,8 @@ func main() {
 	registerPrefix := fs.String("register-prefix", store.DefaultPrefix, "etcd key prefix for --register-etcd")
 	registerTTL := fs.Duration("register-ttl", 10*time.Second, "lease TTL for --register-etcd")
 	advertise := fs.String("advertise", "", "address registered by --register-etcd (default: the listen address)")
+	etcdCfg := etcdconn.DefaultConfig()
+	etcdCfg.RegisterFlags(fs) // --etcd-cacert, --etcd-cert, --etcd-key, --etcd-user, --etcd-password-file
 	flagconf.ParseOrExit(fs, os.Args[1:])
 	if *id == "" {
 		*id = *listen
@@ -55,10 +58,18 @@ func main() {
 	log.Formatter = &logrus.TextFormatter{FullTimestamp: true}
 	entry := log.WithField("server", *id)
 
+	if *registerEtcd != "" {
+		etcdCfg.Endpoints = strings.Split(*registerEtcd, ",")
+		if err := etcdCfg.LoadPassword(os.LookupEnv); err != nil {
+			entry.WithError(err).Error("exit")
+			os.Exit(2)
+		}
+	}
 	if err := run(runConfig{
 		listen: *listen, id: *id, idle: *idle, statusListen: *statusListen,
 		maxConns: *maxConns, drainWindow: *drainWindow,
 		registerEtcd: *registerEtcd, registerPrefix: *registerPrefix, registerTTL: *registerTTL, advertise: *advertise,
+		etcd: etcdCfg,
 	}, entry); err != nil {
 		entry.WithError(err).Error("exit")
 		os.Exit(1)
@@ -74,6 +85,7 @@ type runConfig struct {
 	registerEtcd, registerPrefix string
 	registerTTL                  time.Duration
 	advertise                    string
+	etcd                         etcdconn.Config // endpoints from registerEtcd
 }
 
 func run(cfg runConfig, log *logrus.Entry) error {
@@ -108,11 +120,7 @@ func run(cfg runConfig, log *logrus.Entry) error {
 
 	var wg sync.WaitGroup
 	if cfg.registerEtcd != "" {
-		cli, err := clientv3.New(clientv3.Config{
-			Endpoints:   strings.Split(cfg.registerEtcd, ","),
-			DialTimeout: 5 * time.Second,
-			Logger:      zap.NewNop(),
-		})
+		cli, err := etcdconn.Dial(cfg.etcd, zap.NewNop())
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("etcd client: %w", err)

@@ -34,14 +34,38 @@ func (m *Member) Stop() {
 	})
 }
 
+// Option changes how Start configures the member.
+type Option func(*options)
+
+type options struct {
+	certFile, keyFile, caFile string
+}
+
+// WithClientTLS serves clients over https with the PEM certificate and key;
+// with caFile set, clients must present a certificate signed by it
+// (etcd's --client-cert-auth). Member.ClientURL is then https://.
+func WithClientTLS(certFile, keyFile, caFile string) Option {
+	return func(o *options) { o.certFile, o.keyFile, o.caFile = certFile, keyFile, caFile }
+}
+
 // Start runs a single-member etcd cluster and returns it once it serves
 // requests. The member is stopped when the test ends.
-func Start(t testing.TB) *Member {
+func Start(t testing.TB, opts ...Option) *Member {
 	t.Helper()
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	cfg := embed.NewConfig()
 	cfg.Name = "test"
 	cfg.Dir = t.TempDir()
-	cURL := mustURL(t, fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)))
+	scheme := "http"
+	if o.certFile != "" {
+		scheme = "https"
+		cfg.ClientTLSInfo.CertFile, cfg.ClientTLSInfo.KeyFile = o.certFile, o.keyFile
+		cfg.ClientTLSInfo.TrustedCAFile, cfg.ClientTLSInfo.ClientCertAuth = o.caFile, o.caFile != ""
+	}
+	cURL := mustURL(t, fmt.Sprintf("%s://127.0.0.1:%d", scheme, FreePort(t)))
 	pURL := mustURL(t, fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)))
 	cfg.ListenClientUrls = []url.URL{*cURL}
 	cfg.AdvertiseClientUrls = []url.URL{*cURL}
@@ -53,6 +77,11 @@ func Start(t testing.TB) *Member {
 	cfg.TickMs = 25
 	cfg.ElectionMs = 250
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	// bcrypt's minimum cost: at etcd's default (10) one Authenticate
+	// costs seconds of CPU under the race detector on a loaded machine,
+	// longer than a replica's 1s election call, which then never gets a
+	// token.
+	cfg.BcryptCost = 4
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		t.Fatalf("start etcd: %v", err)

@@ -19,6 +19,11 @@
 // Push mode suits short-lived or autoscaled servers whose addresses are not
 // known in advance. It composes with pull: the leader still probes the
 // registered address and only healthy servers are offered.
+//
+// Run takes a ready client; build it with etcdconn.Dial to reach an etcd
+// with TLS and auth (cmd/tcpserver does, from its --etcd-* flags). The
+// credentials of a pushing server can rewrite servers/: see
+// docs/SECURITY.md for the role it needs and how to narrow it.
 package register
 
 import (
