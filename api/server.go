@@ -6,6 +6,10 @@
 //	GET /healthz      the process is alive
 //	GET /readyz       has a snapshot and is not shutting down
 //	GET /metrics      Prometheus metrics
+//	GET /ui           the live status page (ui.go), fed by /v1/status and /v1/fleet
+//	GET /v1/fleet     compact fleet view for the status page: replicas, servers, picks/s
+//
+// api/openapi.yaml documents every route, its fields and error bodies.
 //
 // Every answer comes from the replica's local snapshot: no request waits on
 // etcd, so lookups keep working, stale but valid, while etcd is unreachable.
@@ -68,6 +72,9 @@ type Config struct {
 	// ShutdownTimeout bounds waiting for in-flight requests after the lame
 	// duck window. Default 5s.
 	ShutdownTimeout time.Duration
+	// MetricsPerServer exports the tcpdispatch_server_* series, five per
+	// registered server (see metrics.go). True in DefaultConfig.
+	MetricsPerServer bool
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -80,6 +87,7 @@ func DefaultConfig() Config {
 		MaxHeaderBytes:    16 << 10,
 		LameDuck:          2 * time.Second,
 		ShutdownTimeout:   5 * time.Second,
+		MetricsPerServer:  true,
 	}
 }
 
@@ -110,6 +118,8 @@ type Server struct {
 	log      *logrus.Entry
 	echo     *echo.Echo
 	draining atomic.Bool
+	metrics  *metrics
+	rates    pickRates
 
 	picks, noServer, badRequest prometheus.Counter
 }
@@ -133,6 +143,11 @@ func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prom
 	s := &Server{cfg: cfg, src: src, leader: leader, log: log,
 		picks: requests.WithLabelValues("ok"), noServer: requests.WithLabelValues("no_server"),
 		badRequest: requests.WithLabelValues("bad_request")}
+	m, err := newMetrics(reg, s)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -144,12 +159,15 @@ func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prom
 	// Handlers are wrapped here, once: echo applies e.Use and route
 	// middleware anew on every request, which allocates.
 	routes := map[string]echo.HandlerFunc{
-		"/get-tcp-ip": s.getTCPIP,
+		"/get-tcp-ip": s.timedGetTCPIP,
 		"/v1/servers": s.servers,
 		"/v1/status":  s.status,
 		"/healthz":    func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") },
 		"/readyz":     s.readyz,
 	}
+	// Operator pages (ui.go), beside the /v1 routes they read.
+	routes["/ui"] = s.ui
+	routes["/v1/fleet"] = s.fleet
 	if gatherer != nil {
 		routes["/metrics"] = echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	}

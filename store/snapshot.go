@@ -62,6 +62,7 @@ type Server struct {
 	Held bool `json:"held,omitempty"`
 
 	counter    *balancer.Counter // this replica's assignments since the report
+	picks      *balancer.Counter // this replica's picks since it started; never reset
 	answer     []byte            // pre-encoded get-tcp-ip JSON body
 	answerText []byte            // "addr\n" for ?format=text
 }
@@ -74,6 +75,16 @@ func (s *Server) Assigned() int64 {
 		return 0
 	}
 	return s.counter.Load()
+}
+
+// Picks returns how many times this replica's get-tcp-ip returned s as
+// its answer (the first choice of ?n=) since the replica started. Unlike
+// Assigned it is never reset, so it is a Prometheus counter.
+func (s *Server) Picks() int64 {
+	if s.picks == nil {
+		return 0
+	}
+	return s.picks.Load()
 }
 
 // Answer returns the get-tcp-ip JSON body for s, encoded once per snapshot
@@ -114,11 +125,22 @@ type Snapshot struct {
 	// RebuildAt is when effective weights next change without an etcd
 	// event (a slow-start step, a report expiry); zero when never.
 	RebuildAt time.Time
+	// Candidates are the replicas campaigning for leadership (each live
+	// replica holds an election key), oldest first: the first is Leader.
+	Candidates []Candidate
 
 	orphans  []string // ids with a health record but no registration
 	picker   *balancer.Picker
 	eligible []int32 // picker index -> index in Servers
 	index    map[string]int
+}
+
+// Candidate is one replica holding an election key.
+type Candidate struct {
+	// Name is the replica's name.
+	Name string `json:"name"`
+	// Epoch is the create revision of its election key; the lowest leads.
+	Epoch int64 `json:"epoch"`
 }
 
 // Lookup returns the server with id, or nil.
@@ -147,7 +169,9 @@ func (s *Snapshot) Pick(key string, exclude []string) *Server {
 	if i < 0 {
 		return nil
 	}
-	return &s.Servers[s.eligible[i]]
+	srv := &s.Servers[s.eligible[i]]
+	srv.picks.Add(1)
+	return srv
 }
 
 // PickN appends up to n distinct eligible servers to dst, in preference
@@ -160,6 +184,9 @@ func (s *Snapshot) PickN(key string, exclude []string, n int, dst []*Server) []*
 	idx := s.picker.PickN(key, exclude, n, buf[:0])
 	for _, i := range idx {
 		dst = append(dst, &s.Servers[s.eligible[i]])
+	}
+	if len(idx) > 0 {
+		dst[len(dst)-len(idx)].picks.Add(1)
 	}
 	return dst
 }
@@ -206,6 +233,9 @@ func newSnapshot(s *Snapshot, prev *balancer.Picker) (*Snapshot, error) {
 	for i := range s.Servers {
 		srv := &s.Servers[i]
 		s.index[srv.ID] = i
+		if srv.picks == nil {
+			srv.picks = new(balancer.Counter)
+		}
 		if !srv.Eligible {
 			continue
 		}

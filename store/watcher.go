@@ -423,7 +423,9 @@ func (w *Watcher) install(m *model) error {
 		w.log.WithFields(logrus.Fields{"revision": m.rev, "policy": s.Balancing.MassRemoval}).
 			Error("MASS REMOVAL: " + s.MassRemoval + "; check the leader's probes and recent operator changes")
 	}
-	w.snap.Store(s)
+	if prev := w.snap.Swap(s); prev != nil && prev.LeaderEpoch != s.LeaderEpoch {
+		w.metrics.leaderChanges.Inc()
+	}
 	w.metrics.revision.Set(float64(m.rev))
 	w.metrics.servers.Set(float64(len(s.Servers)))
 	w.metrics.eligible.Set(float64(s.Eligible()))
@@ -470,6 +472,7 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 type metrics struct {
 	invalid, lists, compactions, staleEvents prometheus.Counter
 	massRemovals, timedRebuilds              prometheus.Counter
+	leaderChanges                            prometheus.Counter
 	revision, servers, eligible, panic       prometheus.Gauge
 }
 
@@ -495,10 +498,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Snapshots rebuilt without an etcd event (slow start, report expiry)."}),
 		panic: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_store_panic_mode",
 			Help: "1 while too few servers are eligible and every healthy one is served."}),
+		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_leadership_changes_total",
+			Help: "Changes of leader (a new election key in front) seen by this replica's snapshots."}),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.invalid, m.lists, m.compactions, m.staleEvents, m.revision, m.servers, m.eligible,
-			m.massRemovals, m.timedRebuilds, m.panic} {
+			m.massRemovals, m.timedRebuilds, m.panic, m.leaderChanges} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register store metrics: %w", err)
 			}
