@@ -244,7 +244,7 @@ func (s *Server) getTCPIP(c echo.Context) error {
 	snap := s.src.Snapshot()
 	if snap == nil {
 		s.noServer.Inc()
-		return writeError(c, http.StatusServiceUnavailable, "no snapshot yet: this replica has not reached etcd since it started")
+		return writeError(c, http.StatusServiceUnavailable, noSnapshotReason)
 	}
 	key := q.key
 	if key == "" {
@@ -311,6 +311,10 @@ func (s *Server) pickN(c echo.Context, snap *store.Snapshot, key string, q *quer
 	return c.JSON(http.StatusOK, resp)
 }
 
+// noSnapshotReason is the 503 reason of every route that needs a snapshot
+// before the replica has one.
+const noSnapshotReason = "no snapshot yet: this replica has not reached etcd since it started"
+
 func noServerReason(snap *store.Snapshot, excluded int) string {
 	if excluded > 0 {
 		return fmt.Sprintf("no healthy server: %d registered, %d eligible, %d excluded by the request", len(snap.Servers), snap.Eligible(), excluded)
@@ -354,7 +358,7 @@ type balancingView struct {
 func (s *Server) servers(c echo.Context) error {
 	snap := s.src.Snapshot()
 	if snap == nil {
-		return writeError(c, http.StatusServiceUnavailable, "no snapshot yet: this replica has not reached etcd since it started")
+		return writeError(c, http.StatusServiceUnavailable, noSnapshotReason)
 	}
 	views := make([]serverView, len(snap.Servers))
 	for i := range snap.Servers {

@@ -85,7 +85,7 @@ type fleetServer struct {
 func (s *Server) fleet(c echo.Context) error {
 	snap := s.src.Snapshot()
 	if snap == nil {
-		return writeError(c, http.StatusServiceUnavailable, "no snapshot yet: this replica has not reached etcd since it started")
+		return writeError(c, http.StatusServiceUnavailable, noSnapshotReason)
 	}
 	resp := fleetResponse{Name: s.cfg.Name, Leader: snap.Leader, LeaderEpoch: snap.LeaderEpoch, Revision: s.src.Sync().Revision,
 		Strategy: string(snap.Strategy), Panic: snap.Panic, MassRemoval: snap.MassRemoval, Problems: snap.Problems,
