@@ -161,3 +161,28 @@ func BenchmarkScrape(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFleetVsServers compares the status page's /v1/fleet with
+// /v1/servers at 10,000 servers: bytes and time per answer.
+func BenchmarkFleetVsServers(b *testing.B) {
+	srv, err := api.New(api.DefaultConfig(), staticSource{snapshotOf(b, 10000)}, notLeader{}, nil, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := srv.Handler()
+	for _, path := range []string{"/v1/fleet", "/v1/servers"} {
+		b.Run(strings.TrimPrefix(path, "/v1/")+"/10000", func(b *testing.B) {
+			var size int
+			b.ReportAllocs()
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+				if rec.Code != http.StatusOK {
+					b.Fatalf("status %d", rec.Code)
+				}
+				size = rec.Body.Len()
+			}
+			b.ReportMetric(float64(size), "bytes/answer")
+		})
+	}
+}
