@@ -4,6 +4,10 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
 )
 
 func TestModelCandidates(t *testing.T) {
@@ -55,5 +59,27 @@ func TestPicksSurviveRebuild(t *testing.T) {
 	apply(t, m, []op{put("servers/a/addr", "10.0.0.1:1")})
 	if got := mustBuild(t, m).Lookup("a").Picks(); got != 0 {
 		t.Fatalf("a re-registered server starts at %d picks, want 0", got)
+	}
+}
+
+func TestWatcherCountsLeaderChanges(t *testing.T) {
+	m := etcdtest.Start(t)
+	cli := m.Client(t)
+	k, _ := NewKeys(testPrefix)
+	e := k.Election() + "/"
+	etcdtest.Put(t, cli, e+"1a", "r1")
+	reg := prometheus.NewRegistry()
+	w := newTestWatcher(t, cli, Config{}, reg)
+	runWatcher(t, w)
+	waitRev(t, w, etcdtest.Put(t, cli, e+"2b", "r2"))
+	if n := counterValue(t, reg, "tcpdispatch_leadership_changes_total"); n != 0 {
+		t.Fatalf("leadership changes %v with r1 leading throughout, want 0", n)
+	}
+	s := waitRev(t, w, etcdtest.Delete(t, cli, e+"1a"))
+	if s.Leader != "r2" {
+		t.Fatalf("leader %q, want r2", s.Leader)
+	}
+	if n := counterValue(t, reg, "tcpdispatch_leadership_changes_total"); n != 1 {
+		t.Fatalf("leadership changes %v after r1 left, want 1", n)
 	}
 }
