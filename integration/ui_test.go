@@ -3,14 +3,21 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/tcpdispatch/tcpdispatch/api"
+	"github.com/tcpdispatch/tcpdispatch/balancer"
+	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
 // uiPoll is how often the status page refreshes (api/ui.html).
@@ -203,4 +210,96 @@ func TestStatusPage(t *testing.T) {
 		t.Errorf("on a 390px-wide phone the page is %dpx wider than the screen", overflow)
 	}
 	screenshot("ui-phone.png")
+}
+
+// staticSource serves one fixed snapshot to an in-process api.Server.
+type staticSource struct{ snap *store.Snapshot }
+
+func (s staticSource) Snapshot() *store.Snapshot { return s.snap }
+func (s staticSource) Sync() store.Sync          { return store.Sync{Revision: s.snap.Revision, At: time.Now()} }
+func (s staticSource) Age() time.Duration        { return 0 }
+func (s staticSource) Reachable() bool           { return true }
+
+type notLeading struct{}
+
+func (notLeading) IsLeader() bool { return false }
+
+// TestStatusPageBanners checks the page's panic and all-down banners in
+// Chromium: /ui and /v1/fleet come from a real api.Server, /v1/status from
+// a document in panic and all-down mode (all_down and degraded_answers are
+// the fields of issue 9's all-down mode).
+func TestStatusPageBanners(t *testing.T) {
+	exe := chromium(t)
+	snap, err := store.NewSnapshot(3, balancer.WRR, []store.Server{
+		{ID: "a", Addr: "127.0.0.1:9", Weight: 100, State: "down", Reason: "connection refused"},
+	}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := api.New(api.DefaultConfig(), staticSource{snap}, notLeading{}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var allDown atomic.Bool
+	mux := http.NewServeMux()
+	mux.Handle("/", srv.Handler())
+	mux.HandleFunc("/v1/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"name":"r1","leader":"r1","is_leader":false,"leader_epoch":1,"revision":3,"snapshot_age_ms":10,
+			"etcd":"ok","ready":true,"strategy":"wrr","servers":1,"eligible":0,"panic":true,
+			"all_down":%v,"degraded_answers":7,"oldest_verdict_age_seconds":12.5}`, allDown.Load())
+	})
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
+		chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()))
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
+	defer cancelBrowser()
+	if err := chromedp.Do(bctx, chromedp.Navigate(ts.URL+"/ui"), chromedp.WaitVisible(chromedp.CSS(`tr[data-id="a"]`))); err != nil {
+		t.Fatalf("load /ui: %v", err)
+	}
+	banner := func(id string) (string, error) {
+		return chromedp.Run(bctx, chromedp.Evaluate[string](fmt.Sprintf(
+			`(e => e.classList.contains('show') ? e.textContent : '')(document.getElementById(%q))`, id)))
+	}
+	eventually(t, 5*time.Second, "panic banner shown, all-down banner hidden", func() error {
+		p, err := banner("panic")
+		if err != nil {
+			return err
+		}
+		a, err := banner("alldown")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(p, "PANIC") || a != "" {
+			return fmt.Errorf("panic banner %q, all-down banner %q", p, a)
+		}
+		return nil
+	})
+	allDown.Store(true)
+	eventually(t, 5*time.Second, "all-down banner shown without a reload", func() error {
+		a, err := banner("alldown")
+		if err == nil && (!strings.Contains(a, "ALL SERVERS DOWN") || !strings.Contains(a, "degraded answers: 7")) {
+			err = fmt.Errorf("all-down banner %q", a)
+		}
+		return err
+	})
+	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{t.TempDir(), os.Getenv("TCPDISPATCH_SCREENSHOT_DIR")} {
+		if dir != "" {
+			path := filepath.Join(dir, "ui-all-down.png")
+			if err := os.WriteFile(path, png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("screenshot: %s", path)
+		}
+	}
 }
