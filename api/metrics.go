@@ -2,19 +2,165 @@ package api
 
 import (
 	"fmt"
+	"runtime"
+	"runtime/debug"
+	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// registerMetrics registers the API's metrics on reg.
-func registerMetrics(reg prometheus.Registerer, requests *prometheus.CounterVec, s *Server) error {
+// metrics are the series the HTTP front registers. State that lives in the
+// snapshot (per-server series, leadership, snapshot age) is read by
+// stateCollector at scrape time: nothing is updated per change.
+type metrics struct {
+	// latency times get-tcp-ip answers, from routing to the last byte
+	// written. Observe does not allocate.
+	latency prometheus.Histogram
+}
+
+// latencyBuckets span a cached in-memory answer (tens of µs) to a replica
+// starved of CPU (100ms).
+var latencyBuckets = []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3}
+
+func newMetrics(reg prometheus.Registerer, requests *prometheus.CounterVec, s *Server) (*metrics, error) {
+	m := &metrics{
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tcpdispatch_get_tcp_ip_duration_seconds",
+			Help: "Time to answer get-tcp-ip (any outcome), in seconds.", Buckets: latencyBuckets}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	version, revision := buildVersion()
+	buildInfo := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tcpdispatch_build_info",
+		Help:        "Always 1; the labels name the build.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version(), "revision": revision}},
+		func() float64 { return 1 })
 	degraded := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tcpdispatch_degraded_answers_total",
 		Help: "get-tcp-ip answers given from the all-down fallback (header " + DegradedHeader + ")."},
 		func() float64 { return float64(s.degraded.Load()) })
-	for _, c := range []prometheus.Collector{requests, degraded} {
+	for _, c := range []prometheus.Collector{requests, degraded, m.latency, buildInfo, newStateCollector(s)} {
 		if err := reg.Register(c); err != nil {
-			return fmt.Errorf("register api metrics: %w", err)
+			return nil, fmt.Errorf("register api metrics: %w", err)
 		}
 	}
-	return nil
+	return m, nil
+}
+
+// buildVersion returns the module version and VCS revision the binary was
+// built from, "unknown" for what the build did not record.
+func buildVersion() (version, revision string) {
+	version, revision = "unknown", "unknown"
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return version, revision
+	}
+	if v := bi.Main.Version; v != "" {
+		version = v
+	}
+	for _, kv := range bi.Settings {
+		if kv.Key == "vcs.revision" && kv.Value != "" {
+			revision = kv.Value
+		}
+	}
+	return version, revision
+}
+
+// Descriptions of the series stateCollector reads from the snapshot.
+var (
+	descIsLeader = prometheus.NewDesc("tcpdispatch_is_leader",
+		"1 while this replica leads (probes and writes health records).", nil, nil)
+	descSnapshotAge = prometheus.NewDesc("tcpdispatch_snapshot_age_seconds",
+		"Seconds since etcd last confirmed this replica's snapshot current; -1 before the first listing.", nil, nil)
+	descEtcdReachable = prometheus.NewDesc("tcpdispatch_etcd_reachable",
+		"1 while etcd confirms the snapshot within the store's stale-after bound.", nil, nil)
+	descReplicas = prometheus.NewDesc("tcpdispatch_replicas",
+		"Replicas campaigning for leadership (holding an election key) in this replica's snapshot.", nil, nil)
+	descHasLeader = prometheus.NewDesc("tcpdispatch_has_leader",
+		"1 while this replica's snapshot names a leader.", nil, nil)
+
+	serverLabel       = []string{"server"}
+	descServerUp      = prometheus.NewDesc("tcpdispatch_server_up", "1 while the leader's last verdict for the server is up.", serverLabel, nil)
+	descServerWeight  = prometheus.NewDesc("tcpdispatch_server_effective_weight", "Weight get-tcp-ip balances on; 0 when the server is not eligible.", serverLabel, nil)
+	descServerLoad    = prometheus.NewDesc("tcpdispatch_server_load", "Reported load (0..1) from a fresh report; 0 without one.", serverLabel, nil)
+	descServerConns   = prometheus.NewDesc("tcpdispatch_server_conns", "Reported connections from a fresh report; 0 without one.", serverLabel, nil)
+	descServerPicks   = prometheus.NewDesc("tcpdispatch_server_picks_total", "get-tcp-ip answers of this replica naming the server.", serverLabel, nil)
+	perServerDescList = []*prometheus.Desc{descServerUp, descServerWeight, descServerLoad, descServerConns, descServerPicks}
+)
+
+// stateCollector reads the current snapshot at scrape time. The per-server
+// series cost five samples per registered server (about 2.4 MB of text at
+// 10,000 servers, see BenchmarkScrape); Config.MetricsPerServer turns them
+// off.
+type stateCollector struct{ s *Server }
+
+var _ prometheus.Collector = stateCollector{}
+
+func newStateCollector(s *Server) stateCollector { return stateCollector{s} }
+
+// Describe implements prometheus.Collector.
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descIsLeader, descSnapshotAge, descEtcdReachable, descReplicas, descHasLeader} {
+		ch <- d
+	}
+	if c.s.cfg.MetricsPerServer {
+		for _, d := range perServerDescList {
+			ch <- d
+		}
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(descIsLeader, boolFloat(s.leader.IsLeader()))
+	age := s.src.Age()
+	if age < 0 {
+		gauge(descSnapshotAge, -1)
+	} else {
+		gauge(descSnapshotAge, age.Seconds())
+	}
+	gauge(descEtcdReachable, boolFloat(s.src.Reachable()))
+	snap := s.src.Snapshot()
+	if snap == nil {
+		gauge(descReplicas, 0)
+		gauge(descHasLeader, 0)
+		return
+	}
+	gauge(descReplicas, float64(len(snap.Candidates)))
+	gauge(descHasLeader, boolFloat(snap.Leader != ""))
+	if !s.cfg.MetricsPerServer {
+		return
+	}
+	for i := range snap.Servers {
+		srv := &snap.Servers[i]
+		gauge(descServerUp, boolFloat(srv.State == "up"), srv.ID)
+		gauge(descServerWeight, float64(srv.EffectiveWeight), srv.ID)
+		gauge(descServerLoad, srv.Load, srv.ID)
+		gauge(descServerConns, float64(srv.Conns), srv.ID)
+		ch <- prometheus.MustNewConstMetric(descServerPicks, prometheus.CounterValue, float64(srv.Picks()), srv.ID)
+	}
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// observeSince records one get-tcp-ip answer that started at start.
+func (m *metrics) observeSince(start time.Time) {
+	m.latency.Observe(time.Since(start).Seconds())
+}
+
+// timedGetTCPIP is getTCPIP observed by the latency histogram.
+func (s *Server) timedGetTCPIP(c echo.Context) error {
+	start := time.Now()
+	err := s.getTCPIP(c)
+	s.metrics.observeSince(start)
+	return err
 }

@@ -6,6 +6,10 @@
 //	GET /healthz      the process is alive
 //	GET /readyz       has a snapshot and is not shutting down
 //	GET /metrics      Prometheus metrics
+//	GET /ui           the live status page (ui.go), fed by /v1/status and /v1/fleet
+//	GET /v1/fleet     compact fleet view for the status page: replicas, servers, picks/s
+//
+// api/openapi.yaml documents every route, its fields and error bodies.
 //
 // Every answer comes from the replica's local snapshot: no request waits on
 // etcd, so lookups keep working, stale but valid, while etcd is unreachable.
@@ -68,6 +72,9 @@ type Config struct {
 	// ShutdownTimeout bounds waiting for in-flight requests after the lame
 	// duck window. Default 5s.
 	ShutdownTimeout time.Duration
+	// MetricsPerServer exports the tcpdispatch_server_* series, five per
+	// registered server (see metrics.go). True in DefaultConfig.
+	MetricsPerServer bool
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -80,6 +87,7 @@ func DefaultConfig() Config {
 		MaxHeaderBytes:    16 << 10,
 		LameDuck:          2 * time.Second,
 		ShutdownTimeout:   5 * time.Second,
+		MetricsPerServer:  true,
 	}
 }
 
@@ -113,6 +121,8 @@ type Server struct {
 	// degraded counts answers given from the all-down fallback; it backs
 	// tcpdispatch_degraded_answers_total and /v1/status.
 	degraded atomic.Uint64
+	metrics  *metrics
+	rates    pickRates
 
 	picks, noServer, badRequest, heads prometheus.Counter
 }
@@ -131,11 +141,11 @@ func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prom
 	s := &Server{cfg: cfg, src: src, leader: leader, log: log,
 		picks: requests.WithLabelValues("ok"), noServer: requests.WithLabelValues("no_server"),
 		badRequest: requests.WithLabelValues("bad_request"), heads: requests.WithLabelValues("head")}
-	if reg != nil {
-		if err := registerMetrics(reg, requests, s); err != nil {
-			return nil, err
-		}
+	m, err := newMetrics(reg, requests, s)
+	if err != nil {
+		return nil, err
 	}
+	s.metrics = m
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -147,12 +157,15 @@ func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prom
 	// Handlers are wrapped here, once: echo applies e.Use and route
 	// middleware anew on every request, which allocates.
 	routes := map[string]echo.HandlerFunc{
-		"/get-tcp-ip": s.getTCPIP,
+		"/get-tcp-ip": s.timedGetTCPIP,
 		"/v1/servers": s.servers,
 		"/v1/status":  s.status,
 		"/healthz":    func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") },
 		"/readyz":     s.readyz,
 	}
+	// Operator pages (ui.go), beside the /v1 routes they read.
+	routes["/ui"] = s.ui
+	routes["/v1/fleet"] = s.fleet
 	if gatherer != nil {
 		routes["/metrics"] = echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	}
@@ -229,7 +242,7 @@ func (s *Server) getTCPIP(c echo.Context) error {
 	snap := s.src.Snapshot()
 	if snap == nil {
 		s.noServer.Inc()
-		return writeError(c, http.StatusServiceUnavailable, "no snapshot yet: this replica has not reached etcd since it started")
+		return writeError(c, http.StatusServiceUnavailable, noSnapshotReason)
 	}
 	if req.Method == http.MethodHead {
 		return s.headTCPIP(c, snap, &q, exclude)
@@ -301,6 +314,10 @@ func (s *Server) pickN(c echo.Context, snap *store.Snapshot, key string, q *quer
 	return c.JSON(http.StatusOK, resp)
 }
 
+// noSnapshotReason is the 503 reason of every route that needs a snapshot
+// before the replica has one.
+const noSnapshotReason = "no snapshot yet: this replica has not reached etcd since it started"
+
 func noServerReason(snap *store.Snapshot, excluded int) string {
 	if excluded > 0 {
 		return fmt.Sprintf("no healthy server: %d registered, %d eligible, %d excluded by the request", len(snap.Servers), snap.Eligible(), excluded)
@@ -345,7 +362,7 @@ type balancingView struct {
 func (s *Server) servers(c echo.Context) error {
 	snap := s.src.Snapshot()
 	if snap == nil {
-		return writeError(c, http.StatusServiceUnavailable, "no snapshot yet: this replica has not reached etcd since it started")
+		return writeError(c, http.StatusServiceUnavailable, noSnapshotReason)
 	}
 	views := make([]serverView, len(snap.Servers))
 	for i := range snap.Servers {

@@ -76,6 +76,8 @@ Watch it, then kill its server and see it reconnect elsewhere within the backoff
   kill -KILL ${tcppid[${using:-tcp1}]:-}        # SIGKILL ${using:-tcp1}
   kill -TERM ${tcppid[${using:-tcp1}]:-}        # or drain it: status 503, connections closed over 5s
 
+Status page (live, any replica): http://127.0.0.1:8081/ui
+
 Try:
   curl -s http://127.0.0.1:8081/get-tcp-ip
   curl -s 'http://127.0.0.1:8082/get-tcp-ip?format=text'

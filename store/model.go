@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -125,6 +126,9 @@ type serverState struct {
 	// report of reportedAt; a new report starts a new counter.
 	assigned   *balancer.Counter
 	reportedAt time.Time
+	// picks counts this replica's picks of the server for as long as it
+	// stays registered; successive snapshots share it.
+	picks *balancer.Counter
 }
 
 func (s *serverState) empty() bool {
@@ -415,7 +419,9 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 		if s.LeaderEpoch == 0 || e.createRev < s.LeaderEpoch {
 			s.Leader, s.LeaderEpoch = e.name, e.createRev
 		}
+		s.Candidates = append(s.Candidates, Candidate{Name: e.name, Epoch: e.createRev})
 	}
+	slices.SortFunc(s.Candidates, func(a, b Candidate) int { return cmp.Compare(a.Epoch, b.Epoch) })
 	ids := make([]string, 0, len(m.servers))
 	for id := range m.servers {
 		ids = append(ids, id)
@@ -488,6 +494,10 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 			st.assigned, st.reportedAt = new(balancer.Counter), h.ReportedAt
 		}
 		srv.counter = st.assigned
+		if st.picks == nil {
+			st.picks = new(balancer.Counter)
+		}
+		srv.picks = st.picks
 		if h.HasReport() {
 			srv.ReportedAt = h.ReportedAt
 			srv.Report = "expired"

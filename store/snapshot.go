@@ -73,6 +73,7 @@ type Server struct {
 	VerdictEpoch int64 `json:"verdict_epoch,omitempty"`
 
 	counter    *balancer.Counter // this replica's assignments since the report
+	picks      *balancer.Counter // this replica's picks since it started; never reset
 	answer     []byte            // pre-encoded get-tcp-ip JSON body
 	answerText []byte            // "addr\n" for ?format=text
 }
@@ -85,6 +86,16 @@ func (s *Server) Assigned() int64 {
 		return 0
 	}
 	return s.counter.Load()
+}
+
+// Picks returns how many times this replica's get-tcp-ip returned s as
+// its answer (the first choice of ?n=) since the replica started. Unlike
+// Assigned it is never reset, so it is a Prometheus counter.
+func (s *Server) Picks() int64 {
+	if s.picks == nil {
+		return 0
+	}
+	return s.picks.Load()
 }
 
 // Answer returns the get-tcp-ip JSON body for s, encoded once per snapshot
@@ -134,6 +145,9 @@ type Snapshot struct {
 	// RebuildAt is when effective weights next change without an etcd
 	// event (a slow-start step, a report expiry); zero when never.
 	RebuildAt time.Time
+	// Candidates are the replicas campaigning for leadership (each live
+	// replica holds an election key), oldest first: the first is Leader.
+	Candidates []Candidate
 
 	orphans []string // ids with a health record but no registration
 	// electionProblems are the Problems about election keys that block
@@ -142,6 +156,14 @@ type Snapshot struct {
 	picker           *balancer.Picker
 	eligible         []int32 // picker index -> index in Servers
 	index            map[string]int
+}
+
+// Candidate is one replica holding an election key.
+type Candidate struct {
+	// Name is the replica's name.
+	Name string `json:"name"`
+	// Epoch is the create revision of its election key; the lowest leads.
+	Epoch int64 `json:"epoch"`
 }
 
 // Lookup returns the server with id, or nil.
@@ -176,7 +198,9 @@ func (s *Snapshot) Pick(key string, exclude []string) *Server {
 	if i < 0 {
 		return nil
 	}
-	return &s.Servers[s.eligible[i]]
+	srv := &s.Servers[s.eligible[i]]
+	srv.picks.Add(1)
+	return srv
 }
 
 // PickN appends up to n distinct eligible servers to dst, in preference
@@ -189,6 +213,9 @@ func (s *Snapshot) PickN(key string, exclude []string, n int, dst []*Server) []*
 	idx := s.picker.PickN(key, exclude, n, buf[:0])
 	for _, i := range idx {
 		dst = append(dst, &s.Servers[s.eligible[i]])
+	}
+	if len(idx) > 0 {
+		dst[len(dst)-len(idx)].picks.Add(1)
 	}
 	return dst
 }
@@ -242,6 +269,9 @@ func newSnapshot(s *Snapshot, prev *balancer.Picker) (*Snapshot, error) {
 	for i := range s.Servers {
 		srv := &s.Servers[i]
 		s.index[srv.ID] = i
+		if srv.picks == nil {
+			srv.picks = new(balancer.Counter)
+		}
 		if !srv.Eligible {
 			continue
 		}

@@ -479,7 +479,9 @@ func (w *Watcher) install(m *model) error {
 			w.log.WithField("revision", m.rev).Error("ELECTION BLOCKED: " + p)
 		}
 	}
-	w.snap.Store(s)
+	if prev := w.snap.Swap(s); prev != nil && prev.LeaderEpoch != s.LeaderEpoch {
+		w.metrics.leaderChanges.Inc()
+	}
 	w.metrics.revision.Set(float64(m.rev))
 	w.metrics.allDown.Set(0)
 	if s.AllDown {
@@ -535,6 +537,7 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 type metrics struct {
 	invalid, lists, compactions, staleEvents prometheus.Counter
 	massRemovals, timedRebuilds, unresolved  prometheus.Counter
+	leaderChanges                            prometheus.Counter
 	revision, servers, eligible, panic       prometheus.Gauge
 	allDown                                  prometheus.Gauge
 	verdictAge                               prometheus.GaugeFunc
@@ -568,10 +571,12 @@ func newMetrics(reg prometheus.Registerer, verdictAge func() float64) (*metrics,
 			Help: "Failed attempts to resolve an invalid operator value from etcd's history (retried)."}),
 		panic: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_store_panic_mode",
 			Help: "1 while too few servers are eligible and every healthy one is served."}),
+		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_leadership_changes_total",
+			Help: "Changes of leader (a new election key in front) seen by this replica's snapshots."}),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.invalid, m.lists, m.compactions, m.staleEvents, m.revision, m.servers, m.eligible,
-			m.massRemovals, m.timedRebuilds, m.panic, m.unresolved, m.allDown, m.verdictAge} {
+			m.massRemovals, m.timedRebuilds, m.panic, m.unresolved, m.allDown, m.verdictAge, m.leaderChanges} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register store metrics: %w", err)
 			}

@@ -82,6 +82,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.DurationVar(&cfg.Probe.LoadRefresh, "load-refresh", cfg.Probe.LoadRefresh, "rewrite a server's load report this often even without a meaningful change (servers with a status-url)")
 	fs.DurationVar(&cfg.Probe.ReportTTL, "report-ttl", cfg.Probe.ReportTTL, "how long replicas use a load report after the leader pulled it; must exceed --load-refresh")
 	fs.DurationVar(&cfg.API.LameDuck, "shutdown-delay", cfg.API.LameDuck, "lame-duck window on shutdown: /readyz fails while get-tcp-ip still answers")
+	fs.BoolVar(&cfg.API.MetricsPerServer, "metrics-per-server", cfg.API.MetricsPerServer, "export the tcpdispatch_server_* series, five per registered server (about 50,000 series at 10,000 servers)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
