@@ -46,6 +46,9 @@ type Balancing struct {
 	// keep serving the servers the update marked down until an update no
 	// longer takes more than half out.
 	MassRemoval string
+	// Rebalance (config/rebalance, rebalance-tolerance, rebalance-rate) is
+	// the leader's rebalancing of long-lived connections; off by default.
+	Rebalance Rebalance
 }
 
 // Config key names under <prefix>config/.
@@ -79,6 +82,7 @@ func DefaultBalancing() Balancing {
 		HashLoadFactor:    1.25,
 		Accounting:        true,
 		MassRemoval:       MassRemovalApply,
+		Rebalance:         DefaultRebalance(),
 	}
 }
 
@@ -116,6 +120,9 @@ var configParsers = map[string]func(string) (any, error){
 		}
 		return nil, fmt.Errorf("mass-removal %q: want apply or hold", v)
 	},
+	ConfigRebalance:          parseRebalanceMode,
+	ConfigRebalanceTolerance: fraction(ConfigRebalanceTolerance, 0, 1),
+	ConfigRebalanceRate:      parseRebalanceRate,
 }
 
 func fraction(name string, lo, hi float64) func(string) (any, error) {
@@ -154,6 +161,8 @@ func (b *Balancing) set(name string, v any) {
 		b.Accounting = v.(bool)
 	case ConfigMassRemoval:
 		b.MassRemoval = v.(string)
+	default:
+		b.setRebalance(name, v)
 	}
 }
 

@@ -60,6 +60,11 @@ type Server struct {
 	// Held is set when the mass-removal guard (policy hold) keeps serving
 	// a server the leader marked down.
 	Held bool `json:"held,omitempty"`
+	// RebalanceTarget and ShedTotal are from a fresh report: how many
+	// connections the leader last asked the server to shed, and how many
+	// the server reports it shed so far (see Health).
+	RebalanceTarget int64 `json:"rebalance_target"`
+	ShedTotal       int64 `json:"shed_total"`
 
 	counter    *balancer.Counter // this replica's assignments since the report
 	answer     []byte            // pre-encoded get-tcp-ip JSON body
