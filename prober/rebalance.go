@@ -223,12 +223,13 @@ func (p *Prober) planRebalance(rb *rebalancer, snap *store.Snapshot, targets []t
 	for i, t := range targets {
 		live[t.id] = true
 		s := snap.Lookup(t.id)
+		if s != nil && s.Held {
+			// Held servers are down in the leader's eyes: check first.
+			fleet.MassRemoval = true
+		}
 		tr := trackers[t.id]
 		if s == nil || tr == nil || tr.status != statusUp {
 			continue
-		}
-		if s.Held {
-			fleet.MassRemoval = true
 		}
 		lt := loads[t.id]
 		if s.Draining || s.Weight == 0 || lt != nil && lt.has && lt.last.Draining {

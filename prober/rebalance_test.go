@@ -250,3 +250,63 @@ func metricLabeled(t testing.TB, reg *prometheus.Registry, name, server string) 
 	}
 	return 0
 }
+
+// TestPlanRebalance drives the leader's round planning from a snapshot and
+// the prober's trackers: it asks the server above its share, paced, and
+// nothing in the fleet states that hold rebalancing back.
+func TestPlanRebalance(t *testing.T) {
+	now := time.Unix(9000, 0)
+	bal := store.DefaultBalancing()
+	bal.Rebalance.Mode = store.RebalanceOn
+	bal.Rebalance.Rate = store.RebalanceRate{ServerPerSecond: 0.1, FleetPerMinute: 1}
+	servers := []store.Server{
+		{ID: "a", Addr: "127.0.0.1:1", Weight: 100, Healthy: true, State: "up", Eligible: true, SlowStart: 1},
+		{ID: "b", Addr: "127.0.0.1:2", Weight: 100, Healthy: true, State: "up", Eligible: true, SlowStart: 1},
+	}
+	conns := map[string]int64{"a": 300, "b": 0}
+	tests := []struct {
+		name    string
+		mod     func(snap *store.Snapshot, loads map[string]*loadTracker)
+		blocked RebalanceBlock
+		shedA   int64
+	}{
+		{"a sheds its paced excess", nil, BlockNone, 30},
+		{"off", func(s *store.Snapshot, _ map[string]*loadTracker) { s.Balancing.Rebalance.Mode = store.RebalanceOff }, BlockOff, 0},
+		{"panic", func(s *store.Snapshot, _ map[string]*loadTracker) { s.Panic = true }, BlockPanic, 0},
+		{"mass removal", func(s *store.Snapshot, _ map[string]*loadTracker) { s.MassRemoval = "3 of 4" }, BlockMassRemoval, 0},
+		{"held server", func(s *store.Snapshot, _ map[string]*loadTracker) { s.Servers[1].Held = true }, BlockMassRemoval, 0},
+		{"slow start of the receiver", func(s *store.Snapshot, _ map[string]*loadTracker) { s.Servers[1].SlowStart = 0.5 }, BlockSlowStart, 0},
+		{"stale report", func(_ *store.Snapshot, l map[string]*loadTracker) { l["b"].pulledAt = now.Add(-time.Minute) }, BlockStale, 0},
+		{"no report", func(_ *store.Snapshot, l map[string]*loadTracker) { l["b"].has = false }, BlockStale, 0},
+		{"draining receiver is left out", func(s *store.Snapshot, l map[string]*loadTracker) { s.Servers[1].Draining = true }, BlockNone, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			snap, err := store.NewSnapshotWith(1, "wrr", bal, servers, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			trackers := map[string]*tracker{}
+			loads := map[string]*loadTracker{}
+			var targets []target
+			for _, s := range servers {
+				trackers[s.ID] = &tracker{addr: s.Addr, status: statusUp}
+				loads[s.ID] = &loadTracker{has: true, pulledAt: now.Add(-100 * time.Millisecond), last: Status{Conns: conns[s.ID]}}
+				targets = append(targets, target{id: s.ID, addr: s.Addr})
+			}
+			if tt.mod != nil {
+				tt.mod(snap, loads)
+			}
+			p, _ := newTestProber(t, testConfig(), store.Keys{}, nil)
+			rb := newRebalancer()
+			rb.blocked = "" // log the first state
+			p.planRebalance(rb, snap, targets, trackers, loads, now, time.Second, p.log)
+			if rb.blocked != tt.blocked {
+				t.Errorf("blocked %q; want %q", rb.blocked, tt.blocked)
+			}
+			if targets[0].shed != tt.shedA || targets[1].shed != 0 {
+				t.Errorf("shed a=%d b=%d; want a=%d b=0", targets[0].shed, targets[1].shed, tt.shedA)
+			}
+		})
+	}
+}
