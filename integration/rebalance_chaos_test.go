@@ -1,9 +1,9 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -61,17 +61,11 @@ func (ch *chaos) startChaosRebalance(t *testing.T, lab *netLab, ids []string, st
 	}
 	var goodbyes atomic.Int64
 	session := func(_ context.Context, conn net.Conn, _ client.Answer) error {
-		r := bufio.NewReader(conn)
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				return err
-			}
-			if strings.HasPrefix(line, "GOODBYE ") {
-				goodbyes.Add(1)
-				return client.ErrGoodbye
-			}
+		err := holdUntilGoodbye(conn)
+		if errors.Is(err, client.ErrGoodbye) {
+			goodbyes.Add(1)
 		}
+		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

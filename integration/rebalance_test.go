@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -185,15 +186,25 @@ func (f *rbFleet) stopDriver() {
 func (f *rbFleet) session(_ context.Context, conn net.Conn, ans client.Answer) error {
 	f.connected.Add(1)
 	defer f.connected.Add(-1)
+	err := holdUntilGoodbye(conn)
+	if errors.Is(err, client.ErrGoodbye) {
+		f.goodbyes.Add(1)
+	} else {
+		f.failures.Add(1)
+	}
+	return err
+}
+
+// holdUntilGoodbye reads conn until bin/tcpserver's goodbye line, which it
+// returns as client.ErrGoodbye, or until a read fails.
+func holdUntilGoodbye(conn net.Conn) error {
 	r := bufio.NewReader(conn)
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
-			f.failures.Add(1)
 			return err
 		}
 		if strings.HasPrefix(line, "GOODBYE ") {
-			f.goodbyes.Add(1)
 			return fmt.Errorf("%s: %w", strings.TrimSpace(line), client.ErrGoodbye)
 		}
 	}
