@@ -141,9 +141,9 @@ func parseRebalanceRate(v string) (any, error) {
 	return r, nil
 }
 
-// setRebalance applies a parsed rebalance value; it reports whether name
-// was one of the rebalance keys.
-func (b *Balancing) setRebalance(name string, v any) bool {
+// setRebalance applies a parsed value of one of the rebalance keys; other
+// names are ignored.
+func (b *Balancing) setRebalance(name string, v any) {
 	switch name {
 	case ConfigRebalance:
 		b.Rebalance.Mode = v.(RebalanceMode)
@@ -151,8 +151,5 @@ func (b *Balancing) setRebalance(name string, v any) bool {
 		b.Rebalance.Tolerance = v.(float64)
 	case ConfigRebalanceRate:
 		b.Rebalance.Rate = v.(RebalanceRate)
-	default:
-		return false
 	}
-	return true
 }
