@@ -46,7 +46,11 @@ type ReconnectConfig struct {
 // it sheds connections for rebalancing, or drains. The Reconnector then
 // does not count the end as a failure: the backoff is reset, the next dial
 // goes through the dispatcher avoiding that server, after a wait drawn
-// from [MinDelay, GoodbyeJitter).
+// from [MinDelay, GoodbyeJitter). For bin/tcpserver's protocol:
+//
+//	if strings.HasPrefix(line, "GOODBYE ") {
+//		return fmt.Errorf("%s: %w", ans.ID, client.ErrGoodbye)
+//	}
 var ErrGoodbye = errors.New("server said goodbye")
 
 // RetryEvent describes one failure a Reconnector is about to wait after.
