@@ -11,6 +11,7 @@ LDFLAGS   := -X github.com/tcpdispatch/tcpdispatch/internal/version.version=$(VE
 
 ROUNDS    ?= 100
 SEED      ?= $(shell date +%s)
+REBALANCE ?= off
 
 .PHONY: all build test unit integration bench lint demo clean chaos
 
@@ -47,10 +48,10 @@ lint:
 demo: build ## three replicas (embedded 3-member etcd) + five tcp-servers; Ctrl-C stops all
 	./scripts/demo.sh
 
-chaos: ## long fault loop: make chaos ROUNDS=N SEED=S (summary table at the end)
+chaos: ## long fault loop: make chaos ROUNDS=N SEED=S [REBALANCE=on] (summary table at the end)
 	$(GO) build -race -o $(BIN)/race/dispatcher ./cmd/dispatcher
 	$(GO) build -race -o $(BIN)/race/tcpserver ./cmd/tcpserver
-	CHAOS_ROUNDS=$(ROUNDS) CHAOS_SEED=$(SEED) TCPDISPATCH_BIN=$(CURDIR)/$(BIN)/race \
+	CHAOS_ROUNDS=$(ROUNDS) CHAOS_SEED=$(SEED) CHAOS_REBALANCE=$(REBALANCE) TCPDISPATCH_BIN=$(CURDIR)/$(BIN)/race \
 		$(GO) test -race -count=1 -timeout 0 -run 'TestChaosLoop$$' -v ./integration/
 
 clean:

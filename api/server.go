@@ -357,6 +357,10 @@ type balancingView struct {
 	Accounting        bool    `json:"assignment_accounting"`
 	MassRemoval       string  `json:"mass_removal"`
 	AllDown           string  `json:"all_down"`
+	// Rebalancing of long-lived connections (docs/BALANCING.md).
+	Rebalance          string  `json:"rebalance"`
+	RebalanceTolerance float64 `json:"rebalance_tolerance"`
+	RebalanceRate      string  `json:"rebalance_rate"`
 }
 
 func (s *Server) servers(c echo.Context) error {
@@ -374,7 +378,8 @@ func (s *Server) servers(c echo.Context) error {
 		Strategy: string(snap.Strategy), Leader: snap.Leader, Problems: snap.Problems, Panic: snap.Panic,
 		Balancing: balancingView{SlowStart: b.SlowStart.String(), PanicThreshold: b.PanicThreshold,
 			OverloadThreshold: b.OverloadThreshold, OverloadRecover: b.OverloadRecover, HashLoadFactor: b.HashLoadFactor,
-			Accounting: b.Accounting, MassRemoval: b.MassRemoval, AllDown: string(b.AllDown)},
+			Accounting: b.Accounting, MassRemoval: b.MassRemoval, AllDown: string(b.AllDown),
+			Rebalance: string(b.Rebalance.Mode), RebalanceTolerance: b.Rebalance.Tolerance, RebalanceRate: b.Rebalance.Rate.String()},
 		Servers: views,
 	})
 }

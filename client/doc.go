@@ -19,6 +19,14 @@
 // exponential backoff with full jitter in between, so the clients of a
 // server that dies do not all return in the same instant.
 //
+// A server may also end a session on purpose, with a goodbye in the
+// application's own protocol: the dispatcher's leader asks servers above
+// their fair share to shed connections (rebalancing, docs/BALANCING.md),
+// and a draining server leaves. The session function says so by returning
+// an error wrapping ErrGoodbye; the Reconnector then reconnects through the
+// dispatcher, avoiding that server, after a jittered wait, and does not
+// count the end as a failure.
+//
 // # What is and is not guaranteed
 //
 // Every retry path is bounded: Dial asks each replica a bounded number of

@@ -29,10 +29,29 @@ type ReconnectConfig struct {
 	// backoff to its first step. Default 30s.
 	ResetAfter time.Duration
 
+	// GoodbyeJitter is the window a reconnect after a goodbye (a session
+	// that ended with ErrGoodbye) is spread over: the wait is uniform in
+	// [MinDelay, GoodbyeJitter). 0 means BackoffBase. A server shedding for
+	// rebalancing thus sees its clients return through the dispatcher
+	// spread over the window, not as a storm.
+	GoodbyeJitter time.Duration
+
 	// OnRetry, when set, is called before every wait with the failure that
 	// caused it.
 	OnRetry func(RetryEvent)
 }
+
+// ErrGoodbye is what a SessionFunc returns (or wraps) when the server ended
+// the session on purpose with a goodbye in the application's protocol:
+// it sheds connections for rebalancing, or drains. The Reconnector then
+// does not count the end as a failure: the backoff is reset, the next dial
+// goes through the dispatcher avoiding that server, after a wait drawn
+// from [MinDelay, GoodbyeJitter). For bin/tcpserver's protocol:
+//
+//	if strings.HasPrefix(line, "GOODBYE ") {
+//		return fmt.Errorf("%s: %w", ans.ID, client.ErrGoodbye)
+//	}
+var ErrGoodbye = errors.New("server said goodbye")
 
 // RetryEvent describes one failure a Reconnector is about to wait after.
 type RetryEvent struct {
@@ -45,6 +64,9 @@ type RetryEvent struct {
 	Attempt int
 	// Wait is the delay before the next dial.
 	Wait time.Duration
+	// Goodbye is true when the session ended with ErrGoodbye: not a
+	// failure, Attempt stays 0.
+	Goodbye bool
 }
 
 // DefaultReconnectConfig returns usable defaults.
@@ -67,6 +89,8 @@ func (c ReconnectConfig) Validate() error {
 		return fmt.Errorf("reconnect config: MinDelay %v exceeds BackoffBase %v", c.MinDelay, c.BackoffBase)
 	case c.BackoffBase > c.BackoffCap:
 		return fmt.Errorf("reconnect config: BackoffBase %v exceeds BackoffCap %v", c.BackoffBase, c.BackoffCap)
+	case c.GoodbyeJitter < 0 || c.GoodbyeJitter > 0 && c.GoodbyeJitter < c.MinDelay:
+		return fmt.Errorf("reconnect config: GoodbyeJitter %v must be 0 or at least MinDelay %v", c.GoodbyeJitter, c.MinDelay)
 	}
 	return nil
 }
@@ -124,17 +148,20 @@ func (r *Reconnector) Run(ctx context.Context, fn SessionFunc) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if r.c.cfg.Now().Sub(start) >= r.cfg.ResetAfter {
+		goodbye := errors.Is(err, ErrGoodbye)
+		if goodbye || r.c.cfg.Now().Sub(start) >= r.cfg.ResetAfter {
 			attempt = 0
 		}
 		avoid = []string{ans.ID}
 		if ans.Source != SourceDispatcher {
 			avoid = nil // cache and static ids mean nothing to a dispatcher
 		}
-		if !r.wait(ctx, RetryEvent{Err: err, Session: true, Attempt: attempt}) {
+		if !r.wait(ctx, RetryEvent{Err: err, Session: true, Attempt: attempt, Goodbye: goodbye}) {
 			return nil
 		}
-		attempt++
+		if !goodbye {
+			attempt++
+		}
 	}
 }
 
@@ -151,7 +178,11 @@ func (r *Reconnector) session(ctx context.Context, conn net.Conn, ans Answer, fn
 
 // wait reports ev, then sleeps its backoff; false means ctx ended.
 func (r *Reconnector) wait(ctx context.Context, ev RetryEvent) bool {
-	ev.Wait = backoff(r.cfg, ev.Attempt, r.c.rand)
+	if ev.Goodbye {
+		ev.Wait = goodbyeWait(r.cfg, r.c.rand)
+	} else {
+		ev.Wait = backoff(r.cfg, ev.Attempt, r.c.rand)
+	}
 	if h := r.cfg.OnRetry; h != nil {
 		h(ev)
 	}
@@ -174,4 +205,15 @@ func backoff(cfg ReconnectConfig, attempt int, rnd func(int64) int64) time.Durat
 	}
 	d := time.Duration(rnd(int64(ceil)))
 	return max(d, cfg.MinDelay)
+}
+
+// goodbyeWait returns the wait before reconnecting after a goodbye:
+// uniform in [MinDelay, GoodbyeJitter), GoodbyeJitter 0 meaning
+// BackoffBase.
+func goodbyeWait(cfg ReconnectConfig, rnd func(int64) int64) time.Duration {
+	window := cfg.GoodbyeJitter
+	if window == 0 {
+		window = cfg.BackoffBase
+	}
+	return cfg.MinDelay + time.Duration(rnd(max(1, int64(window-cfg.MinDelay))))
 }

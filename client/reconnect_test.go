@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -249,5 +250,64 @@ func TestRetryBoundedAgainstDeadDispatcher(t *testing.T) {
 				t.Fatalf("%d requests but %d dial failures: want one request per dial", n, f)
 			}
 		})
+	}
+}
+
+// TestReconnectorGoodbyeIsNotAFailure: sessions that end with a wrapped
+// ErrGoodbye keep Attempt at 0, wait within [MinDelay, GoodbyeJitter) and
+// move away from the server that said goodbye; a failure after them
+// counts from 0 again.
+func TestReconnectorGoodbyeIsNotAFailure(t *testing.T) {
+	a, b := startEcho(t, "a"), startEcho(t, "b")
+	d := newFakeDispatcher(t, func(w http.ResponseWriter, q url.Values) { answerExcluding(w, q, a.server(), b.server()) })
+	c := newTestClient(t, Config{Bootstrap: []string{d.addr()}})
+	var retries []RetryEvent
+	cfg := fastReconnect()
+	cfg.GoodbyeJitter = 30 * time.Millisecond
+	cfg.OnRetry = func(e RetryEvent) { retries = append(retries, e) }
+	r, err := NewReconnector(c, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var ids []string
+	errDead := errors.New("read: connection reset")
+	_ = r.Run(ctx, func(_ context.Context, conn net.Conn, ans Answer) error {
+		ids = append(ids, ans.ID)
+		switch len(ids) {
+		case 4:
+			return errDead
+		case 5:
+			cancel()
+			return nil
+		}
+		return fmt.Errorf("line %q: %w", "GOODBYE", ErrGoodbye)
+	})
+	if len(retries) != 4 {
+		t.Fatalf("retries %+v; want 4", retries)
+	}
+	for i, e := range retries[:3] {
+		if !e.Goodbye || e.Attempt != 0 || e.Wait < cfg.MinDelay || e.Wait >= cfg.GoodbyeJitter {
+			t.Errorf("goodbye %d: %+v; want attempt 0 and a wait in [%v, %v)", i, e, cfg.MinDelay, cfg.GoodbyeJitter)
+		}
+	}
+	if e := retries[3]; e.Goodbye || e.Attempt != 0 {
+		t.Errorf("failure after goodbyes: %+v; want attempt 0, not a goodbye", e)
+	}
+	for i := 1; i < len(ids); i++ {
+		if ids[i] == ids[i-1] {
+			t.Errorf("sessions %v: want each goodbye to move to the other server", ids)
+		}
+	}
+	// Validation.
+	bad := fastReconnect()
+	bad.GoodbyeJitter = -1
+	if bad.Validate() == nil {
+		t.Error("negative GoodbyeJitter accepted")
+	}
+	bad.GoodbyeJitter = bad.MinDelay / 2
+	if bad.Validate() == nil {
+		t.Error("GoodbyeJitter below MinDelay accepted")
 	}
 }

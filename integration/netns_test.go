@@ -170,10 +170,16 @@ func startNetnsCluster(t *testing.T, n int, extra ...string) (*cluster, *netLab)
 func startNetnsChaos(t *testing.T) (*chaos, *netLab) {
 	c, lab := startNetnsCluster(t, 3, coreFlags...)
 	ch := &chaos{cluster: c, t: t, servers: map[string]*tcpServer{}, registered: map[string]string{}}
-	for i, id := range []string{"tcp1", "tcp2", "tcp3"} {
+	ids := []string{"tcp1", "tcp2", "tcp3"}
+	var statusURLs []string // with CHAOS_REBALANCE=on (rebalance_chaos_test.go)
+	for i, id := range ids {
 		addr := fmt.Sprintf("10.77.0.254:%d", 19001+i)
-		s := &tcpServer{proc: newProc(t, c.dir, id, "", "netns", "exec", lab.hub, filepath.Join(binDir, "tcpserver"),
-			"--listen", addr, "--id", id), id: id, addr: addr}
+		args := []string{"netns", "exec", lab.hub, filepath.Join(binDir, "tcpserver"), "--listen", addr, "--id", id}
+		if chaosRebalanceOn() {
+			args = append(args, "--status-listen", chaosStatusAddr(i), "--idle-timeout", "1h")
+			statusURLs = append(statusURLs, "http://"+chaosStatusAddr(i)+"/status")
+		}
+		s := &tcpServer{proc: newProc(t, c.dir, id, "", args...), id: id, addr: addr}
 		s.proc.bin = "ip"
 		s.start()
 		ch.servers[id] = s
@@ -186,8 +192,14 @@ func startNetnsChaos(t *testing.T) (*chaos, *netLab) {
 			return err
 		})
 		ch.put(c.prefix+"servers/"+id+"/addr", addr)
+		if chaosRebalanceOn() {
+			ch.put(c.prefix+"servers/"+id+"/status-url", statusURLs[i])
+		}
 	}
 	c.waitEligible(c.replicas, 3)
+	if chaosRebalanceOn() {
+		ch.startChaosRebalance(t, lab, ids, statusURLs)
+	}
 	return ch, lab
 }
 

@@ -185,6 +185,8 @@ type Prober struct {
 	dialer  net.Dialer
 	http    *http.Client
 	metrics *metrics
+
+	rbMetrics *rebalanceMetrics
 }
 
 // New returns a prober of the servers in snaps; keys is the etcd layout the
@@ -203,6 +205,10 @@ func New(cfg Config, keys store.Keys, snaps Snapshots, log *logrus.Entry, reg pr
 	if err != nil {
 		return nil, err
 	}
+	rbm, err := newRebalanceMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	// No keep-alives: a pull per server per interval is cheap, and idle
 	// connections would outlive the leadership term that opened them.
 	hc := &http.Client{
@@ -210,7 +216,7 @@ func New(cfg Config, keys store.Keys, snaps Snapshots, log *logrus.Entry, reg pr
 			DialContext: (&net.Dialer{Timeout: cfg.Timeout}).DialContext, MaxResponseHeaderBytes: 16 << 10},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return &Prober{cfg: cfg, keys: keys, snaps: snaps, log: log, metrics: m, dialer: net.Dialer{Timeout: cfg.Timeout}, http: hc}, nil
+	return &Prober{cfg: cfg, keys: keys, snaps: snaps, log: log, metrics: m, rbMetrics: rbm, dialer: net.Dialer{Timeout: cfg.Timeout}, http: hc}, nil
 }
 
 // target is one server to probe in a round.
@@ -219,6 +225,7 @@ type target struct {
 	ok                  bool
 	reason              string
 	status              *Status // the pulled document; nil without one
+	shed                int64   // connections to ask the server to shed (rebalancing)
 }
 
 // Run probes until ctx (the leadership context) is cancelled, writing
@@ -232,6 +239,7 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 	pending := make(map[string]store.Health) // records not yet written
 	lastRefresh := p.cfg.Now()
 	seeded, firstRound := false, true
+	rb := newRebalancer()
 
 	// Jitter the first round so replicas that win in turn after a flapping
 	// etcd do not probe in lockstep with a fixed phase.
@@ -255,6 +263,7 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 			seeded = true
 		}
 		targets := p.targets(snap, trackers, loads, pending)
+		p.planRebalance(rb, snap, targets, trackers, loads, start, p.rebalanceMaxAge(), log)
 		p.probe(ctx, targets)
 		if ctx.Err() != nil {
 			return nil
@@ -276,10 +285,11 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 			if lt.overloaded != lt.wOverloaded && lt.has {
 				log.WithFields(logrus.Fields{"server": t.id, "overloaded": lt.overloaded, "load": lt.last.Utilization()}).Info("server overload changed")
 			}
-			if changed || refresh || !recorded(snap, t.id, tr) || lt.dirty(now, p.cfg.LoadRefresh) {
+			if changed || refresh || !recorded(snap, t.id, tr) || lt.dirty(now, p.cfg.LoadRefresh) || rb.dirty(&t) {
 				h := store.Health{Addr: tr.addr, Healthy: tr.status == statusUp, Since: tr.since,
 					CheckedAt: now, Reason: tr.reason, Epoch: w.Epoch(), Leader: w.Name()}
 				lt.fill(&h, p.cfg.ReportTTL)
+				rb.fill(&h, &t)
 				// Marked written now: a failed flush keeps h pending and
 				// retries it, and a newer change replaces it.
 				lt.markWritten(h)
@@ -383,7 +393,7 @@ func (p *Prober) probe(ctx context.Context, targets []target) {
 				t := &targets[i]
 				t.ok, t.reason = p.check(ctx, t.addr)
 				if t.ok && t.statusURL != "" {
-					st, err := pullStatus(ctx, p.http, t.statusURL, p.cfg.Timeout)
+					st, err := pullStatus(ctx, p.http, shedURL(t.statusURL, t.shed), p.cfg.Timeout)
 					if err != nil {
 						p.metrics.statusFailures.Inc()
 						t.ok, t.reason = false, err.Error()

@@ -33,6 +33,9 @@ type Status struct {
 	Load float64 `json:"load"`
 	// Draining asks for no new clients.
 	Draining bool `json:"draining"`
+	// ShedTotal counts the connections the server shed for rebalancing
+	// (see docs/BALANCING.md); absent from servers that do not shed.
+	ShedTotal int64 `json:"shed_total"`
 }
 
 // errBadStatus is wrapped by ParseStatus for a document that is valid JSON

@@ -21,7 +21,7 @@ func TestParseStatus(t *testing.T) {
 		want Status
 		ok   bool
 	}{
-		{`{"conns": 10, "max_conns": 100, "load": 0.25, "draining": false}`, Status{10, 100, 0.25, false}, true},
+		{`{"conns": 10, "max_conns": 100, "load": 0.25, "draining": false}`, Status{Conns: 10, MaxConns: 100, Load: 0.25}, true},
 		{` {"conns":3,"extra":{"nested":[1,2]},"version":"1.2"} `, Status{Conns: 3}, true},
 		{`{}`, Status{}, true},
 		{`{"draining": true}`, Status{Draining: true}, true},
@@ -108,8 +108,8 @@ func TestPullStatus(t *testing.T) {
 		want    Status
 		errPart string
 	}{
-		{"/ok", Status{7, 10, 0.1, false}, ""},
-		{"/draining", Status{7, 10, 0.1, true}, ""},
+		{"/ok", Status{Conns: 7, MaxConns: 10, Load: 0.1}, ""},
+		{"/draining", Status{Conns: 7, MaxConns: 10, Load: 0.1, Draining: true}, ""},
 		{"/503-garbage", Status{}, "HTTP 503"},
 		{"/500", Status{}, "HTTP 500"},
 		{"/huge", Status{}, "larger than"},

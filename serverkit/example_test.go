@@ -83,6 +83,6 @@ func ExampleStatus_Track() {
 	conn.Close()
 	fmt.Printf("%+v\n", status.Document())
 	// Output:
-	// {Conns:1 MaxConns:2 Load:0.5 Draining:false}
-	// {Conns:0 MaxConns:2 Load:0 Draining:false}
+	// {Conns:1 MaxConns:2 Load:0.5 Draining:false ShedTotal:0}
+	// {Conns:0 MaxConns:2 Load:0 Draining:false ShedTotal:0}
 }

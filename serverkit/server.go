@@ -25,6 +25,13 @@ type Config struct {
 
 	// Now is the clock behind connection idleness. Default time.Now.
 	Now func() time.Time
+
+	// OnShed, when set, says goodbye to a connection the leader asked this
+	// server to shed for rebalancing, before it is closed; see
+	// Status.SetOnShed. ShedTimeout is the write deadline it runs under
+	// (default DefaultShedTimeout).
+	OnShed      func(conn net.Conn)
+	ShedTimeout time.Duration
 }
 
 // DefaultConfig returns usable defaults: unlimited connections, a 10s drain.
@@ -39,6 +46,9 @@ func (c Config) Validate() error {
 	}
 	if c.DrainWindow < 0 {
 		return fmt.Errorf("serverkit config: DrainWindow %v is negative", c.DrainWindow)
+	}
+	if c.ShedTimeout < 0 {
+		return fmt.Errorf("serverkit config: ShedTimeout %v is negative", c.ShedTimeout)
 	}
 	return nil
 }
@@ -62,6 +72,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now != nil {
 		st.now = cfg.Now
 	}
+	st.SetOnShed(cfg.OnShed, cfg.ShedTimeout)
 	return &Server{cfg: cfg, status: st, closed: make(chan struct{})}, nil
 }
 
@@ -81,6 +92,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, handle func(ctx con
 	defer func() {
 		cancelHandlers()
 		wg.Wait()
+		s.status.WaitShed()
 	}()
 
 	// Stop accepting when ctx ends or Close is called.

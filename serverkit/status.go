@@ -24,7 +24,14 @@
 // conns is the number of tracked connections; max_conns 0 means unlimited;
 // load is the server's own figure in [0, 1], by default conns/max_conns
 // (0 when unlimited). The answer is 200 while serving and 503, with the
-// same body, while draining. Readers ignore unknown fields.
+// same body, while draining. Readers ignore unknown fields. shed_total
+// counts the connections shed for rebalancing.
+//
+// # Rebalancing
+//
+// The leader may add ?shed=N to its pull of the status URL: the server then
+// sheds N connections, the idlest first, each after the application's
+// goodbye (SetOnShed, Config.OnShed); see Status.Shed and docs/BALANCING.md.
 package serverkit
 
 import (
@@ -43,6 +50,9 @@ type Document struct {
 	MaxConns int64   `json:"max_conns"`
 	Load     float64 `json:"load"`
 	Draining bool    `json:"draining"`
+	// ShedTotal counts the connections shed for rebalancing (Shed) since
+	// the server started.
+	ShedTotal int64 `json:"shed_total,omitempty"`
 }
 
 // Status tracks a tcp-server's connections, limit, load and draining state,
@@ -60,6 +70,14 @@ type Status struct {
 	mu      sync.Mutex
 	tracked map[*trackedConn]struct{}
 	left    chan struct{} // signalled when a tracked conn closes, for Drain
+
+	// Rebalancing (shed.go): the goodbye hook, the connections being shed
+	// now (guarded by mu), the total shed and the goroutines saying goodbye.
+	onShed      func(net.Conn)
+	shedTimeout time.Duration
+	shedding    int64
+	shedTotal   atomic.Int64
+	shedWG      sync.WaitGroup
 }
 
 var _ http.Handler = (*Status)(nil)
@@ -77,6 +95,8 @@ func NewStatus(maxConns int, load func() float64) *Status {
 		drainCh:  make(chan struct{}),
 		tracked:  map[*trackedConn]struct{}{},
 		left:     make(chan struct{}, 1),
+
+		shedTimeout: DefaultShedTimeout,
 	}
 }
 
@@ -120,7 +140,7 @@ func (s *Status) Draining() <-chan struct{} { return s.drainCh }
 
 // Document returns the current status document.
 func (s *Status) Document() Document {
-	d := Document{Conns: s.conns.Load(), MaxConns: s.maxConns, Draining: s.draining.Load()}
+	d := Document{Conns: s.conns.Load(), MaxConns: s.maxConns, Draining: s.draining.Load(), ShedTotal: s.shedTotal.Load()}
 	if d.MaxConns > 0 {
 		d.Load = min(float64(d.Conns)/float64(d.MaxConns), 1)
 	}
@@ -138,6 +158,10 @@ func (s *Status) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if err := s.shedRequest(r); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	d := s.Document()
@@ -169,6 +193,7 @@ type trackedConn struct {
 	net.Conn
 	s      *Status
 	last   atomic.Int64 // UnixNano of the last read or write
+	shed   bool         // taken by Shed; guarded by s.mu
 	closed sync.Once
 }
 

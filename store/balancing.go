@@ -51,6 +51,9 @@ type Balancing struct {
 	// serve, i.e. answer from every registered server with a valid addr
 	// (Envoy's panic routing; see Snapshot.AllDown), or fail with 503.
 	AllDown AllDownPolicy
+	// Rebalance (config/rebalance, rebalance-tolerance, rebalance-rate) is
+	// the leader's rebalancing of long-lived connections; off by default.
+	Rebalance Rebalance
 }
 
 // AllDownPolicy is the value of config/all-down.
@@ -98,6 +101,7 @@ func DefaultBalancing() Balancing {
 		Accounting:        true,
 		MassRemoval:       MassRemovalApply,
 		AllDown:           AllDownServe,
+		Rebalance:         DefaultRebalance(),
 	}
 }
 
@@ -142,6 +146,9 @@ var configParsers = map[string]func(string) (any, error){
 		}
 		return nil, fmt.Errorf("all-down %q: want serve or fail", v)
 	},
+	ConfigRebalance:          parseRebalanceMode,
+	ConfigRebalanceTolerance: fraction(ConfigRebalanceTolerance, 0, 1),
+	ConfigRebalanceRate:      parseRebalanceRate,
 }
 
 func fraction(name string, lo, hi float64) func(string) (any, error) {
@@ -182,6 +189,8 @@ func (b *Balancing) set(name string, v any) {
 		b.MassRemoval = v.(string)
 	case ConfigAllDown:
 		b.AllDown = v.(AllDownPolicy)
+	default:
+		b.setRebalance(name, v)
 	}
 }
 

@@ -267,6 +267,13 @@ type Health struct {
 	// when replicas stop using it (both leader clock).
 	ReportedAt    time.Time `json:"reported_at,omitzero"`
 	ReportExpires time.Time `json:"report_expires,omitzero"`
+
+	// RebalanceTarget is how many connections the leader asked the server
+	// to shed with its last pull (rebalancing, see docs/BALANCING.md); 0
+	// when none. ShedTotal is the count of connections the server reports
+	// it shed for rebalancing since it started.
+	RebalanceTarget int64 `json:"rebalance_target,omitempty"`
+	ShedTotal       int64 `json:"shed_total,omitempty"`
 }
 
 // HasReport reports whether h carries a load report.

@@ -504,6 +504,7 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 			if now.Before(h.ReportExpires) {
 				srv.Report = "fresh"
 				srv.Load, srv.Conns, srv.MaxConns, srv.Overloaded = h.Load, h.Conns, h.MaxConns, h.Overloaded
+				srv.RebalanceTarget, srv.ShedTotal = h.RebalanceTarget, h.ShedTotal
 				srv.Draining = srv.Draining || h.Draining
 				rebuild = earliest(rebuild, h.ReportExpires)
 			}

@@ -71,6 +71,11 @@ type Server struct {
 	CheckedAt time.Time `json:"checked_at,omitzero"`
 	// VerdictEpoch is the leader epoch that wrote the verdict in use.
 	VerdictEpoch int64 `json:"verdict_epoch,omitempty"`
+	// RebalanceTarget and ShedTotal are from a fresh report: how many
+	// connections the leader last asked the server to shed, and how many
+	// the server reports it shed so far (see Health).
+	RebalanceTarget int64 `json:"rebalance_target"`
+	ShedTotal       int64 `json:"shed_total"`
 
 	counter    *balancer.Counter // this replica's assignments since the report
 	picks      *balancer.Counter // this replica's picks since it started; never reset

@@ -6,6 +6,11 @@
 // /status, --max-conns limits connections, and SIGTERM or SIGINT drains
 // (stop accepting, report draining, close connections over --drain-window)
 // before exiting; a second signal closes everything at once.
+//
+// When the dispatcher's leader asks it to shed connections for rebalancing
+// (?shed=N on the status URL), it writes the goodbye line "GOODBYE <id>" to
+// each connection it sheds, then closes it; a client that reads that line
+// reconnects through the dispatcher (see client.ErrGoodbye).
 // --register-etcd turns on self-registration in etcd under a lease (push
 // mode, off by default; see package serverkit/register for why).
 package main
@@ -89,7 +94,8 @@ type runConfig struct {
 }
 
 func run(cfg runConfig, log *logrus.Entry) error {
-	srv, err := serverkit.New(serverkit.Config{MaxConns: cfg.maxConns, DrainWindow: cfg.drainWindow})
+	srv, err := serverkit.New(serverkit.Config{MaxConns: cfg.maxConns, DrainWindow: cfg.drainWindow,
+		OnShed: func(c net.Conn) { _, _ = fmt.Fprintf(c, "%s %s\n", GoodbyeLine, cfg.id) }})
 	if err != nil {
 		return err
 	}
@@ -193,3 +199,7 @@ func echo(c net.Conn, id string, idle time.Duration) {
 		}
 	}
 }
+
+// GoodbyeLine starts the line the server writes to a connection it sheds
+// for rebalancing: "GOODBYE <id>".
+const GoodbyeLine = "GOODBYE"
