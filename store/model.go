@@ -18,6 +18,7 @@ import (
 // watcher goroutine touches it; build turns it into an immutable Snapshot.
 type model struct {
 	keys    Keys
+	targets TargetPolicy
 	rev     int64
 	servers map[string]*serverState
 	health  map[string]*field[Health]
@@ -127,6 +128,9 @@ func (m *model) put(key string, value []byte, createRev int64) *rejected {
 		case FieldAddr:
 			var a string
 			a, err = ParseAddr(string(value))
+			if err == nil {
+				err = m.targets.checkAddr(a)
+			}
 			s.addr.set(a, err)
 		case FieldWeight:
 			var w int
@@ -135,6 +139,9 @@ func (m *model) put(key string, value []byte, createRev int64) *rejected {
 		case FieldStatusURL:
 			var u string
 			u, err = ParseStatusURL(string(value))
+			if err == nil {
+				err = m.targets.checkStatusURL(u)
+			}
 			s.statusURL.set(u, err)
 		case FieldDrain:
 			var d bool
