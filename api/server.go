@@ -23,7 +23,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 
 	"github.com/tcpdispatch/tcpdispatch/store"
@@ -68,6 +67,10 @@ type Config struct {
 	// ShutdownTimeout bounds waiting for in-flight requests after the lame
 	// duck window. Default 5s.
 	ShutdownTimeout time.Duration
+
+	// Security knobs of the listeners; see security.go and
+	// docs/SECURITY-http.md.
+	Security
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -108,8 +111,11 @@ type Server struct {
 	src      Source
 	leader   LeaderState
 	log      *logrus.Entry
-	echo     *echo.Echo
+	echo     *echo.Echo // every route: served when there is no admin listener
+	public   *echo.Echo // public routes only
+	admin    *echo.Echo // operator routes only
 	draining atomic.Bool
+	sec      security
 
 	picks, noServer, badRequest prometheus.Counter
 }
@@ -118,6 +124,9 @@ type Server struct {
 // not nil; reg receives the server's own metrics when not nil.
 func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Server, error) {
 	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if log == nil {
 		l := logrus.New()
 		l.SetLevel(logrus.PanicLevel)
@@ -134,74 +143,46 @@ func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prom
 		picks: requests.WithLabelValues("ok"), noServer: requests.WithLabelValues("no_server"),
 		badRequest: requests.WithLabelValues("bad_request")}
 
+	if err := s.initSecurity(reg, requests.WithLabelValues("rate_limited")); err != nil {
+		return nil, err
+	}
+	public, admin := s.publicRoutes(), s.adminRoutes(gatherer)
+	s.echo = s.newEcho(append(append([]route(nil), public...), admin...)...)
+	s.public = s.newEcho(public...)
+	s.admin = s.newEcho(append(admin, s.adminOnlyRoutes()...)...)
+	return s, nil
+}
+
+// newEcho returns an echo instance serving routes.
+func (s *Server) newEcho(routes ...route) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	e.Logger.SetOutput(logWriter{log})
+	e.Logger.SetOutput(logWriter{s.log})
 	// Hash on the peer address: a forwarded-for header is the client's to
-	// forge, and would let one client pick any server.
+	// forge, and would let one client pick any server. (Headers from
+	// --trusted-proxies are believed in realIP, not here.)
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.HTTPErrorHandler = s.errorHandler
 	// Handlers are wrapped here, once: echo applies e.Use and route
 	// middleware anew on every request, which allocates.
-	routes := map[string]echo.HandlerFunc{
-		"/get-tcp-ip": s.getTCPIP,
-		"/v1/servers": s.servers,
-		"/v1/status":  s.status,
-		"/healthz":    func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") },
-		"/readyz":     s.readyz,
+	for _, r := range routes {
+		methods := r.methods
+		if methods == nil {
+			// HEAD as well: load balancers often health-check with it.
+			methods = []string{http.MethodGet, http.MethodHead}
+		}
+		e.Match(methods, r.path, s.recoverPanics(r.h))
 	}
-	if gatherer != nil {
-		routes["/metrics"] = echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	}
-	for path, h := range routes {
-		// HEAD as well: load balancers often health-check with it.
-		e.Match([]string{http.MethodGet, http.MethodHead}, path, s.recoverPanics(h))
-	}
-	s.echo = e
-	return s, nil
+	return e
 }
 
 // Handler returns the HTTP handler, for tests and benchmarks.
 func (s *Server) Handler() http.Handler { return s.echo }
 
-// Run serves on ln until ctx is cancelled. Then it fails /readyz for the
-// lame-duck window while still answering everything else, stops accepting,
-// and waits up to ShutdownTimeout for requests in flight. It returns nil
-// after a clean shutdown.
+// Run serves every route on ln until ctx is cancelled; it is Serve with
+// only a public listener.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{
-		Handler:           s.echo,
-		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
-		ReadTimeout:       s.cfg.ReadTimeout,
-		WriteTimeout:      s.cfg.WriteTimeout,
-		IdleTimeout:       s.cfg.IdleTimeout,
-		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
-		ErrorLog:          nil,
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve http: %w", err)
-	case <-ctx.Done():
-	}
-	s.draining.Store(true)
-	s.log.WithField("lame_duck", s.cfg.LameDuck).Info("shutting down: /readyz now fails")
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve http: %w", err)
-	case <-time.After(s.cfg.LameDuck):
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-	defer cancel()
-	err := hs.Shutdown(sctx)
-	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
-		err = serr
-	}
-	if err != nil {
-		return fmt.Errorf("shut down http: %w", err)
-	}
-	return nil
+	return s.Serve(ctx, Listeners{Public: ln})
 }
 
 // Shared header values: assigning them avoids the slice Header.Set
@@ -214,6 +195,12 @@ var (
 
 func (s *Server) getTCPIP(c echo.Context) error {
 	req := c.Request()
+	ip := s.realIP(req)
+	if s.sec.limiter != nil {
+		if retry, ok := s.sec.limiter.allow(ip); !ok {
+			return s.tooMany(c, retry)
+		}
+	}
 	var (
 		q   query
 		buf [8]string
@@ -230,7 +217,7 @@ func (s *Server) getTCPIP(c echo.Context) error {
 	}
 	key := q.key
 	if key == "" {
-		key = clientIP(req.RemoteAddr)
+		key = ip
 	}
 	if q.n > 1 {
 		return s.pickN(c, snap, key, &q, exclude)
@@ -319,7 +306,10 @@ type serversResponse struct {
 // live count of clients this replica sent it since its last load report.
 type serverView struct {
 	store.Server
-	Assigned int64 `json:"assigned"`
+	// StatusURL hides the embedded one: its query string and credentials
+	// are redacted (store.RedactURL), as they may hold a token.
+	StatusURL string `json:"status_url,omitempty"`
+	Assigned  int64  `json:"assigned"`
 }
 
 // balancingView is store.Balancing with durations in a readable form.
@@ -341,6 +331,9 @@ func (s *Server) servers(c echo.Context) error {
 	views := make([]serverView, len(snap.Servers))
 	for i := range snap.Servers {
 		views[i] = serverView{Server: snap.Servers[i], Assigned: snap.Servers[i].Assigned()}
+		if u := snap.Servers[i].StatusURL; u != "" {
+			views[i].StatusURL = store.RedactURL(u)
+		}
 	}
 	b := snap.Balancing
 	return c.JSON(http.StatusOK, serversResponse{
