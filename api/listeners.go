@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"sync"
@@ -128,7 +129,8 @@ func (s *Server) httpServer(h http.Handler, files TLSFiles, cert *certReloader) 
 		WriteTimeout:      s.cfg.WriteTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
-		ErrorLog:          nil,
+		// TLS handshake failures and the like: a client's doing, debug.
+		ErrorLog: log.New(logWriter{s.log}, "", 0),
 	}
 	if cert == nil {
 		return hs, nil

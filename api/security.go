@@ -141,7 +141,8 @@ func (sec *security) trusts(peer netip.Addr) bool {
 // the peer's (after any PROXY protocol header), or, when the peer is a
 // trusted proxy, the rightmost X-Forwarded-For hop that is not a trusted
 // proxy (all trusted: the leftmost), else X-Real-IP. A malformed hop ends
-// the walk at the last trusted one. It allocates nothing.
+// the walk at the last trusted one. It allocates nothing unless a header
+// is malformed.
 func (s *Server) realIP(req *http.Request) string {
 	ip := clientIP(req.RemoteAddr)
 	if len(s.sec.trusted) == 0 {
@@ -186,11 +187,15 @@ func (s *Server) realIP(req *http.Request) string {
 // parseHop parses an address in a forwarding header: an IP, or an IP with
 // a port ("192.0.2.1:80", "[2001:db8::1]:80").
 func parseHop(s string) (netip.Addr, string, bool) {
+	// Pick the form first: a failed parse allocates its error.
+	if strings.HasPrefix(s, "[") || strings.Count(s, ":") == 1 {
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			return ap.Addr(), clientIP(s), true
+		}
+		return netip.Addr{}, "", false
+	}
 	if a, err := netip.ParseAddr(s); err == nil {
 		return a, s, true
-	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr(), clientIP(s), true
 	}
 	return netip.Addr{}, "", false
 }
