@@ -151,7 +151,9 @@ func (c *tlsConn) get(path string) (int, error) {
 	return resp.StatusCode, nil
 }
 
-func (c *tlsConn) serial() string { return c.conn.ConnectionState().PeerCertificates[0].SerialNumber.String() }
+func (c *tlsConn) serial() string {
+	return c.conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
 
 // TestHTTPSRotation serves both listeners over HTTPS, the admin one with
 // mTLS, and rotates both certificates mid-run: connections opened before
