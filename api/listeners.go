@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log"
@@ -41,10 +42,7 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 		tls  bool
 	}
 	var all []served
-	public, err := s.httpServer(s.echo, s.cfg.PublicTLS, s.sec.publicCert)
-	if err != nil {
-		return err
-	}
+	public := s.httpServer(s.echo, s.sec.publicCert, nil)
 	publicLn := ls.Public
 	if s.cfg.ProxyProtocol {
 		publicLn = s.proxyListener(publicLn)
@@ -55,10 +53,7 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 	all = append(all, served{"public", public, s.sec.publicCert != nil})
 	lns := []net.Listener{publicLn}
 	if ls.Admin != nil {
-		admin, err := s.httpServer(s.admin, s.cfg.AdminTLS, s.sec.adminCert)
-		if err != nil {
-			return err
-		}
+		admin := s.httpServer(s.admin, s.sec.adminCert, s.sec.adminCAs)
 		all = append(all, served{"admin", admin, s.sec.adminCert != nil})
 		lns = append(lns, ls.Admin)
 	}
@@ -120,8 +115,8 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 }
 
 // httpServer returns the http.Server of one listener; cert is nil for
-// plain HTTP.
-func (s *Server) httpServer(h http.Handler, files TLSFiles, cert *certReloader) (*http.Server, error) {
+// plain HTTP, clientCAs nil for no client certificates.
+func (s *Server) httpServer(h http.Handler, cert *certReloader, clientCAs *x509.CertPool) *http.Server {
 	hs := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
@@ -133,18 +128,13 @@ func (s *Server) httpServer(h http.Handler, files TLSFiles, cert *certReloader) 
 		ErrorLog: log.New(logWriter{s.log}, "", 0),
 	}
 	if cert == nil {
-		return hs, nil
+		return hs
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cert.getCertificate}
-	if files.ClientCAFile != "" {
-		pool, err := loadCertPool(files.ClientCAFile)
-		if err != nil {
-			return nil, err
-		}
-		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cert.getCertificate}
+	if clientCAs != nil {
+		hs.TLSConfig.ClientCAs, hs.TLSConfig.ClientAuth = clientCAs, tls.RequireAndVerifyClientCert
 	}
-	hs.TLSConfig = tc
-	return hs, nil
+	return hs
 }
 
 // proxyListener reads a PROXY protocol (v1 or v2) header on connections

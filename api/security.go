@@ -90,6 +90,7 @@ func (c Config) Validate() error {
 type security struct {
 	trusted               []netip.Prefix
 	publicCert, adminCert *certReloader
+	adminCAs              *x509.CertPool // client CAs of the admin listener (mTLS); nil: none
 	limiter               *limiterTable
 	limited               prometheus.Counter
 }
@@ -115,7 +116,7 @@ func (s *Server) initSecurity(reg prometheus.Registerer, limited prometheus.Coun
 			return err
 		}
 		if c.AdminTLS.ClientCAFile != "" {
-			if _, err := loadCertPool(c.AdminTLS.ClientCAFile); err != nil {
+			if s.sec.adminCAs, err = loadCertPool(c.AdminTLS.ClientCAFile); err != nil {
 				return err
 			}
 		}
