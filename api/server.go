@@ -7,6 +7,11 @@
 //	GET /readyz       has a snapshot and is not shutting down
 //	GET /metrics      Prometheus metrics
 //
+// With an admin listener (Listeners.Admin) /v1/*, /metrics and
+// /debug/pprof/ are served there and not on the public one; see routes.go
+// for where each route goes and security.go for HTTPS, trusted proxies and
+// the rate limit.
+//
 // Every answer comes from the replica's local snapshot: no request waits on
 // etcd, so lookups keep working, stale but valid, while etcd is unreachable.
 package api
