@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -93,7 +94,23 @@ func drive(b *testing.B, client *http.Client, url string, n, conc int) float64 {
 // the two in rounds within one run so machine noise hits both alike. It
 // reports both rates and their ratio (target >= 0.9).
 func BenchmarkGetTCPIPVsBare(b *testing.B) {
-	srv, err := api.New(api.Config{Name: "bench"}, staticSource{snapshotOf(b, 10)}, notLeader{}, nil, nil, nil)
+	benchVsBare(b, api.Config{Name: "bench"})
+}
+
+// BenchmarkGetTCPIPVsBareRateLimited is BenchmarkGetTCPIPVsBare with the
+// per-address rate limiter on (a limit never reached) and trusted proxies
+// configured: the cost of both on the serving path.
+func BenchmarkGetTCPIPVsBareRateLimited(b *testing.B) {
+	benchVsBare(b, rateLimited())
+}
+
+func rateLimited() api.Config {
+	return api.Config{Name: "bench", Security: api.Security{RateLimit: 1e9, RateBurst: 1e9,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}
+}
+
+func benchVsBare(b *testing.B, cfg api.Config) {
+	srv, err := api.New(cfg, staticSource{snapshotOf(b, 10)}, notLeader{}, nil, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -124,7 +141,17 @@ func BenchmarkGetTCPIPVsBare(b *testing.B) {
 // BenchmarkHandler measures the get-tcp-ip handler alone (no network) with
 // 10,000 servers in the snapshot: ns and allocations per request.
 func BenchmarkHandler(b *testing.B) {
-	srv, err := api.New(api.Config{Name: "bench"}, staticSource{snapshotOf(b, 10000)}, notLeader{}, nil, nil, nil)
+	benchHandler(b, api.Config{Name: "bench"})
+}
+
+// BenchmarkHandlerRateLimited is BenchmarkHandler with the rate limiter on
+// (a limit never reached) and trusted proxies configured.
+func BenchmarkHandlerRateLimited(b *testing.B) {
+	benchHandler(b, rateLimited())
+}
+
+func benchHandler(b *testing.B, cfg api.Config) {
+	srv, err := api.New(cfg, staticSource{snapshotOf(b, 10000)}, notLeader{}, nil, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

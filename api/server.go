@@ -11,6 +11,11 @@
 //
 // api/openapi.yaml documents every route, its fields and error bodies.
 //
+// With an admin listener (Listeners.Admin) /v1/*, /metrics and
+// /debug/pprof/ are served there and not on the public one; see routes.go
+// for where each route goes and security.go for HTTPS, trusted proxies and
+// the rate limit.
+//
 // Every answer comes from the replica's local snapshot: no request waits on
 // etcd, so lookups keep working, stale but valid, while etcd is unreachable.
 package api
@@ -27,7 +32,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 
 	"github.com/tcpdispatch/tcpdispatch/store"
@@ -75,6 +79,10 @@ type Config struct {
 	// MetricsPerServer exports the tcpdispatch_server_* series, five per
 	// registered server (see metrics.go). True in DefaultConfig.
 	MetricsPerServer bool
+
+	// Security knobs of the listeners; see security.go and
+	// docs/SECURITY.md#http-listeners.
+	Security
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -116,13 +124,16 @@ type Server struct {
 	src      Source
 	leader   LeaderState
 	log      *logrus.Entry
-	echo     *echo.Echo
+	echo     *echo.Echo // every route: served when there is no admin listener
+	public   *echo.Echo // public routes only
+	admin    *echo.Echo // operator routes only
 	draining atomic.Bool
 	// degraded counts answers given from the all-down fallback; it backs
 	// tcpdispatch_degraded_answers_total and /v1/status.
 	degraded atomic.Uint64
 	metrics  *metrics
 	rates    pickRates
+	sec      security
 
 	picks, noServer, badRequest, heads prometheus.Counter
 }
@@ -131,6 +142,9 @@ type Server struct {
 // not nil; reg receives the server's own metrics when not nil.
 func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Server, error) {
 	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if log == nil {
 		l := logrus.New()
 		l.SetLevel(logrus.PanicLevel)
@@ -147,77 +161,46 @@ func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prom
 	}
 	s.metrics = m
 
+	if err := s.initSecurity(reg, requests.WithLabelValues("rate_limited")); err != nil {
+		return nil, err
+	}
+	public, admin := s.publicRoutes(), s.adminRoutes(gatherer)
+	s.echo = s.newEcho(append(append([]route(nil), public...), admin...)...)
+	s.public = s.newEcho(public...)
+	s.admin = s.newEcho(append(admin, s.adminOnlyRoutes()...)...)
+	return s, nil
+}
+
+// newEcho returns an echo instance serving routes.
+func (s *Server) newEcho(routes ...route) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	e.Logger.SetOutput(logWriter{log})
+	e.Logger.SetOutput(logWriter{s.log})
 	// Hash on the peer address: a forwarded-for header is the client's to
-	// forge, and would let one client pick any server.
+	// forge, and would let one client pick any server. (Headers from
+	// --trusted-proxies are believed in realIP, not here.)
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.HTTPErrorHandler = s.errorHandler
 	// Handlers are wrapped here, once: echo applies e.Use and route
 	// middleware anew on every request, which allocates.
-	routes := map[string]echo.HandlerFunc{
-		"/get-tcp-ip": s.timedGetTCPIP,
-		"/v1/servers": s.servers,
-		"/v1/status":  s.status,
-		"/healthz":    func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") },
-		"/readyz":     s.readyz,
+	for _, r := range routes {
+		methods := r.methods
+		if methods == nil {
+			// HEAD as well: load balancers often health-check with it.
+			methods = []string{http.MethodGet, http.MethodHead}
+		}
+		e.Match(methods, r.path, s.recoverPanics(r.h))
 	}
-	// Operator pages (ui.go), beside the /v1 routes they read.
-	routes["/ui"] = s.ui
-	routes["/v1/fleet"] = s.fleet
-	if gatherer != nil {
-		routes["/metrics"] = echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	}
-	for path, h := range routes {
-		// HEAD as well: load balancers often health-check with it.
-		e.Match([]string{http.MethodGet, http.MethodHead}, path, s.recoverPanics(h))
-	}
-	s.echo = e
-	return s, nil
+	return e
 }
 
 // Handler returns the HTTP handler, for tests and benchmarks.
 func (s *Server) Handler() http.Handler { return s.echo }
 
-// Run serves on ln until ctx is cancelled. Then it fails /readyz for the
-// lame-duck window while still answering everything else, stops accepting,
-// and waits up to ShutdownTimeout for requests in flight. It returns nil
-// after a clean shutdown.
+// Run serves every route on ln until ctx is cancelled; it is Serve with
+// only a public listener.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{
-		Handler:           s.echo,
-		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
-		ReadTimeout:       s.cfg.ReadTimeout,
-		WriteTimeout:      s.cfg.WriteTimeout,
-		IdleTimeout:       s.cfg.IdleTimeout,
-		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
-		ErrorLog:          nil,
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve http: %w", err)
-	case <-ctx.Done():
-	}
-	s.draining.Store(true)
-	s.log.WithField("lame_duck", s.cfg.LameDuck).Info("shutting down: /readyz now fails")
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve http: %w", err)
-	case <-time.After(s.cfg.LameDuck):
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-	defer cancel()
-	err := hs.Shutdown(sctx)
-	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
-		err = serr
-	}
-	if err != nil {
-		return fmt.Errorf("shut down http: %w", err)
-	}
-	return nil
+	return s.Serve(ctx, Listeners{Public: ln})
 }
 
 // Shared header values: assigning them avoids the slice Header.Set
@@ -230,6 +213,12 @@ var (
 
 func (s *Server) getTCPIP(c echo.Context) error {
 	req := c.Request()
+	ip := s.realIP(req)
+	if s.sec.limiter != nil {
+		if retry, ok := s.sec.limiter.allow(ip); !ok {
+			return s.tooMany(c, retry)
+		}
+	}
 	var (
 		q   query
 		buf [8]string
@@ -249,7 +238,7 @@ func (s *Server) getTCPIP(c echo.Context) error {
 	}
 	key := q.key
 	if key == "" {
-		key = clientIP(req.RemoteAddr)
+		key = ip
 	}
 	if q.n > 1 {
 		return s.pickN(c, snap, key, &q, exclude)
@@ -344,7 +333,10 @@ type serversResponse struct {
 // live count of clients this replica sent it since its last load report.
 type serverView struct {
 	store.Server
-	Assigned int64 `json:"assigned"`
+	// StatusURL hides the embedded one: its query string and credentials
+	// are redacted (store.RedactURL), as they may hold a token.
+	StatusURL string `json:"status_url,omitempty"`
+	Assigned  int64  `json:"assigned"`
 }
 
 // balancingView is store.Balancing with durations in a readable form.
@@ -371,6 +363,9 @@ func (s *Server) servers(c echo.Context) error {
 	views := make([]serverView, len(snap.Servers))
 	for i := range snap.Servers {
 		views[i] = serverView{Server: snap.Servers[i], Assigned: snap.Servers[i].Assigned()}
+		if u := snap.Servers[i].StatusURL; u != "" {
+			views[i].StatusURL = store.RedactURL(u)
+		}
 	}
 	b := snap.Balancing
 	return c.JSON(http.StatusOK, serversResponse{

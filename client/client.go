@@ -89,7 +89,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	c := &Client{cfg: cfg, demoted: map[string]time.Time{}, http: cfg.HTTPClient, dial: cfg.DialContext, rand: cfg.Rand}
+	c := &Client{cfg: cfg, demoted: map[string]time.Time{}, dial: cfg.DialContext, rand: cfg.Rand}
 	if cfg.Dispatcher != "" {
 		c.host, c.port, _ = splitDispatcher(cfg.Dispatcher, cfg.Scheme)
 	}
@@ -102,14 +102,7 @@ func New(cfg Config) (*Client, error) {
 	if c.rand == nil {
 		c.rand = rand.Int64N
 	}
-	if c.http == nil {
-		c.http = &http.Client{Transport: &http.Transport{
-			DialContext:           (&net.Dialer{}).DialContext,
-			DisableKeepAlives:     true,
-			TLSHandshakeTimeout:   cfg.RequestTimeout,
-			ResponseHeaderTimeout: cfg.RequestTimeout,
-		}}
-	}
+	c.http = c.httpClient()
 	if c.dial == nil {
 		c.dial = (&net.Dialer{}).DialContext
 	}
@@ -158,8 +151,15 @@ func (c *Client) dialAvoiding(ctx context.Context, avoid []string) (net.Conn, An
 				// A 503 may be caused by our own exclude list, which is
 				// not the replica's fault; anything else is.
 				var se *statusError
-				if !errors.As(err, &se) || se.code != http.StatusServiceUnavailable || len(d.excluded) == 0 {
-					c.demote(ep.addr)
+				isStatus := errors.As(err, &se)
+				if !isStatus || se.code != http.StatusServiceUnavailable || len(d.excluded) == 0 {
+					c.demote(ep.addr, 0)
+				}
+				if isStatus && se.retryAfter > 0 {
+					// Asked to come back later: this replica goes last
+					// until then, and a Reconnector waits that long.
+					c.demote(ep.addr, se.retryAfter)
+					d.retryAfter = max(d.retryAfter, se.retryAfter)
 				}
 				break
 			}
@@ -199,8 +199,12 @@ func (c *Client) dialAvoiding(ctx context.Context, avoid []string) (net.Conn, An
 	if d.last == nil {
 		d.last = errors.New("no dispatcher and no server address known")
 	}
-	return nil, Answer{}, fmt.Errorf("%w: %d dispatcher requests and %d connects failed; last: %w",
+	err := fmt.Errorf("%w: %d dispatcher requests and %d connects failed; last: %w",
 		ErrNoServer, d.asksFailed, d.connectsFailed, d.last)
+	if d.retryAfter > 0 {
+		err = &dialError{err: err, retryAfter: d.retryAfter}
+	}
+	return nil, Answer{}, err
 }
 
 // dialRun is the state of one Dial.
@@ -210,6 +214,7 @@ type dialRun struct {
 	excluded                   []string        // ids for ?exclude=
 	asksFailed, connectsFailed int
 	last                       error
+	retryAfter                 time.Duration // longest Retry-After received
 }
 
 func (d *dialRun) exclude(id string) {
@@ -296,6 +301,8 @@ func (c *Client) ask(ctx context.Context, ep endpoint, exclude []string) (server
 	}
 	if ep.host != "" {
 		req.Host = ep.host
+		// Verify the certificate against the name, not the IP dialled.
+		req = req.WithContext(context.WithValue(ctx, serverNameKey{}, c.host))
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
@@ -322,7 +329,11 @@ func (c *Client) ask(ctx context.Context, ep endpoint, exclude []string) (server
 		if len(msg) > 200 {
 			msg = msg[:200] + "..."
 		}
-		return nil, &statusError{endpoint: ep.addr, code: resp.StatusCode, status: resp.Status, msg: msg}
+		se := &statusError{endpoint: ep.addr, code: resp.StatusCode, status: resp.Status, msg: msg}
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			se.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), c.cfg.Now())
+		}
+		return nil, se
 	}
 	var a answer
 	if err := json.Unmarshal(body, &a); err != nil {
@@ -348,6 +359,7 @@ func (c *Client) ask(ctx context.Context, ep endpoint, exclude []string) (server
 type statusError struct {
 	endpoint, status, msg string
 	code                  int
+	retryAfter            time.Duration // from Retry-After on 429 and 503
 }
 
 func (e *statusError) Error() string {
@@ -406,9 +418,13 @@ func (c *Client) endpoints(ctx context.Context) []endpoint {
 	return append(good, bad...)
 }
 
-func (c *Client) demote(addr string) {
+// demote tries addr last for DemoteFor, or for atLeast if longer.
+func (c *Client) demote(addr string, atLeast time.Duration) {
+	until := c.cfg.Now().Add(max(c.cfg.DemoteFor, atLeast))
 	c.mu.Lock()
-	c.demoted[addr] = c.cfg.Now().Add(c.cfg.DemoteFor)
+	if until.After(c.demoted[addr]) {
+		c.demoted[addr] = until
+	}
 	c.mu.Unlock()
 }
 

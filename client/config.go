@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -64,13 +65,24 @@ type Config struct {
 	// Scheme is "http" (default) or "https" for dispatcher requests.
 	Scheme string
 
+	// TLSConfig configures HTTPS dispatcher requests (Scheme "https"): root
+	// CAs, a client certificate. Its ServerName is replaced per request:
+	// replicas resolved from Dispatcher must present a certificate for the
+	// Dispatcher name (not for the IP dialled); Bootstrap entries one for
+	// their own host, unless ServerName is set. Default: the system roots
+	// (or HTTPClient's transport's TLSClientConfig).
+	TLSConfig *tls.Config
+
 	// Resolver resolves Dispatcher. Default net.DefaultResolver.
 	Resolver Resolver
 
 	// HTTPClient sends dispatcher requests. Its own Timeout, if any, applies
 	// on top of RequestTimeout. Default: a client of its own that keeps no
 	// idle connections (a client asks rarely, and a fleet of idle
-	// keep-alives would weigh on the dispatchers) and ignores proxies.
+	// keep-alives would weigh on the dispatchers) and ignores proxies. A
+	// client whose Transport is an *http.Transport (or nil) is copied, with
+	// a copy of the transport that does the TLS handshake itself to check
+	// the certificate against the Dispatcher name (see TLSConfig).
 	HTTPClient *http.Client
 
 	// DialContext opens TCP connections to tcp-servers. Default

@@ -40,8 +40,13 @@
 // connection. The client cannot tell a dead server from one it cannot reach;
 // it only knows what the connect told it. A response from a hijacked DNS
 // name is validated (status, JSON shape, addresses) but not authenticated:
-// use Bootstrap, or Scheme "https" with a suitable HTTPClient, when that
-// matters.
+// use Scheme "https" when that matters: the dispatcher's certificate is
+// then verified against the Dispatcher name even though each resolved IP
+// is dialled (Config.TLSConfig for private roots).
+//
+// A dispatcher that answers 429 or 503 with Retry-After is tried last for
+// at least that long, and a Reconnector waits at least that long (at most
+// 5 minutes) before it dials again.
 //
 // The package depends on the standard library only, so applications import
 // a small package (no etcd, no HTTP framework, no logger).

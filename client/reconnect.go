@@ -183,6 +183,11 @@ func (r *Reconnector) wait(ctx context.Context, ev RetryEvent) bool {
 	} else {
 		ev.Wait = backoff(r.cfg, ev.Attempt, r.c.rand)
 	}
+	if ra, ok := RetryAfter(ev.Err); ok {
+		// The dispatchers asked for it: a full-jitter draw below it
+		// would only earn another 429.
+		ev.Wait = max(ev.Wait, ra)
+	}
 	if h := r.cfg.OnRetry; h != nil {
 		h(ev)
 	}

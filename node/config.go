@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -22,6 +23,13 @@ type Config struct {
 	Name string
 	// ListenHTTP is the address of the HTTP API, e.g. ":8080".
 	ListenHTTP string
+	// ListenAdmin, when set, is the address of the operator routes (/v1/*,
+	// /metrics, /debug/pprof/), which then leave ListenHTTP.
+	ListenAdmin string
+	// AllowedTargets restricts the IP addresses a server's addr and
+	// status-url may name; nil allows all but link-local (see
+	// store.TargetPolicy).
+	AllowedTargets []netip.Prefix
 	// Prefix is the etcd key prefix of the layout.
 	Prefix string
 	// EtcdEndpoints selects external mode: use this etcd cluster and embed
@@ -117,6 +125,12 @@ func (c Config) Validate() error {
 	}
 	if c.ListenHTTP == "" {
 		return errors.New("listen-http must not be empty")
+	}
+	if c.ListenAdmin != "" && c.ListenAdmin == c.ListenHTTP {
+		return errors.New("listen-admin must differ from listen-http")
+	}
+	if err := c.API.Validate(); err != nil {
+		return err
 	}
 	if _, err := store.NewKeys(c.Prefix); err != nil {
 		return err

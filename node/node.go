@@ -64,6 +64,13 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("listen http: %w", err)
 	}
 	defer ln.Close()
+	listeners := api.Listeners{Public: ln}
+	if cfg.ListenAdmin != "" {
+		if listeners.Admin, err = net.Listen("tcp", cfg.ListenAdmin); err != nil {
+			return fmt.Errorf("listen admin: %w", err)
+		}
+		defer listeners.Admin.Close()
+	}
 
 	level, err := zapcore.ParseLevel(cfg.EtcdLogLevel)
 	if err != nil {
@@ -108,6 +115,7 @@ func (n *Node) Run(ctx context.Context) error {
 
 	storeCfg := cfg.Store
 	storeCfg.Prefix = cfg.Prefix
+	storeCfg.Targets = store.NewTargetPolicy(cfg.AllowedTargets)
 	watcher, err := store.NewWatcher(storeCfg, cli, n.log.WithField("component", "store"), reg)
 	if err != nil {
 		return err
@@ -121,7 +129,9 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	prb, err := prober.New(cfg.Probe, watcher.Keys(), watcher, n.log.WithField("component", "prober"), reg)
+	probeCfg := cfg.Probe
+	probeCfg.Targets = storeCfg.Targets
+	prb, err := prober.New(probeCfg, watcher.Keys(), watcher, n.log.WithField("component", "prober"), reg)
 	if err != nil {
 		return err
 	}
@@ -140,7 +150,7 @@ func (n *Node) Run(ctx context.Context) error {
 	// HTTP answers first (503 with a reason, or the saved snapshot) while
 	// the embedded member opens its database and replays its WAL.
 	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.Run(runCtx, ln) }()
+	go func() { srvDone <- srv.Serve(runCtx, listeners) }()
 	if embedded {
 		if member, err = n.startMember(); err != nil {
 			fail(err)
@@ -202,7 +212,11 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 	}
 
-	n.log.WithFields(logrus.Fields{"http": ln.Addr().String(), "etcd": strings.Join(endpoints, ","),
+	admin := ""
+	if listeners.Admin != nil {
+		admin = listeners.Admin.Addr().String()
+	}
+	n.log.WithFields(logrus.Fields{"http": ln.Addr().String(), "admin": admin, "etcd": strings.Join(endpoints, ","),
 		"embedded": member != nil}).Info("replica started")
 	if err = <-srvDone; err != nil {
 		fail(err)

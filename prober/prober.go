@@ -75,6 +75,10 @@ type Config struct {
 	LoadSmoothing float64
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Targets is the policy every probe and status pull dials under: a
+	// connection to an address outside it (a host name resolving there)
+	// fails. The zero value is the default policy.
+	Targets store.TargetPolicy
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -211,12 +215,13 @@ func New(cfg Config, keys store.Keys, snaps Snapshots, log *logrus.Entry, reg pr
 	}
 	// No keep-alives: a pull per server per interval is cheap, and idle
 	// connections would outlive the leadership term that opened them.
+	dialer := net.Dialer{Timeout: cfg.Timeout, Control: cfg.Targets.Control}
 	hc := &http.Client{
 		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil,
-			DialContext: (&net.Dialer{Timeout: cfg.Timeout}).DialContext, MaxResponseHeaderBytes: 16 << 10},
+			DialContext: dialer.DialContext, MaxResponseHeaderBytes: 16 << 10},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return &Prober{cfg: cfg, keys: keys, snaps: snaps, log: log, metrics: m, rbMetrics: rbm, dialer: net.Dialer{Timeout: cfg.Timeout}, http: hc}, nil
+	return &Prober{cfg: cfg, keys: keys, snaps: snaps, log: log, metrics: m, rbMetrics: rbm, dialer: dialer, http: hc}, nil
 }
 
 // target is one server to probe in a round.

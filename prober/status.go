@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	neturl "net/url"
 	"time"
 
 	"github.com/tcpdispatch/tcpdispatch/store"
@@ -75,16 +76,23 @@ func (s Status) Utilization() float64 {
 // pullStatus GETs url within timeout and parses the document. 200 is a
 // serving server; 503 with a valid document is a draining one (Draining is
 // forced true); anything else is an error.
-func pullStatus(ctx context.Context, client *http.Client, url string, timeout time.Duration) (Status, error) {
+func pullStatus(ctx context.Context, client *http.Client, rawURL string, timeout time.Duration) (Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	// The URL's query may hold a token: errors, which reach logs and
+	// health records, name it redacted.
+	url := store.RedactURL(rawURL)
 	if err != nil {
-		return Status{}, fmt.Errorf("status %s: %w", url, err)
+		return Status{}, fmt.Errorf("status %s: does not parse", url)
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
+		var ue *neturl.Error
+		if errors.As(err, &ue) {
+			ue.URL = url
+		}
 		return Status{}, fmt.Errorf("status: %w", err)
 	}
 	defer resp.Body.Close()

@@ -201,10 +201,11 @@ func ParseStatusURL(v string) (string, error) {
 	v = strings.TrimSpace(v)
 	u, err := url.Parse(v)
 	if err != nil {
-		return "", fmt.Errorf("status-url %q: %w", v, err)
+		// url's error quotes the value, which may hold a secret.
+		return "", fmt.Errorf("status-url %q: does not parse as a URL", RedactURL(v))
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-		return "", fmt.Errorf("status-url %q: want http://host[:port]/path (no credentials)", v)
+		return "", fmt.Errorf("status-url %q: want http://host[:port]/path (no credentials)", RedactURL(v))
 	}
 	return v, nil
 }

@@ -19,6 +19,7 @@ import (
 // watcher goroutine touches it; build turns it into an immutable Snapshot.
 type model struct {
 	keys    Keys
+	targets TargetPolicy
 	rev     int64
 	servers map[string]*serverState
 	health  map[string]*field[Health]
@@ -192,7 +193,7 @@ func (m *model) putAt(key string, value []byte, v version) *rejected {
 		s.unknown[name] = string(value)
 		return nil
 	}
-	val, err := parseValue(kind, name, value)
+	val, err := parseValue(m.targets, kind, name, value)
 	f.set(val, err)
 	if err != nil {
 		m.bad[key] = v
@@ -255,18 +256,24 @@ func (m *model) fieldOf(kind keyKind, id, name string, create bool) valueField {
 
 // parseValue validates the value of a key of kind (name is the server field
 // or config setting) and returns it parsed, typed as its field holds it.
-func parseValue(kind keyKind, name string, value []byte) (any, error) {
+func parseValue(targets TargetPolicy, kind keyKind, name string, value []byte) (any, error) {
 	switch kind {
 	case kindServerField:
 		switch name {
 		case FieldAddr:
 			v, err := ParseAddr(string(value))
+			if err == nil {
+				err = targets.checkAddr(v)
+			}
 			return v, err
 		case FieldWeight:
 			v, err := ParseWeight(string(value))
 			return v, err
 		case FieldStatusURL:
 			v, err := ParseStatusURL(string(value))
+			if err == nil {
+				err = targets.checkStatusURL(v)
+			}
 			return v, err
 		case FieldDrain:
 			v, err := ParseDrain(string(value))

@@ -77,7 +77,7 @@ func (w *Watcher) lookBack(ctx context.Context, key string, v version) (lastVali
 			return lastValid{note: noteCreated}, nil
 		}
 		kv := resp.Kvs[0]
-		if _, err := parseValue(kind, name, kv.Value); err == nil {
+		if _, err := parseValue(w.cfg.Targets, kind, name, kv.Value); err == nil {
 			return lastValid{value: kv.Value, found: true,
 				note: fmt.Sprintf("using the last valid value %q (revision %d)", kv.Value, kv.ModRevision)}, nil
 		}
@@ -118,7 +118,7 @@ func (w *Watcher) resolve(ctx context.Context, m *model, all bool) bool {
 		}
 		var val any
 		if lv.found {
-			val, _ = parseValue(kind, name, lv.value)
+			val, _ = parseValue(w.cfg.Targets, kind, name, lv.value)
 		}
 		if f.resolve(val, lv.found, lv.note) {
 			changed = true

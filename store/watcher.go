@@ -44,6 +44,10 @@ type Config struct {
 	ResolveInterval time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Targets restricts the addresses an addr or status-url may name; a
+	// value outside it is rejected like any invalid value. The zero value
+	// is the default policy.
+	Targets TargetPolicy
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -264,6 +268,7 @@ func (w *Watcher) notify() {
 // Run.
 func (w *Watcher) Run(ctx context.Context) error {
 	m := newModel(w.keys)
+	m.targets = w.cfg.Targets
 	needList := true
 	backoff := w.cfg.MinBackoff
 	for ctx.Err() == nil {

@@ -37,7 +37,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	cfg := &o.cfg
 	fs := flag.NewFlagSet("dispatcher", flag.ContinueOnError)
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "replica name; also the embedded etcd member's name")
-	fs.StringVar(&cfg.ListenHTTP, "listen-http", cfg.ListenHTTP, "address of the HTTP API (get-tcp-ip, /v1/*, /healthz, /readyz, /metrics)")
+	fs.StringVar(&cfg.ListenHTTP, "listen-http", cfg.ListenHTTP, "address of the HTTP API (get-tcp-ip, /healthz, /readyz; and /v1/*, /metrics unless --listen-admin is set)")
 	fs.StringVar(&cfg.Prefix, "prefix", cfg.Prefix, "etcd key prefix")
 	fs.StringVar(&o.endpoints, "etcd-endpoints", "", "comma-separated client URLs of an existing etcd cluster; when set, no member is embedded")
 	fs.DurationVar(&cfg.EtcdDialTimeout, "etcd-dial-timeout", cfg.EtcdDialTimeout, "timeout for connecting to etcd (serving never waits for it)")
@@ -83,6 +83,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.DurationVar(&cfg.Probe.ReportTTL, "report-ttl", cfg.Probe.ReportTTL, "how long replicas use a load report after the leader pulled it; must exceed --load-refresh")
 	fs.DurationVar(&cfg.API.LameDuck, "shutdown-delay", cfg.API.LameDuck, "lame-duck window on shutdown: /readyz fails while get-tcp-ip still answers")
 	fs.BoolVar(&cfg.API.MetricsPerServer, "metrics-per-server", cfg.API.MetricsPerServer, "export the tcpdispatch_server_* series, five per registered server (about 50,000 series at 10,000 servers)")
+	securityFlags(fs, cfg)
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
