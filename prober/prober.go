@@ -87,7 +87,9 @@ type Config struct {
 	// round) before Run returns ErrSelfFault. Default 3.
 	SelfFaultRounds int
 	// SelfFaultBackoff is how long a leader that gave up for ErrSelfFault
-	// stays out of the election (applied by the caller). Default 30s.
+	// stays out of the election (applied by the caller). Default 10s: long
+	// enough for another replica to take over and probe, short enough that
+	// the replica is a candidate again before another fault needs it.
 	SelfFaultBackoff time.Duration
 	// OpinionTimeout bounds one request for a second opinion. Zero (the
 	// default) means Timeout + 500ms; else it must exceed Timeout.
@@ -120,7 +122,7 @@ func DefaultConfig() Config {
 		SuspectShare:     0.5,
 		SuspectMin:       2,
 		SelfFaultRounds:  3,
-		SelfFaultBackoff: 30 * time.Second,
+		SelfFaultBackoff: 10 * time.Second,
 	}
 }
 
