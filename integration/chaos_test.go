@@ -663,7 +663,7 @@ func acceptAll(ln net.Listener) {
 // TestChaosLoop is make chaos: CHAOS_ROUNDS rounds (default 3 in make
 // test) of a fault drawn with CHAOS_SEED from SIGKILL of the leader (1),
 // SIGSTOP beyond the TTL (3), a minority partition of the leader (6) and
-// the leader's host losing its route to the tcp-servers only (14), on
+// the leader's host losing its route to the tcp-servers only (15), on
 // a cluster in network namespaces, with every invariant checked after each
 // round and a summary table at the end.
 func TestChaosLoop(t *testing.T) {
@@ -703,7 +703,8 @@ func TestChaosLoop(t *testing.T) {
 				failovers++
 				maxFailover = max(maxFailover, d)
 			case "route-loss-leader":
-				d := ch.routeLossLeader(lab, rng.IntN(2) == 1, 6*time.Second)
+				// Alternately deleted and through a dead gateway.
+				d := ch.routeLossLeader(lab, faults[kind]%2 == 0, 6*time.Second)
 				failovers++
 				maxFailover = max(maxFailover, d)
 			}

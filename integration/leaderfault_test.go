@@ -272,7 +272,7 @@ func TestLeaderRouteLoss(t *testing.T) {
 	}
 }
 
-// routeLossLeader is fault 14, in the chaos loop: the leader's host loses
+// routeLossLeader is fault 15, in the chaos loop: the leader's host loses
 // its route to the tcp-servers (deleted, or through a dead gateway) for d
 // while etcd stays reachable. Every server stays served (the round's I2
 // and I5), and leadership moves to a replica that can probe. It returns
@@ -294,18 +294,97 @@ func (ch *chaos) routeLossLeader(lab *netLab, deadGateway bool, d time.Duration)
 		return errNotYet
 	})
 	took := time.Since(cut)
-	t.Logf("14: %s: leadership moved %v after the fault", f.name, took.Round(time.Millisecond))
+	t.Logf("15: %s: leadership moved %v after the fault", f.name, took.Round(time.Millisecond))
 	for _, r := range ch.replicas {
 		v, err := r.servers()
 		if err != nil {
-			t.Fatalf("14: %s: %v", r.name, err)
+			t.Fatalf("15: %s: %v", r.name, err)
 		}
 		for _, s := range v.Servers {
 			if !s.Eligible {
-				t.Errorf("14: %s stopped serving %s while only the leader's route was lost", r.name, s.ID)
+				t.Errorf("15: %s stopped serving %s while only the leader's route was lost", r.name, s.ID)
 			}
 		}
 	}
 	time.Sleep(time.Until(cut.Add(d)))
 	return took
+}
+
+// massOutage SIGKILLs every server in ids at once, records get-tcp-ip for
+// d, and returns the share of answers that named a live server and how
+// long the dead stayed in any replica's answers (d if to the end).
+func massOutage(t *testing.T, c *cluster, servers map[string]*tcpServer, ids []string, d time.Duration) (live float64, out time.Duration) {
+	t.Helper()
+	rec := c.record()
+	dead := map[string]bool{}
+	for _, id := range ids {
+		servers[id].kill()
+		dead[id] = true
+	}
+	killed := time.Now()
+	time.Sleep(d)
+	rec.stop()
+	rec.mu.Lock()
+	var n, ok int
+	var last time.Time
+	for _, a := range rec.answers {
+		if a.at.Before(killed) {
+			continue
+		}
+		n++
+		if a.err == nil && !dead[a.id] {
+			ok++
+		}
+		if a.err == nil && dead[a.id] && a.at.After(last) {
+			last = a.at
+		}
+	}
+	rec.mu.Unlock()
+	for _, id := range ids {
+		servers[id].start()
+	}
+	c.waitEligible(c.replicas, len(servers))
+	if last.After(killed) {
+		out = last.Sub(killed)
+	}
+	return float64(ok) / float64(max(1, n)), out
+}
+
+// TestMassRemovalPolicies measures what each config/mass-removal value does
+// in the leader-fault scenario (the leader out of file descriptors) and in
+// a real mass outage (two of three tcp-servers SIGKILLed at once), for
+// docs/BALANCING.md. The default (no key) must remove really dead servers
+// within the usual detection bound; hold keeps serving them.
+func TestMassRemovalPolicies(t *testing.T) {
+	c := startCluster(t, clusterOpts{replicas: 3, extra: coreFlags})
+	servers := map[string]*tcpServer{}
+	for _, id := range []string{"tcp1", "tcp2", "tcp3"} {
+		servers[id] = c.startTCPServer(id)
+		c.etcdctl("put", c.prefix+"servers/"+id+"/addr", servers[id].addr)
+	}
+	c.waitEligible(c.replicas, 3)
+	bound := fall*probeInterval + time.Second
+	for _, policy := range []string{"", "hold", "apply"} {
+		name := policy
+		if policy == "" {
+			name = "default"
+		} else {
+			c.etcdctl("put", c.prefix+"config/mass-removal", policy)
+		}
+		r := runLeaderFault(t, c, servers, fdFault(), "tcp3", 8*time.Second)
+		r.check(t, name+": leader out of fds")
+		live, out := massOutage(t, c, servers, []string{"tcp1", "tcp2"}, 8*time.Second)
+		t.Logf("%s: mass outage (2 of 3 killed): %.1f%% of answers over 8s named a live server; the dead were answered until %v after SIGKILL",
+			name, 100*live, out.Round(time.Millisecond))
+		switch policy {
+		case "hold":
+			if out < 7*time.Second {
+				t.Errorf("hold: the dead left the answers %v after SIGKILL; want them held", out)
+			}
+		default:
+			if out > bound {
+				t.Errorf("%s: the dead were answered %v after SIGKILL; want <= %v", name, out, bound)
+			}
+		}
+	}
 }
