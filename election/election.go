@@ -29,6 +29,9 @@
 //     gap is still seen), a fenced Txn fails its fence compare, or Run's ctx
 //     is cancelled. context.Cause of the lead context wraps [ErrNotLeader] for a
 //     detected loss.
+//   - A term ended with [Leadership.StepDown] resigns its key once the lead
+//     function returns, and Run does not campaign again before the back-off
+//     has passed.
 //   - Every goroutine Run starts has exited when Run returns. (The etcd
 //     client keeps its own connection, lease and watch goroutines; the ones
 //     serving a term exit as the term's context is cancelled.)

@@ -210,9 +210,9 @@ func (p *proc) pid() string {
 	return strconv.Itoa(p.cmd.Process.Pid)
 }
 
-// TestLeaderOutOfFDs is issue 9's first acceptance fault: the leader can
-// open no new socket while every tcp-server is fine.
-func TestLeaderOutOfFDs(t *testing.T) {
+// startServed starts three replicas (coreFlags) and three registered
+// tcp-servers, and waits until every replica serves them.
+func startServed(t *testing.T) (*cluster, map[string]*tcpServer) {
 	c := startCluster(t, clusterOpts{replicas: 3, extra: coreFlags})
 	servers := map[string]*tcpServer{}
 	for _, id := range []string{"tcp1", "tcp2", "tcp3"} {
@@ -220,6 +220,13 @@ func TestLeaderOutOfFDs(t *testing.T) {
 		c.etcdctl("put", c.prefix+"servers/"+id+"/addr", servers[id].addr)
 	}
 	c.waitEligible(c.replicas, 3)
+	return c, servers
+}
+
+// TestLeaderOutOfFDs is issue 9's first acceptance fault: the leader can
+// open no new socket while every tcp-server is fine.
+func TestLeaderOutOfFDs(t *testing.T) {
+	c, servers := startServed(t)
 	if p := os.Getenv("LEADERFAULT_MASS_REMOVAL"); p != "" {
 		c.etcdctl("put", c.prefix+"config/mass-removal", p)
 	}
@@ -356,13 +363,7 @@ func massOutage(t *testing.T, c *cluster, servers map[string]*tcpServer, ids []s
 // docs/BALANCING.md. The default (no key) must remove really dead servers
 // within the usual detection bound; hold keeps serving them.
 func TestMassRemovalPolicies(t *testing.T) {
-	c := startCluster(t, clusterOpts{replicas: 3, extra: coreFlags})
-	servers := map[string]*tcpServer{}
-	for _, id := range []string{"tcp1", "tcp2", "tcp3"} {
-		servers[id] = c.startTCPServer(id)
-		c.etcdctl("put", c.prefix+"servers/"+id+"/addr", servers[id].addr)
-	}
-	c.waitEligible(c.replicas, 3)
+	c, servers := startServed(t)
 	bound := fall*probeInterval + time.Second
 	for _, policy := range []string{"", "hold", "apply"} {
 		name := policy

@@ -11,6 +11,14 @@
 // changed meaningfully (5 points of load, 5% of conns, a state change) or
 // every LoadRefresh.
 //
+// A failed probe is a verdict on the server only when the failure came from
+// the network or the server: errors that describe the prober's own host
+// (see classify.go) leave the server as it was. A round that would take
+// more than Config.SuspectShare of the up servers down at once waits for
+// other replicas to confirm (see judge, OpinionHandler and Directory), and
+// a leader that keeps failing its own checks returns ErrSelfFault so that
+// its caller steps down.
+//
 // A prober runs only while its replica leads: Run receives the leadership
 // context and returns when it is cancelled. A new leader starts from the
 // health records already in etcd, so a failover neither marks every server
