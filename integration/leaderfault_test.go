@@ -32,6 +32,7 @@ type leaderFault struct {
 
 // leaderFaultResult is what one run of a leader fault measured.
 type leaderFaultResult struct {
+	bound     time.Duration // item 2's bound for the cluster's flags
 	leader    string
 	answers   int // get-tcp-ip calls during the fault
 	live      int // of them, answers naming a server alive at the time
@@ -47,12 +48,20 @@ func (r leaderFaultResult) String() string {
 	return fmt.Sprintf("leader %s: %d answers during the fault, %d (%.2f%%) named a live server, %d more the killed one within the bound, %d errors; "+
 		"leadership moved after %v; killed server out of every replica's answers %v after SIGKILL (bound %v); %d SDK dials failed; I1 violations %d",
 		r.leader, r.answers, r.live, 100*float64(r.live)/float64(max(1, r.answers)), r.grace, r.failed,
-		r.moved.Round(time.Millisecond), r.detected.Round(time.Millisecond), leaderFaultBound, r.sdkFailed, len(r.epochs))
+		r.moved.Round(time.Millisecond), r.detected.Round(time.Millisecond), r.bound, r.sdkFailed, len(r.epochs))
 }
 
-// runLeaderFault injects f on the leader for d, SIGKILLs victim one probe
-// interval into it, and measures. The victim is restarted after the heal.
+// runLeaderFault injects f on the leader for d, SIGKILLs victim 500ms into
+// it, and measures against item 2's bound for coreFlags. The victim is
+// restarted after the heal.
 func runLeaderFault(t *testing.T, c *cluster, servers map[string]*tcpServer, f leaderFault, victim string, d time.Duration) leaderFaultResult {
+	t.Helper()
+	return runLeaderFaultBound(t, c, servers, f, victim, d, leaderFaultBound)
+}
+
+// runLeaderFaultBound is runLeaderFault for a cluster whose flags give
+// bound.
+func runLeaderFaultBound(t *testing.T, c *cluster, servers map[string]*tcpServer, f leaderFault, victim string, d, bound time.Duration) leaderFaultResult {
 	t.Helper()
 	l := c.waitLeader(t, c.replicas)
 	old := mustEpoch(t, l)
@@ -83,10 +92,10 @@ func runLeaderFault(t *testing.T, c *cluster, servers map[string]*tcpServer, f l
 			time.Sleep(50 * time.Millisecond)
 		}
 	})
-	time.Sleep(probeInterval)
+	time.Sleep(500 * time.Millisecond)
 	servers[victim].kill()
 	killedAt := time.Now()
-	eventually(t, leaderFaultBound+10*time.Second, victim+" not eligible on any replica", func() error {
+	eventually(t, bound+10*time.Second, victim+" not eligible on any replica", func() error {
 		for _, r := range c.replicas {
 			v, err := r.servers()
 			if err != nil {
@@ -105,7 +114,7 @@ func runLeaderFault(t *testing.T, c *cluster, servers map[string]*tcpServer, f l
 	healedAt := time.Now()
 	rec.stop()
 
-	res := leaderFaultResult{leader: l.name, moved: moved}
+	res := leaderFaultResult{bound: bound, leader: l.name, moved: moved}
 	rec.mu.Lock()
 	var last time.Time
 	for _, a := range rec.answers {
@@ -118,7 +127,7 @@ func runLeaderFault(t *testing.T, c *cluster, servers map[string]*tcpServer, f l
 			res.failed++
 		case a.id != victim || a.at.Before(killedAt):
 			res.live++
-		case a.at.Before(killedAt.Add(leaderFaultBound)):
+		case a.at.Before(killedAt.Add(bound)):
 			res.grace++
 		}
 		if a.err == nil && a.id == victim && a.at.After(last) {
@@ -146,8 +155,8 @@ func (r leaderFaultResult) check(t *testing.T, name string) {
 	if r.answers == 0 || float64(r.live+r.grace) < 0.99*float64(r.answers) {
 		t.Errorf("%s: %d of %d answers named a live server (or the killed one within the bound); want >= 99%%", name, r.live+r.grace, r.answers)
 	}
-	if r.detected > leaderFaultBound {
-		t.Errorf("%s: the killed server was answered %v after SIGKILL; want <= %v", name, r.detected, leaderFaultBound)
+	if r.detected > r.bound {
+		t.Errorf("%s: the killed server was answered %v after SIGKILL; want <= %v", name, r.detected, r.bound)
 	}
 	if r.moved == 0 {
 		t.Errorf("%s: leadership did not move away from the leader that cannot probe", name)
@@ -210,10 +219,10 @@ func (p *proc) pid() string {
 	return strconv.Itoa(p.cmd.Process.Pid)
 }
 
-// startServed starts three replicas (coreFlags) and three registered
+// startServed starts three replicas with flags and three registered
 // tcp-servers, and waits until every replica serves them.
-func startServed(t *testing.T) (*cluster, map[string]*tcpServer) {
-	c := startCluster(t, clusterOpts{replicas: 3, extra: coreFlags})
+func startServed(t *testing.T, flags ...string) (*cluster, map[string]*tcpServer) {
+	c := startCluster(t, clusterOpts{replicas: 3, extra: flags})
 	servers := map[string]*tcpServer{}
 	for _, id := range []string{"tcp1", "tcp2", "tcp3"} {
 		servers[id] = c.startTCPServer(id)
@@ -226,11 +235,20 @@ func startServed(t *testing.T) (*cluster, map[string]*tcpServer) {
 // TestLeaderOutOfFDs is issue 9's first acceptance fault: the leader can
 // open no new socket while every tcp-server is fine.
 func TestLeaderOutOfFDs(t *testing.T) {
-	c, servers := startServed(t)
+	c, servers := startServed(t, coreFlags...)
 	if p := os.Getenv("LEADERFAULT_MASS_REMOVAL"); p != "" {
 		c.etcdctl("put", c.prefix+"config/mass-removal", p)
 	}
 	runLeaderFault(t, c, servers, fdFault(), "tcp3", 12*time.Second).check(t, "fd")
+}
+
+// TestLeaderOutOfFDsDefaults is TestLeaderOutOfFDs with the shipped
+// defaults (--fall 2, --probe-interval 1s, --leader-ttl 3s): the bound is
+// 2 × 1s + 3s + 3s = 8s.
+func TestLeaderOutOfFDsDefaults(t *testing.T) {
+	c, servers := startServed(t, "--shutdown-delay", "500ms")
+	const bound = 2*time.Second + 3*time.Second + 3*time.Second
+	runLeaderFaultBound(t, c, servers, fdFault(), "tcp3", 15*time.Second, bound).check(t, "fd, shipped defaults")
 }
 
 // routeFault makes the replica's namespace lose its route to the
@@ -363,7 +381,7 @@ func massOutage(t *testing.T, c *cluster, servers map[string]*tcpServer, ids []s
 // docs/BALANCING.md. The default (no key) must remove really dead servers
 // within the usual detection bound; hold keeps serving them.
 func TestMassRemovalPolicies(t *testing.T) {
-	c, servers := startServed(t)
+	c, servers := startServed(t, coreFlags...)
 	bound := fall*probeInterval + time.Second
 	for _, policy := range []string{"", "hold", "apply"} {
 		name := policy
