@@ -175,8 +175,8 @@ func mustEpoch(t *testing.T, r *replica) int64 {
 	return s.LeaderEpoch
 }
 
-// fdFault lowers the replica's soft RLIMIT_NOFILE to the descriptors it holds,
-// so that it can open no new socket (prlimit, util-linux), and restores it.
+// fdFault lowers the replica's soft RLIMIT_NOFILE so that it can open no
+// new socket (prlimit, util-linux), and restores it.
 func fdFault() leaderFault {
 	var saved string
 	return leaderFault{
@@ -196,9 +196,22 @@ func fdFault() leaderFault {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The limit is the lowest free descriptor number: no new one
+			// fits below it, so every socket() fails with EMFILE until one
+			// below is closed (then one fits), as in a real exhaustion.
 			// The soft limit only: without CAP_SYS_RESOURCE a lowered hard
 			// limit could not be raised again.
-			n := strconv.Itoa(len(fds))
+			open := map[int]bool{}
+			for _, fd := range fds {
+				if n, err := strconv.Atoi(fd.Name()); err == nil {
+					open[n] = true
+				}
+			}
+			free := 0
+			for open[free] {
+				free++
+			}
+			n := strconv.Itoa(free)
 			if out, err := exec.Command("prlimit", "--pid", pid, "--nofile="+n+":"+f[1]).CombinedOutput(); err != nil {
 				t.Fatalf("prlimit: %v\n%s", err, out)
 			}
