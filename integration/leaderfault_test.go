@@ -322,6 +322,7 @@ func (ch *chaos) routeLossLeader(lab *netLab, deadGateway bool, d time.Duration)
 	f := routeFault(lab, deadGateway)
 	f.inject(t, l)
 	cut := time.Now()
+	t.Logf("15: %s: %s on %s (epoch %d)", cut.UTC().Format("15:04:05.000"), f.name, l.name, old)
 	defer f.heal(t, l)
 	eventually(t, 15*time.Second, "a replica that can probe leads", func() error {
 		for _, r := range ch.others(l) {
