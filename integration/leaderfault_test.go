@@ -324,14 +324,7 @@ func (ch *chaos) routeLossLeader(lab *netLab, deadGateway bool, d time.Duration)
 	cut := time.Now()
 	t.Logf("15: %s: %s on %s (epoch %d)", cut.UTC().Format("15:04:05.000"), f.name, l.name, old)
 	defer f.heal(t, l)
-	eventually(t, 15*time.Second, "a replica that can probe leads", func() error {
-		for _, r := range ch.others(l) {
-			if s, err := r.status(); err == nil && s.IsLeader && s.LeaderEpoch > old {
-				return nil
-			}
-		}
-		return errNotYet
-	})
+	ch.waitOtherLeads(l, old, "a replica that can probe leads")
 	took := time.Since(cut)
 	t.Logf("15: %s: leadership moved %v after the fault", f.name, took.Round(time.Millisecond))
 	for _, r := range ch.replicas {
@@ -420,4 +413,18 @@ func TestMassRemovalPolicies(t *testing.T) {
 			}
 		}
 	}
+}
+
+// waitOtherLeads waits up to 15s until a replica other than l leads with
+// an epoch above old.
+func (ch *chaos) waitOtherLeads(l *replica, old int64, what string) {
+	ch.t.Helper()
+	eventually(ch.t, 15*time.Second, what, func() error {
+		for _, r := range ch.others(l) {
+			if s, err := r.status(); err == nil && s.IsLeader && s.LeaderEpoch > old {
+				return nil
+			}
+		}
+		return errNotYet
+	})
 }

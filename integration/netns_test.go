@@ -220,14 +220,7 @@ func (ch *chaos) partitionLeader(lab *netLab, d time.Duration) time.Duration {
 	lab.cut(idx)
 	cut := time.Now()
 	defer lab.heal(idx)
-	eventually(t, 15*time.Second, "majority elects a new leader", func() error {
-		for _, r := range ch.others(l) {
-			if s, err := r.status(); err == nil && s.IsLeader && s.LeaderEpoch > old {
-				return nil
-			}
-		}
-		return errNotYet
-	})
+	ch.waitOtherLeads(l, old, "majority elects a new leader")
 	took := time.Since(cut)
 	eventually(t, 15*time.Second, "minority steps down and reports its stale snapshot", func() error {
 		s, err := l.status()
