@@ -249,9 +249,6 @@ func startServed(t *testing.T, flags ...string) (*cluster, map[string]*tcpServer
 // open no new socket while every tcp-server is fine.
 func TestLeaderOutOfFDs(t *testing.T) {
 	c, servers := startServed(t, coreFlags...)
-	if p := os.Getenv("LEADERFAULT_MASS_REMOVAL"); p != "" {
-		c.etcdctl("put", c.prefix+"config/mass-removal", p)
-	}
 	runLeaderFault(t, c, servers, fdFault(), "tcp3", 12*time.Second).check(t, "fd")
 }
 
