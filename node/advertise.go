@@ -4,7 +4,16 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"time"
 )
+
+// announceTTL is the lease of a replica's announcement: far longer than the
+// leader's, so that an etcd that is slow to renew leases for a few seconds
+// does not empty the replica list a suspect leader asks (a dead replica
+// listed meanwhile costs one refused or timed-out request).
+func announceTTL(leaderTTL time.Duration) time.Duration {
+	return max(30*time.Second, leaderTTL)
+}
 
 // advertisedHTTP returns the base URL other replicas use to reach this
 // replica's HTTP API: adv when set, else the listener's address, with the

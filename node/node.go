@@ -135,7 +135,7 @@ func (n *Node) Run(ctx context.Context) error {
 	// Second opinions: every replica announces where it answers and
 	// probes for the leader on request.
 	dir, err := prober.NewDirectory(cli, watcher.Keys(), cfg.Name, advertisedHTTP(cfg.AdvertiseHTTP, ln.Addr()),
-		cfg.LeaderTTL, ecfg.OpTimeout, n.log.WithField("component", "directory"))
+		announceTTL(cfg.LeaderTTL), ecfg.OpTimeout, n.log.WithField("component", "directory"))
 	if err != nil {
 		return err
 	}

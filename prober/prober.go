@@ -252,6 +252,11 @@ type Prober struct {
 	metrics *metrics
 	class   classifier
 	peers   Peers // nil: no second opinions
+
+	// lastPeers is the last non-empty peer list, seen at lastPeersAt; only
+	// Run's goroutine uses them (see listPeers).
+	lastPeers   []Peer
+	lastPeersAt time.Time
 }
 
 // UsePeers makes a suspect round ask peers for a second opinion (see
@@ -543,7 +548,7 @@ func (p *Prober) hasPeers(ctx context.Context) bool {
 	if p.peers == nil {
 		return false
 	}
-	peers, err := p.peers.Peers(ctx)
+	peers, err := p.listPeers(ctx)
 	return err != nil || len(peers) > 0
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -29,7 +30,8 @@ var ErrSelfFault = errors.New("prober: the leader cannot probe")
 // servers. The leader then asks every other replica to probe those addrs
 // (askPeers): a down-verdict is applied when a majority of the replicas that
 // could probe the addr failed it too, and held otherwise. Without any other
-// replica registered there is nobody to ask and the round applies as is; if
+// replica registered (nor seen within peerMemory) there is nobody to ask and
+// the round applies as is; if
 // replicas are registered but none answers, every down-verdict of the round
 // is held (up-verdicts are always applied).
 func (p *Prober) judge(ctx context.Context, targets []target, trackers map[string]*tracker, token string) (fault string) {
@@ -70,12 +72,14 @@ func (p *Prober) judge(ctx context.Context, targets []target, trackers map[strin
 	if p.peers == nil {
 		return fault
 	}
-	peers, err := p.peers.Peers(ctx)
+	peers, err := p.listPeers(ctx)
 	switch {
 	case err != nil:
 		return hold(fmt.Sprintf("%d of %d up servers failed at once and the replica list is unreadable: %v", len(cands), up, err))
 	case len(peers) == 0:
-		return fault // nobody to ask: a lone replica trusts its probes
+		// Nobody to ask: a lone replica trusts its probes.
+		p.log.WithField("servers", len(cands)).Warn("suspect round: no other replica is listed; applying the down-verdicts")
+		return fault
 	case token == "":
 		return hold("the opinion token is not written yet")
 	}
@@ -114,6 +118,28 @@ func (p *Prober) judge(ctx context.Context, targets []target, trackers map[strin
 	}
 	log.Info("suspect round: other replicas confirm the down-verdicts")
 	return fault
+}
+
+// peerMemory is how long a prober keeps asking the replicas it last saw
+// listed when the list comes back empty: announcements live on leases, and
+// an etcd in trouble can expire them all at once, which must not make a
+// leader believe it is alone and apply a mass verdict unconfirmed.
+const peerMemory = 5 * time.Minute
+
+// listPeers lists the other replicas; an empty list is replaced by the
+// last non-empty one seen within peerMemory. It is called from Run only.
+func (p *Prober) listPeers(ctx context.Context) ([]Peer, error) {
+	peers, err := p.peers.Peers(ctx)
+	now := p.cfg.Now()
+	switch {
+	case err != nil:
+		return nil, err
+	case len(peers) > 0:
+		p.lastPeers, p.lastPeersAt = peers, now
+	case now.Sub(p.lastPeersAt) < peerMemory:
+		peers = p.lastPeers
+	}
+	return peers, nil
 }
 
 // writeToken writes a fresh opinion token for this term, fenced, and

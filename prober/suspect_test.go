@@ -346,3 +346,49 @@ func TestOpinionHandler(t *testing.T) {
 type staticToken string
 
 func (s staticToken) Token(context.Context, bool) (string, error) { return string(s), nil }
+
+// switchPeers lists its peers while on is set; it is called from one
+// goroutine.
+type switchPeers struct {
+	peers peerList
+	on    bool
+}
+
+func (s *switchPeers) Peers(context.Context) ([]Peer, error) {
+	if s.on {
+		return s.peers, nil
+	}
+	return nil, nil
+}
+
+// TestListPeersRemembers: a replica list that empties (announcement leases
+// expired while etcd was slow) does not make the leader a lone replica for
+// peerMemory.
+func TestListPeersRemembers(t *testing.T) {
+	now := time.Unix(1000, 0)
+	cfg := testConfig()
+	cfg.Now = func() time.Time { return now }
+	p, _ := newTestProber(t, cfg, store.Keys{}, nil)
+	sp := &switchPeers{peers: peerList{{Name: "b", URL: "http://127.0.0.1:1"}}}
+	p.UsePeers(sp)
+	ctx := context.Background()
+	if got, _ := p.listPeers(ctx); len(got) != 0 {
+		t.Fatalf("never seen any: %v; want none", got)
+	}
+	sp.on = true
+	if got, _ := p.listPeers(ctx); len(got) != 1 {
+		t.Fatalf("listed: %v; want b", got)
+	}
+	sp.on = false
+	now = now.Add(peerMemory - time.Second)
+	if got, _ := p.listPeers(ctx); len(got) != 1 || got[0].Name != "b" {
+		t.Errorf("list emptied within the memory: %v; want b remembered", got)
+	}
+	if !p.hasPeers(ctx) {
+		t.Error("hasPeers = false within the memory")
+	}
+	now = now.Add(2 * time.Second)
+	if got, _ := p.listPeers(ctx); len(got) != 0 {
+		t.Errorf("list empty past the memory: %v; want none", got)
+	}
+}
