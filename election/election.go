@@ -29,6 +29,9 @@
 //     gap is still seen), a fenced Txn fails its fence compare, or Run's ctx
 //     is cancelled. context.Cause of the lead context wraps [ErrNotLeader] for a
 //     detected loss.
+//   - A term ended with [Leadership.StepDown] resigns its key once the lead
+//     function returns, and Run does not campaign again before the back-off
+//     has passed.
 //   - Every goroutine Run starts has exited when Run returns. (The etcd
 //     client keeps its own connection, lease and watch goroutines; the ones
 //     serving a term exit as the term's context is cancelled.)
@@ -227,12 +230,19 @@ func (e *Election) Run(ctx context.Context, lead func(ctx context.Context, l *Le
 	}
 	defer e.running.Store(false)
 	for {
-		err := e.runOnce(ctx, lead)
+		backoff, err := e.runOnce(ctx, lead)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
 			e.log.WithError(err).Warn("election attempt failed")
+		}
+		if backoff > 0 {
+			e.log.WithField("backoff", backoff).Warn("stepped down; staying out of the election")
+			if !e.wait(ctx, backoff) {
+				return nil
+			}
+			continue
 		}
 		if !e.pause(ctx) {
 			return nil
@@ -247,18 +257,18 @@ func (e *Election) IsLeader() bool { return e.leader.Load() }
 
 // runOnce creates a session, campaigns, and leads at most one term. A fresh
 // session per term means a fresh leader key, so every term has a new epoch.
-func (e *Election) runOnce(ctx context.Context, lead func(context.Context, *Leadership) error) error {
+// It returns the back-off a term asked for with Leadership.StepDown.
+func (e *Election) runOnce(ctx context.Context, lead func(context.Context, *Leadership) error) (time.Duration, error) {
 	s, err := e.newSession(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer e.closeSession(ctx, s)
 	el, rev, err := e.campaign(ctx, s)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	e.leadTerm(ctx, s, el, rev, lead)
-	return nil
+	return e.leadTerm(ctx, s, el, rev, lead), nil
 }
 
 // newSession grants a lease with an OpTimeout-bounded call and keeps it alive
@@ -341,7 +351,7 @@ func (e *Election) campaign(ctx context.Context, s *concurrency.Session) (*concu
 
 // leadTerm runs lead for one term and returns once lead and the loss
 // watcher have returned and, unless leadership was lost, the key is resigned.
-func (e *Election) leadTerm(ctx context.Context, s *concurrency.Session, el *concurrency.Election, rev int64, lead func(context.Context, *Leadership) error) {
+func (e *Election) leadTerm(ctx context.Context, s *concurrency.Session, el *concurrency.Election, rev int64, lead func(context.Context, *Leadership) error) time.Duration {
 	leaderCtx, cancel := context.WithCancelCause(ctx)
 	l := &Leadership{
 		key: el.Key(), name: e.cfg.Name, epoch: el.Rev(), revision: rev,
@@ -370,16 +380,18 @@ func (e *Election) leadTerm(ctx context.Context, s *concurrency.Session, el *con
 	if err != nil && !(cancelled && errors.Is(err, context.Canceled)) {
 		l.log.WithError(err).Warn("lead function failed")
 	}
+	backoff := time.Duration(l.backoff.Load())
 	if l.lost != nil {
-		return // the key is gone or not ours to trust; closeSession revokes what is left
+		return backoff // the key is gone or not ours to trust; closeSession revokes what is left
 	}
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.OpTimeout)
 	defer rcancel()
 	if err := el.Resign(rctx); err != nil {
 		l.log.WithError(err).Warn("resign leadership")
-		return
+		return backoff
 	}
 	l.log.Info("resigned leadership")
+	return backoff
 }
 
 // watchLease ends l as lost when s ends or the lease's keep-alives go
@@ -512,7 +524,11 @@ func (e *Election) pauseShort(ctx context.Context) bool {
 
 // pause waits a jittered RetryInterval; it reports false if ctx ended first.
 func (e *Election) pause(ctx context.Context) bool {
-	d := time.Duration(float64(e.cfg.RetryInterval) * (0.8 + 0.4*rand.Float64()))
+	return e.wait(ctx, time.Duration(float64(e.cfg.RetryInterval)*(0.8+0.4*rand.Float64())))
+}
+
+// wait waits d; it reports false if ctx ended first.
+func (e *Election) wait(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -534,9 +550,24 @@ type Leadership struct {
 	opTimeout time.Duration
 	log       *logrus.Entry
 
-	once   sync.Once
-	cancel context.CancelCauseFunc // cancels the term's context
-	lost   error                   // why the term was lost; nil if it ended otherwise; written under once
+	once    sync.Once
+	cancel  context.CancelCauseFunc // cancels the term's context
+	lost    error                   // why the term was lost; nil if it ended otherwise; written under once
+	backoff atomic.Int64            // StepDown's back-off, in nanoseconds
+}
+
+// errSteppedDown ends a term given up with StepDown.
+var errSteppedDown = errors.New("election: leader stepped down")
+
+// StepDown ends the term on the leader's own initiative: the term's context
+// is cancelled at once, the key is resigned once the lead function has
+// returned (a successor can win within milliseconds), and Run stays out of
+// the election for backoff before campaigning again. Use it when this
+// replica cannot do the leader's work but another could. It does not block;
+// only the first end of a term counts.
+func (l *Leadership) StepDown(backoff time.Duration) {
+	l.backoff.CompareAndSwap(0, int64(max(0, backoff)))
+	l.end(errSteppedDown, false)
 }
 
 // Key returns the term's leader key, Prefix+"/"+<lease ID in hex>.

@@ -484,3 +484,65 @@ func TestNewDefaultsAndRounding(t *testing.T) {
 		}
 	}
 }
+
+// TestStepDownBacksOff: a leader that steps down resigns at once, a
+// follower takes over, and the stepped-down replica does not campaign for
+// its back-off even when the follower's term ends.
+func TestStepDownBacksOff(t *testing.T) {
+	m := etcdtest.Start(t)
+	const backoff = 1500 * time.Millisecond
+	cfg := Config{Name: "a", Prefix: testPrefix, TTL: 2 * time.Second, RetryInterval: 100 * time.Millisecond, OpTimeout: time.Second}
+	e, err := New(cfg, m.Client(t), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	terms := make(chan *Leadership, 4)
+	runErr := make(chan error, 1)
+	n := 0 // terms so far; only Run's goroutine touches it
+	go func() {
+		runErr <- e.Run(ctx, func(ctx context.Context, l *Leadership) error {
+			if n++; n == 1 {
+				l.StepDown(backoff)
+			}
+			terms <- l
+			<-ctx.Done()
+			return nil
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	var first *Leadership
+	select {
+	case first = <-terms:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a did not lead")
+	}
+	steppedDown := time.Now()
+	b := startCandidate(t, m.Client(t), "b", true)
+	tb := b.nextTerm(t, time.Second)
+	if took := time.Since(steppedDown); took > time.Second {
+		t.Errorf("b led %v after a stepped down; want a resign, not a lease expiry", took)
+	}
+	if e.IsLeader() {
+		t.Error("a reports leading after stepping down")
+	}
+	// b leaves at once; a must still stay out until its back-off ends.
+	b.stop(t)
+	waitDone(t, tb, time.Second)
+	select {
+	case l := <-terms:
+		if at := time.Since(steppedDown); at < backoff {
+			t.Errorf("a led again %v after stepping down; want >= %v", at, backoff)
+		}
+		if l.Epoch() <= first.Epoch() {
+			t.Errorf("epoch %d after %d", l.Epoch(), first.Epoch())
+		}
+	case <-time.After(backoff + 3*time.Second):
+		t.Fatal("a did not lead again after its back-off")
+	}
+}

@@ -662,7 +662,8 @@ func acceptAll(ln net.Listener) {
 
 // TestChaosLoop is make chaos: CHAOS_ROUNDS rounds (default 3 in make
 // test) of a fault drawn with CHAOS_SEED from SIGKILL of the leader (1),
-// SIGSTOP beyond the TTL (3) and a minority partition of the leader (6), on
+// SIGSTOP beyond the TTL (3), a minority partition of the leader (6) and
+// the leader's host losing its route to the tcp-servers only (15), on
 // a cluster in network namespaces, with every invariant checked after each
 // round and a summary table at the end.
 func TestChaosLoop(t *testing.T) {
@@ -683,7 +684,7 @@ func TestChaosLoop(t *testing.T) {
 	var maxFailover time.Duration
 	var violations, clientErrors int
 	for i := range rounds {
-		kind := []string{"sigkill-leader", "sigstop-leader", "partition-leader"}[rng.IntN(3)]
+		kind := []string{"sigkill-leader", "sigstop-leader", "partition-leader", "route-loss-leader"}[rng.IntN(4)]
 		faults[kind]++
 		v, e := ch.round(fmt.Sprintf("round %d (%s)", i+1, kind), func(rec *recorder) {
 			switch kind {
@@ -699,6 +700,11 @@ func TestChaosLoop(t *testing.T) {
 				}
 			case "partition-leader":
 				d := ch.partitionLeader(lab, 6*time.Second)
+				failovers++
+				maxFailover = max(maxFailover, d)
+			case "route-loss-leader":
+				// Alternately deleted and through a dead gateway.
+				d := ch.routeLossLeader(lab, faults[kind]%2 == 0, 6*time.Second)
 				failovers++
 				maxFailover = max(maxFailover, d)
 			}

@@ -44,6 +44,9 @@ func newNetLab(t testing.TB, n int) *netLab {
 	l.ip("netns", "add", l.hub)
 	l.ip("-n", l.hub, "link", "add", "br0", "type", "bridge")
 	l.ip("-n", l.hub, "addr", "add", "10.77.0.254/24", "dev", "br0")
+	// tcp-servers live on their own subnet, routed through the hub, so a
+	// replica can lose its route to them and keep its route to etcd.
+	l.ip("-n", l.hub, "addr", "add", serverNet+".254/24", "dev", "br0")
 	l.ip("-n", l.hub, "link", "set", "br0", "up")
 	l.ip("-n", l.hub, "link", "set", "lo", "up")
 	for i := range n {
@@ -55,9 +58,13 @@ func newNetLab(t testing.TB, n int) *netLab {
 		l.ip("-n", ns, "addr", "add", l.addr(i)+"/24", "dev", "eth0")
 		l.ip("-n", ns, "link", "set", "eth0", "up")
 		l.ip("-n", ns, "link", "set", "lo", "up")
+		l.ip("-n", ns, "route", "add", serverNet+".0/24", "via", "10.77.0.254")
 	}
 	return l
 }
+
+// serverNet is the /24 of the tcp-servers in a netLab (on the hub).
+const serverNet = "10.77.1"
 
 func (l *netLab) veth(i int) string { return fmt.Sprintf("vh%d", i+1) }
 func (l *netLab) addr(i int) string { return fmt.Sprintf("10.77.0.%d", i+1) }
@@ -131,8 +138,13 @@ func startNetnsCluster(t *testing.T, n int, extra ...string) (*cluster, *netLab)
 		nsClients.Store(r.http, &http.Client{Timeout: 2 * time.Second,
 			Transport: &http.Transport{DialContext: dialer(lab.nodes[i])}})
 		t.Cleanup(func() { nsClients.Delete(r.http) })
+		// The API listens on the namespace's every address: the test
+		// reaches it on loopback, the other replicas (second opinions)
+		// on 10.77.0.i.
+		port := strings.TrimPrefix(r.http, "http://127.0.0.1:")
 		args := append([]string{"netns", "exec", lab.nodes[i], filepath.Join(binDir, "dispatcher"),
-			"--name", name, "--listen-http", strings.TrimPrefix(r.http, "http://"), "--data-dir", r.dataDir,
+			"--name", name, "--listen-http", "0.0.0.0:" + port, "--advertise-http", "http://" + lab.addr(i) + ":" + port,
+			"--data-dir", r.dataDir,
 			"--listen-client-urls", r.client, "--advertise-client-urls", r.client,
 			"--listen-peer-urls", r.peer, "--initial-advertise-peer-urls", r.peer,
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-token", "ns-" + lab.prefix,
@@ -173,7 +185,7 @@ func startNetnsChaos(t *testing.T) (*chaos, *netLab) {
 	ids := []string{"tcp1", "tcp2", "tcp3"}
 	var statusURLs []string // with CHAOS_REBALANCE=on (rebalance_chaos_test.go)
 	for i, id := range ids {
-		addr := fmt.Sprintf("10.77.0.254:%d", 19001+i)
+		addr := fmt.Sprintf("%s.254:%d", serverNet, 19001+i)
 		args := []string{"netns", "exec", lab.hub, filepath.Join(binDir, "tcpserver"), "--listen", addr, "--id", id}
 		if chaosRebalanceOn() {
 			args = append(args, "--status-listen", chaosStatusAddr(i), "--idle-timeout", "1h")
@@ -220,14 +232,7 @@ func (ch *chaos) partitionLeader(lab *netLab, d time.Duration) time.Duration {
 	lab.cut(idx)
 	cut := time.Now()
 	defer lab.heal(idx)
-	eventually(t, 15*time.Second, "majority elects a new leader", func() error {
-		for _, r := range ch.others(l) {
-			if s, err := r.status(); err == nil && s.IsLeader && s.LeaderEpoch > old {
-				return nil
-			}
-		}
-		return errNotYet
-	})
+	ch.waitOtherLeads(l, old, "majority elects a new leader")
 	took := time.Since(cut)
 	eventually(t, 15*time.Second, "minority steps down and reports its stale snapshot", func() error {
 		s, err := l.status()

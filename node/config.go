@@ -30,6 +30,11 @@ type Config struct {
 	// status-url may name; nil allows all but link-local (see
 	// store.TargetPolicy).
 	AllowedTargets []netip.Prefix
+	// AdvertiseHTTP is the base URL other replicas reach this one's HTTP
+	// API at (the leader's second-opinion requests), e.g.
+	// "http://10.0.1.1:8080". Empty: the listener's address, with the
+	// host name when it listens on every interface.
+	AdvertiseHTTP string
 	// Prefix is the etcd key prefix of the layout.
 	Prefix string
 	// EtcdEndpoints selects external mode: use this etcd cluster and embed

@@ -142,6 +142,16 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 
+	// Second opinions: every replica announces where it answers and
+	// probes for the leader on request.
+	dir, err := prober.NewDirectory(cli, watcher.Keys(), cfg.Name, advertisedHTTP(cfg.AdvertiseHTTP, ln.Addr()),
+		announceTTL(cfg.LeaderTTL), ecfg.OpTimeout, n.log.WithField("component", "directory"))
+	if err != nil {
+		return err
+	}
+	prb.UsePeers(dir)
+	srv.HandleInternal(prober.OpinionPath, prb.OpinionHandler(cfg.Name, dir, 2))
+
 	snapFile := n.snapshotFile()
 	if snapFile != "" {
 		n.restore(watcher, snapFile)
@@ -185,6 +195,11 @@ func (n *Node) Run(ctx context.Context) error {
 			n.saveSnapshots(watchCtx, watcher, snapFile)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = dir.Run(watchCtx) // returns nil on cancellation only
+	}()
 	electionDone := make(chan struct{})
 	wg.Add(1)
 	go func() {
@@ -198,7 +213,12 @@ func (n *Node) Run(ctx context.Context) error {
 			if err := watcher.WaitSynced(lctx, l.Revision()); err != nil {
 				return nil // leadership ended first
 			}
-			return prb.Run(lctx, l)
+			err := prb.Run(lctx, l)
+			if errors.Is(err, prober.ErrSelfFault) {
+				// A replica that can probe should lead instead.
+				l.StepDown(cfg.Probe.SelfFaultBackoff)
+			}
+			return err
 		})
 		if err != nil {
 			fail(fmt.Errorf("election: %w", err))

@@ -11,6 +11,14 @@
 // changed meaningfully (5 points of load, 5% of conns, a state change) or
 // every LoadRefresh.
 //
+// A failed probe is a verdict on the server only when the failure came from
+// the network or the server: errors that describe the prober's own host
+// (see classify.go) leave the server as it was. A round that would take
+// more than Config.SuspectShare of the up servers down at once waits for
+// other replicas to confirm (see judge, OpinionHandler and Directory), and
+// a leader that keeps failing its own checks returns ErrSelfFault so that
+// its caller steps down.
+//
 // A prober runs only while its replica leads: Run receives the leadership
 // context and returns when it is cancelled. A new leader starts from the
 // health records already in etcd, so a failover neither marks every server
@@ -73,6 +81,33 @@ type Config struct {
 	// 1 disables smoothing. Default 0.5 (a change is half felt after one
 	// interval, 94% after four).
 	LoadSmoothing float64
+	// SuspectShare: a round whose failures would take more than this share
+	// of the up servers down at once (and at least SuspectMin of them)
+	// makes the leader suspect, and those down-verdicts wait for a second
+	// opinion from other replicas (see judge). In (0, 1]; 1 turns the
+	// check off. Default 0.5.
+	SuspectShare float64
+	// SuspectMin is the fewest down-verdicts of one round that can make it
+	// suspect. Default 2.
+	SuspectMin int
+	// SelfFaultRounds is how many consecutive rounds the leader may fail
+	// its own checks (most probes failing on its own host, or other
+	// replicas reaching servers it cannot, or nobody confirming a suspect
+	// round) before Run returns ErrSelfFault. Default 3.
+	SelfFaultRounds int
+	// SelfFaultBackoff is how long a leader that gave up for ErrSelfFault
+	// stays out of the election (applied by the caller). Default 10s: long
+	// enough for another replica to take over and probe, short enough that
+	// the replica is a candidate again before another fault needs it.
+	SelfFaultBackoff time.Duration
+	// OpinionTimeout bounds one request for a second opinion. Zero (the
+	// default) means Timeout + 500ms; else it must exceed Timeout.
+	OpinionTimeout time.Duration
+	// StarvationSlack is how late a probe's timeout, or a round, may fire
+	// before the prober counts itself starved of CPU: a timeout later than
+	// Timeout + StarvationSlack is the prober's fault, not the server's.
+	// Zero (the default) means Timeout / 2.
+	StarvationSlack time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Targets is the policy every probe and status pull dials under: a
@@ -96,6 +131,11 @@ func DefaultConfig() Config {
 		ReportTTL:       30 * time.Second,
 		LoadSmoothing:   0.5,
 		Now:             time.Now,
+
+		SuspectShare:     0.5,
+		SuspectMin:       2,
+		SelfFaultRounds:  3,
+		SelfFaultBackoff: 10 * time.Second,
 	}
 }
 
@@ -120,6 +160,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("prober: report TTL (%v) must exceed the load refresh (%v)", c.ReportTTL, c.LoadRefresh)
 	case !(c.LoadSmoothing > 0 && c.LoadSmoothing <= 1):
 		return errors.New("prober: load smoothing must be in (0, 1]")
+	case !(c.SuspectShare > 0 && c.SuspectShare <= 1):
+		return errors.New("prober: suspect share must be in (0, 1]")
+	case c.SuspectMin < 1 || c.SelfFaultRounds < 1:
+		return errors.New("prober: suspect min and self-fault rounds must be at least 1")
+	case c.SelfFaultBackoff <= 0 || c.StarvationSlack < 0:
+		return errors.New("prober: self-fault backoff must be positive and starvation slack not negative")
+	case c.OpinionTimeout != 0 && c.OpinionTimeout <= c.Timeout:
+		return fmt.Errorf("prober: opinion timeout (%v) must exceed the probe timeout (%v)", c.OpinionTimeout, c.Timeout)
 	}
 	return nil
 }
@@ -162,6 +210,24 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = d.Now
 	}
+	if c.SuspectShare == 0 {
+		c.SuspectShare = d.SuspectShare
+	}
+	if c.SuspectMin == 0 {
+		c.SuspectMin = d.SuspectMin
+	}
+	if c.SelfFaultRounds == 0 {
+		c.SelfFaultRounds = d.SelfFaultRounds
+	}
+	if c.SelfFaultBackoff == 0 {
+		c.SelfFaultBackoff = d.SelfFaultBackoff
+	}
+	if c.OpinionTimeout == 0 {
+		c.OpinionTimeout = c.Timeout + 500*time.Millisecond
+	}
+	if c.StarvationSlack == 0 {
+		c.StarvationSlack = c.Timeout / 2
+	}
 }
 
 // Snapshots is where the prober learns the registered servers and the
@@ -182,16 +248,29 @@ var _ Writer = (*election.Leadership)(nil)
 
 // Prober probes tcp-servers while its replica leads.
 type Prober struct {
-	cfg     Config
-	keys    store.Keys
-	snaps   Snapshots
-	log     *logrus.Entry
-	dialer  net.Dialer
-	http    *http.Client
-	metrics *metrics
+	cfg    Config
+	keys   store.Keys
+	snaps  Snapshots
+	log    *logrus.Entry
+	dialer net.Dialer
+	http   *http.Client
+	// peerHTTP asks other replicas for second opinions.
+	peerHTTP *http.Client
+	metrics  *metrics
 
 	rbMetrics *rebalanceMetrics
+	class     classifier
+	peers     Peers // nil: no second opinions
+
+	// lastPeers is the last non-empty peer list, seen at lastPeersAt; only
+	// Run's goroutine uses them (see listPeers).
+	lastPeers   []Peer
+	lastPeersAt time.Time
 }
+
+// UsePeers makes a suspect round ask peers for a second opinion (see
+// judge). Call it before Run.
+func (p *Prober) UsePeers(peers Peers) { p.peers = peers }
 
 // New returns a prober of the servers in snaps; keys is the etcd layout the
 // health records are written to. Zero fields of cfg take their defaults.
@@ -221,7 +300,16 @@ func New(cfg Config, keys store.Keys, snaps Snapshots, log *logrus.Entry, reg pr
 			DialContext: dialer.DialContext, MaxResponseHeaderBytes: 16 << 10},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return &Prober{cfg: cfg, keys: keys, snaps: snaps, log: log, metrics: m, rbMetrics: rbm, dialer: dialer, http: hc}, nil
+	// Other replicas are not targets: the target policy, which bounds
+	// what operator-written addrs may reach, does not apply to them.
+	peerDialer := net.Dialer{Timeout: cfg.Timeout}
+	peerHTTP := &http.Client{
+		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil,
+			DialContext: peerDialer.DialContext, MaxResponseHeaderBytes: 16 << 10},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return &Prober{cfg: cfg, keys: keys, snaps: snaps, log: log, metrics: m, rbMetrics: rbm, dialer: dialer, http: hc, peerHTTP: peerHTTP,
+		class: classifier{timeout: cfg.Timeout, slack: cfg.StarvationSlack}}, nil
 }
 
 // target is one server to probe in a round.
@@ -231,6 +319,10 @@ type target struct {
 	reason              string
 	status              *Status // the pulled document; nil without one
 	shed                int64   // connections to ask the server to shed (rebalancing)
+	// local marks a failure on the prober's own host: not a verdict.
+	local bool
+	// skip keeps the result from moving the server's tracker (see judge).
+	skip bool
 }
 
 // Run probes until ctx (the leadership context) is cancelled, writing
@@ -245,23 +337,37 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 	lastRefresh := p.cfg.Now()
 	seeded, firstRound := false, true
 	rb := newRebalancer()
+	token, faults := "", 0
 
 	// Jitter the first round so replicas that win in turn after a flapping
 	// etcd do not probe in lockstep with a fixed phase.
 	first := time.Duration(rand.Int64N(max(1, int64(p.cfg.Interval)/4)))
 	timer := time.NewTimer(first)
 	defer timer.Stop()
+	due := time.Now().Add(first)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
 		}
+		// How late the round starts: scheduling lag of a starved process.
+		lag := max(0, time.Since(due))
+		p.metrics.lag.Observe(lag.Seconds())
 		start := p.cfg.Now()
 		snap := p.snaps.Snapshot()
 		if snap == nil {
 			timer.Reset(p.cfg.Interval)
+			due = time.Now().Add(p.cfg.Interval)
 			continue
+		}
+		if token == "" && p.peers != nil {
+			var err error
+			if token, err = p.writeToken(ctx, w); errors.Is(err, election.ErrNotLeader) {
+				return err
+			} else if err != nil && ctx.Err() == nil {
+				log.WithError(err).Warn("write opinion token; retrying next round")
+			}
 		}
 		if !seeded {
 			p.seed(snap, trackers, loads)
@@ -269,7 +375,20 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 		}
 		targets := p.targets(snap, trackers, loads, pending)
 		p.planRebalance(rb, snap, targets, trackers, loads, start, p.rebalanceMaxAge(), log)
-		p.probe(ctx, targets)
+		p.probe(ctx, targets, lag)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if fault := p.judge(ctx, targets, trackers, token); fault != "" {
+			faults++
+			p.metrics.selfFaultRounds.Inc()
+			log.WithField("rounds", faults).Warn("this leader failed its own checks: " + fault)
+			if faults >= p.cfg.SelfFaultRounds && p.hasPeers(ctx) {
+				return fmt.Errorf("%w: %d rounds in a row, last: %s", ErrSelfFault, faults, fault)
+			}
+		} else {
+			faults = 0
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -279,6 +398,10 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 		// write proves the takeover without waiting for a transition.
 		refresh := firstRound || now.Sub(lastRefresh) >= p.cfg.RefreshInterval
 		for _, t := range targets {
+			if t.skip {
+				// Not a verdict: the record stays as it is, unrefreshed.
+				continue
+			}
 			tr := trackers[t.id]
 			changed := tr.observe(t.ok, t.reason, now, p.cfg.Rise, p.cfg.Fall)
 			if changed {
@@ -315,7 +438,9 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 			log.WithError(err).Warn("write health records; retrying next round")
 		}
 		p.metrics.rounds.Inc()
-		timer.Reset(max(0, p.cfg.Interval-p.cfg.Now().Sub(start)))
+		wait := max(0, p.cfg.Interval-p.cfg.Now().Sub(start))
+		timer.Reset(wait)
+		due = time.Now().Add(wait)
 	}
 }
 
@@ -387,7 +512,7 @@ func (p *Prober) targets(snap *store.Snapshot, trackers map[string]*tracker, loa
 
 // probe runs one TCP connect per target, at most Concurrency at once, and
 // fills in the results.
-func (p *Prober) probe(ctx context.Context, targets []target) {
+func (p *Prober) probe(ctx context.Context, targets []target, lag time.Duration) {
 	work := make(chan int)
 	var wg sync.WaitGroup
 	for range min(p.cfg.Concurrency, len(targets)) {
@@ -396,12 +521,14 @@ func (p *Prober) probe(ctx context.Context, targets []target) {
 			defer wg.Done()
 			for i := range work {
 				t := &targets[i]
-				t.ok, t.reason = p.check(ctx, t.addr)
+				t.ok, t.reason, t.local = p.check(ctx, t.addr, lag)
 				if t.ok && t.statusURL != "" {
+					start := time.Now()
 					st, err := pullStatus(ctx, p.http, shedURL(t.statusURL, t.shed), p.cfg.Timeout)
 					if err != nil {
 						p.metrics.statusFailures.Inc()
 						t.ok, t.reason = false, err.Error()
+						t.local = p.class.isLocal(t.addr, err, time.Since(start), lag)
 					} else {
 						t.status = &st
 					}
@@ -422,16 +549,33 @@ func (p *Prober) probe(ctx context.Context, targets []target) {
 	wg.Wait()
 }
 
-func (p *Prober) check(ctx context.Context, addr string) (bool, string) {
+// check connects to addr once. local reports a failure that describes the
+// prober's own host (see classifier); lag is how late the round started.
+func (p *Prober) check(ctx context.Context, addr string, lag time.Duration) (ok bool, reason string, local bool) {
 	start := time.Now()
 	conn, err := p.dialer.DialContext(ctx, "tcp", addr)
-	p.metrics.latency.Observe(time.Since(start).Seconds())
+	elapsed := time.Since(start)
+	p.metrics.latency.Observe(elapsed.Seconds())
 	if err != nil {
+		if p.class.isLocal(addr, err, elapsed, lag) {
+			p.metrics.localFailures.Inc()
+			return false, "prober's own fault: " + err.Error(), true
+		}
 		p.metrics.failures.Inc()
-		return false, err.Error()
+		return false, err.Error(), false
 	}
 	conn.Close()
-	return true, ""
+	return true, "", false
+}
+
+// hasPeers reports whether other replicas are registered that could lead
+// instead; when unsure (etcd unreadable) it says yes.
+func (p *Prober) hasPeers(ctx context.Context) bool {
+	if p.peers == nil {
+		return false
+	}
+	peers, err := p.listPeers(ctx)
+	return err != nil || len(peers) > 0
 }
 
 // flush writes pending records and deletes records of servers that are no
@@ -479,6 +623,10 @@ type metrics struct {
 	rounds, transitions, failures, txns, writes prometheus.Counter
 	statusFailures                              prometheus.Counter
 	latency                                     prometheus.Histogram
+
+	localFailures, suspectRounds, heldVerdicts, selfFaultRounds prometheus.Counter
+	opinionsServed, opinionsRejected, opinionFailures           prometheus.Counter
+	lag                                                         prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -497,9 +645,26 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Failed pulls of status documents (counted as failed probes)."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tcpdispatch_prober_probe_seconds",
 			Help: "TCP connect probe latency.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 12)}),
+		localFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_local_failures_total",
+			Help: "Failed probes blamed on the prober's own host (not verdicts)."}),
+		suspectRounds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_suspect_rounds_total",
+			Help: "Rounds that would have taken more than the suspect share of up servers down at once."}),
+		heldVerdicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_held_verdicts_total",
+			Help: "Down-verdicts of suspect rounds held for lack of confirmation by other replicas."}),
+		selfFaultRounds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_self_fault_rounds_total",
+			Help: "Rounds in which this leader failed its own checks."}),
+		opinionsServed: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_opinions_served_total",
+			Help: "Second-opinion requests this replica answered."}),
+		opinionsRejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_opinions_rejected_total",
+			Help: "Second-opinion requests refused (bad token, bad input, too many in flight)."}),
+		opinionFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_opinion_failures_total",
+			Help: "Second-opinion requests to other replicas that got no usable answer."}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tcpdispatch_prober_round_lag_seconds",
+			Help: "How late a probe round started (scheduling lag).", Buckets: prometheus.ExponentialBuckets(0.001, 2, 12)}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.rounds, m.transitions, m.failures, m.txns, m.writes, m.latency, m.statusFailures} {
+		for _, c := range []prometheus.Collector{m.rounds, m.transitions, m.failures, m.txns, m.writes, m.latency, m.statusFailures,
+			m.localFailures, m.suspectRounds, m.heldVerdicts, m.selfFaultRounds, m.opinionsServed, m.opinionsRejected, m.opinionFailures, m.lag} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register prober metrics: %w", err)
 			}

@@ -33,9 +33,9 @@ func TestProbeTargetPolicy(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ok, reason := p.check(ctx, "localhost:"+port)
-	if ok || !strings.Contains(reason, store.ErrTargetNotAllowed.Error()) {
-		t.Errorf("probe of a name resolving outside the policy = %v %q; want down, not allowed", ok, reason)
+	ok, reason, local := p.check(ctx, "localhost:"+port, 0)
+	if ok || local || !strings.Contains(reason, store.ErrTargetNotAllowed.Error()) {
+		t.Errorf("probe of a name resolving outside the policy = %v %q (local %v); want down, not allowed, a verdict", ok, reason, local)
 	}
 	_, err = pullStatus(ctx, p.http, "http://localhost:"+port+"/status?token=s3cr3t", time.Second)
 	if err == nil || !strings.Contains(err.Error(), "not allowed") || strings.Contains(err.Error(), "s3cr3t") {
@@ -46,7 +46,7 @@ func TestProbeTargetPolicy(t *testing.T) {
 	if p, err = New(cfg, keys, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if ok, reason := p.check(ctx, "localhost:"+port); !ok {
+	if ok, reason, _ := p.check(ctx, "localhost:"+port, 0); !ok {
 		t.Errorf("probe under the default policy = down: %s", reason)
 	}
 }

@@ -84,6 +84,11 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.DurationVar(&cfg.API.LameDuck, "shutdown-delay", cfg.API.LameDuck, "lame-duck window on shutdown: /readyz fails while get-tcp-ip still answers")
 	fs.BoolVar(&cfg.API.MetricsPerServer, "metrics-per-server", cfg.API.MetricsPerServer, "export the tcpdispatch_server_* series, five per registered server (about 50,000 series at 10,000 servers)")
 	securityFlags(fs, cfg)
+	fs.StringVar(&cfg.AdvertiseHTTP, "advertise-http", "", "base URL other replicas reach this replica's HTTP API at, for the leader's second opinions (default: the listener's address)")
+	fs.Float64Var(&cfg.Probe.SuspectShare, "suspect-share", cfg.Probe.SuspectShare, "a probe round that would take more than this share of the up servers down at once (and at least --suspect-min) waits for other replicas to confirm; 1 disables")
+	fs.IntVar(&cfg.Probe.SuspectMin, "suspect-min", cfg.Probe.SuspectMin, "fewest down-verdicts of one round that make the leader suspect")
+	fs.IntVar(&cfg.Probe.SelfFaultRounds, "self-fault-rounds", cfg.Probe.SelfFaultRounds, "consecutive rounds the leader may fail its own checks before it steps down")
+	fs.DurationVar(&cfg.Probe.SelfFaultBackoff, "self-fault-backoff", cfg.Probe.SelfFaultBackoff, "how long a leader that stepped down for failing its own checks stays out of the election")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {

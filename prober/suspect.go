@@ -1,0 +1,159 @@
+package prober
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// ErrSelfFault is returned by Run when the leader failed its own checks for
+// SelfFaultRounds consecutive rounds while other replicas are registered:
+// its probes failed on its own host, or other replicas reached servers it
+// could not, or none of them could confirm a mass down-verdict. The caller
+// should give up leadership and stay out of the election for
+// SelfFaultBackoff, so that a replica that can probe leads.
+var ErrSelfFault = errors.New("prober: the leader cannot probe")
+
+// judge decides, after a round's probes and before any verdict is applied,
+// which results count. It marks skip on every target whose result must not
+// move its tracker: a failure on the prober's own host, and a failure that
+// is part of a suspect round and was not confirmed by other replicas. It
+// returns why this round counts against the leader itself, or "".
+//
+// A round is suspect when the failures that would take up servers down at
+// once number at least SuspectMin and more than SuspectShare of the up
+// servers. The leader then asks every other replica to probe those addrs
+// (askPeers): a down-verdict is applied when a majority of the replicas that
+// could probe the addr failed it too, and held otherwise. Without any other
+// replica registered (nor seen within peerMemory) there is nobody to ask and
+// the round applies as is; if
+// replicas are registered but none answers, every down-verdict of the round
+// is held (up-verdicts are always applied).
+func (p *Prober) judge(ctx context.Context, targets []target, trackers map[string]*tracker, token string) (fault string) {
+	local := 0
+	for i := range targets {
+		if targets[i].local {
+			targets[i].skip = true
+			local++
+		}
+	}
+	if local > 0 && float64(local) > p.cfg.SuspectShare*float64(len(targets)) {
+		fault = fmt.Sprintf("%d of %d probes failed on this host", local, len(targets))
+	}
+	var cands []int
+	up := 0
+	for i, t := range targets {
+		tr := trackers[t.id]
+		if tr == nil || tr.status != statusUp {
+			continue
+		}
+		up++
+		if !t.ok && !t.local && tr.streak+1 >= p.cfg.Fall {
+			cands = append(cands, i)
+		}
+	}
+	if len(cands) < p.cfg.SuspectMin || float64(len(cands)) <= p.cfg.SuspectShare*float64(up) {
+		return fault
+	}
+	p.metrics.suspectRounds.Inc()
+	hold := func(why string) string {
+		for _, i := range cands {
+			targets[i].skip = true
+		}
+		p.metrics.heldVerdicts.Add(float64(len(cands)))
+		p.log.WithField("servers", len(cands)).WithField("up", up).Warn("suspect round: holding down-verdicts: " + why)
+		return why
+	}
+	if p.peers == nil {
+		return fault
+	}
+	peers, err := p.listPeers(ctx)
+	switch {
+	case err != nil:
+		return hold(fmt.Sprintf("%d of %d up servers failed at once and the replica list is unreadable: %v", len(cands), up, err))
+	case len(peers) == 0:
+		// Nobody to ask: a lone replica trusts its probes.
+		p.log.WithField("servers", len(cands)).Warn("suspect round: no other replica is listed; applying the down-verdicts")
+		return fault
+	case token == "":
+		return hold("the opinion token is not written yet")
+	}
+	addrs := make([]string, 0, len(cands))
+	for _, i := range cands {
+		addrs = append(addrs, targets[i].addr)
+	}
+	tally, answered := p.askPeers(ctx, peers, token, addrs)
+	if answered == 0 {
+		return hold(fmt.Sprintf("%d of %d up servers failed at once and none of %d other replicas answered", len(cands), up, len(peers)))
+	}
+	var confirmed, contradicted, unknown int
+	for _, i := range cands {
+		o := tally[targets[i].addr]
+		switch {
+		case 2*o.down > o.up+o.down:
+			confirmed++
+			continue
+		case o.up > 0:
+			contradicted++
+		default:
+			unknown++
+		}
+		targets[i].skip = true
+	}
+	p.metrics.heldVerdicts.Add(float64(contradicted + unknown))
+	log := p.log.WithField("confirmed", confirmed).WithField("contradicted", contradicted).
+		WithField("unknown", unknown).WithField("replicas", answered)
+	switch {
+	case contradicted > 0:
+		log.Warn("suspect round: other replicas reach servers this leader cannot; holding those verdicts")
+		return fmt.Sprintf("other replicas reach %d servers this leader cannot", contradicted)
+	case unknown > 0:
+		log.Warn("suspect round: no other replica could probe some servers; holding those verdicts")
+		return fmt.Sprintf("no other replica could confirm %d down-verdicts", unknown)
+	}
+	log.Info("suspect round: other replicas confirm the down-verdicts")
+	return fault
+}
+
+// peerMemory is how long a prober keeps asking the replicas it last saw
+// listed when the list comes back empty: announcements live on leases, and
+// an etcd in trouble can expire them all at once, which must not make a
+// leader believe it is alone and apply a mass verdict unconfirmed.
+const peerMemory = 5 * time.Minute
+
+// listPeers lists the other replicas; an empty list is replaced by the
+// last non-empty one seen within peerMemory. It is called from Run only.
+func (p *Prober) listPeers(ctx context.Context) ([]Peer, error) {
+	peers, err := p.peers.Peers(ctx)
+	now := p.cfg.Now()
+	switch {
+	case err != nil:
+		return nil, err
+	case len(peers) > 0:
+		p.lastPeers, p.lastPeersAt = peers, now
+	case now.Sub(p.lastPeersAt) < peerMemory:
+		peers = p.lastPeers
+	}
+	return peers, nil
+}
+
+// writeToken writes a fresh opinion token for this term, fenced, and
+// returns it.
+func (p *Prober) writeToken(ctx context.Context, w Writer) (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("make opinion token: %w", err)
+	}
+	token := hex.EncodeToString(b)
+	tctx, cancel := context.WithTimeout(ctx, p.cfg.OpTimeout)
+	defer cancel()
+	if _, err := w.Txn(tctx, nil, clientv3.OpPut(p.keys.OpinionToken(), token)); err != nil {
+		return "", err
+	}
+	return token, nil
+}

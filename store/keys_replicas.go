@@ -1,0 +1,18 @@
+package store
+
+// Keys that replicas write for one another. They lie outside the parts of
+// the layout the watcher reads (servers/, config/, health/, election/), so
+// no snapshot changes when they do.
+//
+//	<prefix>replicas/<name>        JSON {"name","http"}: a replica's advertised HTTP URL (leased)
+//	<prefix>leader/opinion-token   the current term's token for the opinion route (leader, fenced)
+
+// Replicas returns the prefix of the replicas' announcements.
+func (k Keys) Replicas() string { return k.prefix + "replicas/" }
+
+// Replica returns the key of replica name's announcement.
+func (k Keys) Replica(name string) string { return k.Replicas() + name }
+
+// OpinionToken returns the key of the token that authenticates the leader
+// on other replicas' opinion route.
+func (k Keys) OpinionToken() string { return k.prefix + "leader/opinion-token" }
