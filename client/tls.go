@@ -41,7 +41,8 @@ func (c *Client) httpClient() *http.Client {
 	default:
 		return cfg.HTTPClient
 	}
-	if tr.DialTLSContext != nil || tr.DialTLS != nil { //nolint:staticcheck // a caller may still set DialTLS
+	//lint:ignore SA1019 a caller may still set the deprecated DialTLS; we must not override it
+	if tr.DialTLSContext != nil || tr.DialTLS != nil {
 		return cfg.HTTPClient
 	}
 	base := cfg.TLSConfig

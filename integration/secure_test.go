@@ -306,9 +306,7 @@ func TestSecureCore(t *testing.T) {
 		}
 		var haystacks []string
 		logs, _ := filepath.Glob(filepath.Join(c.dir, "*.log"))
-		for _, l := range logs {
-			haystacks = append(haystacks, l)
-		}
+		haystacks = append(haystacks, logs...)
 		for _, r := range c.replicas {
 			for _, path := range []string{"/v1/status", "/v1/servers", "/metrics", "/get-tcp-ip?bad=%zz", "/v1/nope"} {
 				resp, err := httpClient.Get(r.http + path)

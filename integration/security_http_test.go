@@ -68,10 +68,6 @@ func (c *httpsConn) get(path string) (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
-func (c *httpsConn) serial() string {
-	return c.conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
-}
-
 // TestHTTPSecurity runs one real replica with HTTPS on the public and the
 // admin listener (mTLS on admin), a trusted proxy speaking the PROXY
 // protocol, a rate limit and a target policy, and checks them from
