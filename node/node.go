@@ -168,6 +168,10 @@ func (n *Node) Run(ctx context.Context) error {
 			n.saveSnapshots(watchCtx, watcher, snapFile)
 		}()
 	}
+	mover, err := newRaftMover(cli, member, n.log.WithField("component", "raftmove"), reg)
+	if err != nil {
+		fail(err)
+	}
 	electionDone := make(chan struct{})
 	wg.Add(1)
 	go func() {
@@ -178,7 +182,11 @@ func (n *Node) Run(ctx context.Context) error {
 			// verdicts: one restored from disk, or lagging behind, would
 			// seed the prober with stale health and its first round would
 			// write that back.
-			if err := watcher.WaitSynced(lctx, l.Revision()); err != nil {
+			moved := make(chan struct{})
+			go func() { defer close(moved); mover.Move(lctx) }() // bounded; see raftmove.go
+			err := watcher.WaitSynced(lctx, l.Revision())
+			<-moved // no fenced write while raft leadership is in transfer
+			if err != nil {
 				return nil // leadership ended first
 			}
 			return prb.Run(lctx, l)
