@@ -47,7 +47,7 @@ bench: build ## benchmarks: one table, each figure beside its baseline from the 
 # The 10,000-server scenario of issue 11 (about 6 minutes, stops by itself):
 # three replicas, 7,000 live and 3,000 blackholed tcp-servers on loopback.
 scale: build ## 10,000-server scenario: round time, detection, puts/s, CPU, RSS
-	TCPDISPATCH_SCALE=1 TCPDISPATCH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m -run 'TestScale$$' -v ./integration/
+	SCALE_RUN=1 TCPDISPATCH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m -run 'TestScale$$' -v ./integration/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1)

@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// The fake fleet is this test binary started again with TCPDISPATCH_FAKEFLEET
+// The fake fleet is this test binary started again with FAKEFLEET_PROCESS
 // set (see TestMain): one cheap process holding thousands of tcp-servers on
 // loopback, so that the dispatchers and the fleet are measured apart.
 //
@@ -32,7 +32,7 @@ import (
 // "ready"; on stdin "kill <addr>" closes that live listener (as a crashed
 // process whose host stays up: connects are refused at once) and answers
 // "killed <addr>". It exits when stdin closes.
-const fleetEnv = "TCPDISPATCH_FAKEFLEET"
+const fleetEnv = "FAKEFLEET_PROCESS"
 
 // runFleet is the fake fleet's main.
 func runFleet() int {
