@@ -13,7 +13,7 @@ ROUNDS    ?= 100
 SEED      ?= $(shell date +%s)
 REBALANCE ?= off
 
-.PHONY: all build test unit integration bench lint demo clean chaos
+.PHONY: all build test unit integration bench lint demo clean chaos scale
 
 all: build
 
@@ -36,9 +36,20 @@ integration:
 	$(GO) build -race -o $(BIN)/race/tcpserver ./cmd/tcpserver
 	TCPDISPATCH_BIN=$(CURDIR)/$(BIN)/race $(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./integration/
 
-bench: build ## benchmarks: pickers, get-tcp-ip vs bare net/http, put-to-serve latency
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./balancer/ ./store/ ./api/
-	TCPDISPATCH_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x ./integration/
+# One table (internal/benchtable): get-tcp-ip vs bare net/http vs nginx
+# `return 200` (pinned with taskset), pick ns/op, failover, detection,
+# propagation, reconnect storm. nginx is installed when missing; without it
+# its column says why. See docs/BENCHMARKS.md.
+bench: build ## benchmarks: one table, each figure beside its baseline from the same run
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; } >/dev/null 2>&1 || \
+		echo 'bench: nginx could not be installed; its column is skipped'
+	$(GO) run ./internal/benchtable -bin $(BIN)
+
+# The 10,000-server scenario of issue 11 (about 6 minutes, stops by itself):
+# three replicas, 7,000 live and 3,000 blackholed tcp-servers on loopback.
+scale: build ## 10,000-server scenario: round time, detection, puts/s, CPU, RSS
+	SCALE_RUN=1 TCPDISPATCH_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m -run 'TestScale$$' -v ./integration/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1)

@@ -13,6 +13,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(fleetEnv) != "" { // this binary as the fake fleet of TestScale
+		os.Exit(runFleet())
+	}
 	os.Exit(run(m))
 }
 

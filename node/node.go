@@ -200,6 +200,10 @@ func (n *Node) Run(ctx context.Context) error {
 		defer wg.Done()
 		_ = dir.Run(watchCtx) // returns nil on cancellation only
 	}()
+	mover, err := newRaftMover(cli, member, n.log.WithField("component", "raftmove"), reg)
+	if err != nil {
+		fail(err)
+	}
 	electionDone := make(chan struct{})
 	wg.Add(1)
 	go func() {
@@ -210,10 +214,14 @@ func (n *Node) Run(ctx context.Context) error {
 			// verdicts: one restored from disk, or lagging behind, would
 			// seed the prober with stale health and its first round would
 			// write that back.
-			if err := watcher.WaitSynced(lctx, l.Revision()); err != nil {
+			moved := make(chan struct{})
+			go func() { defer close(moved); mover.Move(lctx) }() // bounded; see raftmove.go
+			err := watcher.WaitSynced(lctx, l.Revision())
+			<-moved // no fenced write while raft leadership is in transfer
+			if err != nil {
 				return nil // leadership ended first
 			}
-			err := prb.Run(lctx, l)
+			err = prb.Run(lctx, l)
 			if errors.Is(err, prober.ErrSelfFault) {
 				// A replica that can probe should lead instead.
 				l.StepDown(cfg.Probe.SelfFaultBackoff)

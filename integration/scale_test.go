@@ -1,0 +1,457 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tcpdispatch/tcpdispatch/internal/httpload"
+)
+
+// TestScale is the 10,000-server scenario of issue 11 (make scale): three
+// replicas at the shipped defaults (embedded three-member etcd, real
+// bin/dispatcher processes), 10,000 registered tcp-servers on loopback held
+// by one fake-fleet process: 7,000 live (2,000 with status URLs), 3,000
+// blackholed. It prints each figure beside the issue's target and fails
+// only when the scenario cannot run: the figures are a measurement, not an
+// assertion. Set SCALE_RUN=1 to run it; sizes can be lowered with
+// SCALE_LIVE, SCALE_STATUS and SCALE_BLACK.
+func TestScale(t *testing.T) {
+	if os.Getenv("SCALE_RUN") == "" {
+		t.Skip("set SCALE_RUN=1 (make scale) to run the 10,000-server scenario")
+	}
+	live, withStatus, black := envInt("SCALE_LIVE", 7000), envInt("SCALE_STATUS", 2000), envInt("SCALE_BLACK", 3000)
+	total := live + black
+	began := time.Now()
+	rep := &scaleReport{}
+	defer rep.print(t)
+
+	f := startFleet(t, live, withStatus, black)
+	t.Logf("fake fleet: %d live (%d with status URL), %d blackholed in %v", len(f.live), withStatus, len(f.black), time.Since(began).Round(time.Millisecond))
+	c := startCluster(t, clusterOpts{replicas: 3, extra: []string{"--log-level", "info"}})
+	c.waitServing(t)
+
+	// Register all 10,000 and wait for the first full verdict: a health
+	// record for every server, served by every replica.
+	regStart := time.Now()
+	var ops []clientv3.Op
+	for i, s := range f.live {
+		id := fmt.Sprintf("live%05d", i)
+		ops = append(ops, clientv3.OpPut(c.prefix+"servers/"+id+"/addr", s.addr))
+		if s.statusURL != "" {
+			ops = append(ops, clientv3.OpPut(c.prefix+"servers/"+id+"/status-url", s.statusURL))
+		}
+	}
+	for i, addr := range f.black {
+		ops = append(ops, clientv3.OpPut(c.prefix+"servers/"+fmt.Sprintf("black%05d", i)+"/addr", addr))
+	}
+	for len(ops) > 0 {
+		n := min(len(ops), 128)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := c.cli.Txn(ctx).Then(ops[:n]...).Commit()
+		cancel()
+		if err != nil {
+			t.Fatalf("register: %v", err)
+		}
+		ops = ops[n:]
+	}
+	registered := time.Now()
+	t.Logf("registered %d servers in %v", total, registered.Sub(regStart).Round(time.Millisecond))
+	verdict, ok := c.waitFullVerdict(t, total, 4*time.Minute)
+	if ok {
+		rep.add(fmt.Sprintf("first full verdict after registering %d", total), verdict.Sub(registered).Round(100*time.Millisecond).String(), "≤ 3 s")
+	} else {
+		rep.add(fmt.Sprintf("first full verdict after registering %d", total), "> 4m (not reached)", "≤ 3 s")
+	}
+
+	leader := c.waitLeaderTB(t)
+	var follower *replica
+	for _, r := range c.replicas {
+		if r != leader {
+			follower = r
+			break
+		}
+	}
+
+	// One probe round: the time between two increments of the leader's
+	// round counter (every server is probed once per round).
+	if d, err := c.roundTime(leader, 3*time.Minute); err != nil {
+		rep.add("one probe round (every server probed once)", "not measured: "+err.Error(), "≤ 1 s interval whatever share is dead")
+	} else {
+		rep.add("one probe round (every server probed once)", d.Round(100*time.Millisecond).String(), "≤ 1 s interval whatever share is dead")
+	}
+
+	// Steady state: etcd puts and bytes over a window, CPU per replica.
+	const window = 60 * time.Second
+	steady := c.measureSteady(t, window, f)
+	rep.add(fmt.Sprintf("etcd puts/s, steady state (watch count over %v)", window), fmt.Sprintf("%.1f", steady.putsPerSec), "≤ 10 when nothing changes")
+	rep.add("etcd history growth per hour (put key+value bytes)", fmt.Sprintf("%.0f MB/h", steady.historyMBh), "proportional to change")
+	rep.add("etcd db size growth per hour (Status.DbSize delta)", fmt.Sprintf("%.0f MB/h (db %.0f MB)", steady.dbMBh, steady.dbMB), "compaction + quota, documented")
+	for _, r := range c.replicas {
+		role := "follower"
+		if r == leader {
+			role = "leader"
+		}
+		rep.add(fmt.Sprintf("CPU %s (%s)", r.name, role), fmt.Sprintf("%.0f%% of a core", steady.cpu[r.name]), "—")
+	}
+	rep.add(fmt.Sprintf("CPU fake fleet (%d live, %d blackholed)", live, black), fmt.Sprintf("%.0f%% of a core", steady.cpu["fleet"]), "—")
+
+	// get-tcp-ip on a follower while the leader writes, split into 250ms
+	// buckets with and without etcd events (the follower rebuilds on each).
+	lb := c.loadDuringWrites(t, follower, 30*time.Second)
+	rep.add(fmt.Sprintf("get-tcp-ip on %s (follower), during write bursts", follower.name), lb.burst, "no measurable dip")
+	rep.add(fmt.Sprintf("get-tcp-ip on %s (follower), quiet", follower.name), lb.quiet, "—")
+
+	// A live server killed (its host stays up: connects refused at once)
+	// until every replica serves a snapshot in which it is down.
+	victimID, victim := "", ""
+	for i := len(f.live) - 1; i >= 0; i-- {
+		if f.live[i].statusURL == "" {
+			victimID, victim = fmt.Sprintf("live%05d", i), f.live[i].addr
+			break
+		}
+	}
+	f.kill(t, victim)
+	killed := time.Now()
+	if gone, ok := c.waitDown(t, victimID, 3*time.Minute); ok {
+		rep.add("a live server killed → gone from every replica's answers", gone.Sub(killed).Round(100*time.Millisecond).String(), "≤ 2 s; < 100 ms if its host stays up")
+	} else {
+		rep.add("a live server killed → gone from every replica's answers", "> 3m (not reached)", "≤ 2 s; < 100 ms if its host stays up")
+	}
+
+	// /v1/servers on a follower.
+	var sizes []int
+	var times []time.Duration
+	for range 3 {
+		start := time.Now()
+		n, err := getSize(follower.http + "/v1/servers")
+		if err != nil {
+			t.Errorf("/v1/servers: %v", err)
+			break
+		}
+		times = append(times, time.Since(start))
+		sizes = append(sizes, n)
+	}
+	if len(times) > 0 {
+		slices.Sort(times)
+		rep.add("/v1/servers size and time (median of 3)", fmt.Sprintf("%.1f MB, %v", float64(sizes[0])/1e6, times[len(times)/2].Round(time.Millisecond)), "paginated / filtered")
+	}
+	for _, r := range c.replicas {
+		rep.add(fmt.Sprintf("RSS %s after %v", r.name, time.Since(began).Round(time.Second)), fmt.Sprintf("%.0f MB", float64(rssKB(r.cmdPid()))/1024), "< 100 MB")
+	}
+	rep.add("RSS fake fleet", fmt.Sprintf("%.0f MB", float64(rssKB(f.pid()))/1024), "—")
+	rep.add("scenario wall time", time.Since(began).Round(time.Second).String(), "≤ 10 min")
+}
+
+// scaleReport collects figure | measured | target rows.
+type scaleReport struct {
+	mu   sync.Mutex
+	rows [][3]string
+}
+
+func (r *scaleReport) add(figure, measured, target string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rows = append(r.rows, [3]string{figure, measured, target})
+	fmt.Printf("SCALE %s: %s (target %s)\n", figure, measured, target)
+}
+
+func (r *scaleReport) print(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("\n| figure | measured | target |\n| --- | --- | --- |\n")
+	for _, row := range r.rows {
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", row[0], row[1], row[2])
+	}
+	fmt.Print(b.String())
+	t.Log(b.String())
+}
+
+func (c *cluster) waitLeaderTB(tb testing.TB) *replica {
+	tb.Helper()
+	var l *replica
+	eventually(tb, 30*time.Second, "a leader", func() error {
+		if l = c.leader(c.replicas); l == nil {
+			return errNotYet
+		}
+		return nil
+	})
+	return l
+}
+
+// waitFullVerdict waits until etcd holds n health records and every replica
+// serves a revision at least that of the moment it first did.
+func (c *cluster) waitFullVerdict(tb testing.TB, n int, d time.Duration) (time.Time, bool) {
+	deadline := time.Now().Add(d)
+	var rev int64
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := c.cli.Get(ctx, c.prefix+"health/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		cancel()
+		if err == nil && resp.Count >= int64(n) {
+			rev = resp.Header.Revision
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if rev == 0 {
+		return time.Time{}, false
+	}
+	return c.waitRevision(rev, deadline)
+}
+
+// waitRevision waits until every replica serves revision rev or later.
+func (c *cluster) waitRevision(rev int64, deadline time.Time) (time.Time, bool) {
+	for time.Now().Before(deadline) {
+		all := true
+		for _, r := range c.replicas {
+			if s, err := r.status(); err != nil || s.Revision < rev {
+				all = false
+				break
+			}
+		}
+		if all {
+			return time.Now(), true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Time{}, false
+}
+
+// waitDown waits until etcd holds a down verdict for id and every replica
+// serves it.
+func (c *cluster) waitDown(tb testing.TB, id string, d time.Duration) (time.Time, bool) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		resp, err := c.cli.Get(ctx, c.prefix+"health/"+id)
+		cancel()
+		if err == nil && len(resp.Kvs) == 1 {
+			var h healthRecord
+			if json.Unmarshal(resp.Kvs[0].Value, &h) == nil && !h.Healthy {
+				return c.waitRevision(resp.Kvs[0].ModRevision, deadline)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Time{}, false
+}
+
+// roundTime returns the time between two increments of the leader's
+// tcpdispatch_prober_rounds_total.
+func (c *cluster) roundTime(leader *replica, d time.Duration) (time.Duration, error) {
+	deadline := time.Now().Add(d)
+	last, err := metricValue(leader.http+"/metrics", "tcpdispatch_prober_rounds_total")
+	if err != nil {
+		return 0, err
+	}
+	var first time.Time
+	for time.Now().Before(deadline) {
+		v, err := metricValue(leader.http+"/metrics", "tcpdispatch_prober_rounds_total")
+		if err == nil && v > last {
+			if !first.IsZero() {
+				return time.Since(first) / time.Duration(v-last), nil
+			}
+			first, last = time.Now(), v
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("fewer than two rounds in %v", d)
+}
+
+// metricValue reads one unlabelled sample from a Prometheus text page.
+func metricValue(url, name string) (float64, error) {
+	resp, err := httpClient.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("metric %s not found at %s", name, url)
+}
+
+type steadyFigures struct {
+	putsPerSec, historyMBh, dbMBh, dbMB float64
+	cpu                                 map[string]float64 // percent of one core
+}
+
+// measureSteady counts puts under the prefix with a watch for d, and the
+// CPU time each replica and the fleet used meanwhile.
+func (c *cluster) measureSteady(tb testing.TB, d time.Duration, f *fleet) steadyFigures {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	db0 := c.dbSize()
+	cpu0 := map[string]float64{"fleet": cpuSeconds(f.pid())}
+	for _, r := range c.replicas {
+		cpu0[r.name] = cpuSeconds(r.cmdPid())
+	}
+	start := time.Now()
+	wctx, wcancel := context.WithTimeout(ctx, d)
+	defer wcancel()
+	var puts, bytes int64
+	for resp := range c.cli.Watch(clientv3.WithRequireLeader(wctx), c.prefix, clientv3.WithPrefix()) {
+		for _, ev := range resp.Events {
+			if ev.Type == mvccpb.PUT {
+				puts++
+				bytes += int64(len(ev.Kv.Key) + len(ev.Kv.Value))
+			}
+		}
+	}
+	el := time.Since(start).Seconds()
+	out := steadyFigures{putsPerSec: float64(puts) / el, historyMBh: float64(bytes) / el * 3600 / 1e6, cpu: map[string]float64{}}
+	db1 := c.dbSize()
+	out.dbMB = float64(db1) / 1e6
+	out.dbMBh = float64(db1-db0) / el * 3600 / 1e6
+	out.cpu["fleet"] = (cpuSeconds(f.pid()) - cpu0["fleet"]) / el * 100
+	for _, r := range c.replicas {
+		out.cpu[r.name] = (cpuSeconds(r.cmdPid()) - cpu0[r.name]) / el * 100
+	}
+	return out
+}
+
+// dbSize returns the largest backend size any member reports.
+func (c *cluster) dbSize() int64 {
+	var most int64
+	for _, r := range c.replicas {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := c.cli.Status(ctx, r.client)
+		cancel()
+		if err == nil {
+			most = max(most, st.DbSize)
+		}
+	}
+	return most
+}
+
+type loadFigures struct{ burst, quiet string }
+
+// loadDuringWrites drives get-tcp-ip on r with 64 connections for d while
+// watching etcd, and splits the requests into 250ms buckets that saw etcd
+// events (in the bucket or the one before: the replica rebuilds after each)
+// and buckets that did not.
+func (c *cluster) loadDuringWrites(tb testing.TB, r *replica, d time.Duration) loadFigures {
+	tb.Helper()
+	const bucket = 250 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	addr := strings.TrimPrefix(r.http, "http://")
+	cfg := httpload.Config{Addr: addr, Path: "/get-tcp-ip", Conns: 64, Duration: d, Warmup: 2 * time.Second}
+	begin := time.Now().Add(cfg.Warmup)
+	events := make([]int, int(d/bucket)+2)
+	wctx, wcancel := context.WithTimeout(ctx, cfg.Warmup+d)
+	defer wcancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for resp := range c.cli.Watch(wctx, c.prefix, clientv3.WithPrefix()) {
+			if i := time.Since(begin) / bucket; i >= 0 && int(i) < len(events) {
+				events[i] += len(resp.Events)
+			}
+		}
+	}()
+	res, err := httpload.Run(ctx, cfg)
+	wcancel()
+	wg.Wait()
+	if err != nil {
+		return loadFigures{burst: "load failed: " + err.Error(), quiet: "—"}
+	}
+	var burstS, quietS []httpload.Sample
+	var burstB, quietB int
+	for i := range int(d / bucket) {
+		busy := events[i] > 0 || (i > 0 && events[i-1] > 0)
+		lo, hi := time.Duration(i)*bucket, time.Duration(i+1)*bucket
+		from, _ := slices.BinarySearchFunc(res.Samples, lo, func(s httpload.Sample, at time.Duration) int { return int(s.At - at) })
+		to, _ := slices.BinarySearchFunc(res.Samples, hi, func(s httpload.Sample, at time.Duration) int { return int(s.At - at) })
+		if busy {
+			burstS, burstB = append(burstS, res.Samples[from:to]...), burstB+1
+		} else {
+			quietS, quietB = append(quietS, res.Samples[from:to]...), quietB+1
+		}
+	}
+	fig := func(s []httpload.Sample, buckets int) string {
+		if buckets == 0 {
+			return "no such 250ms bucket in the window"
+		}
+		return fmt.Sprintf("%.1fk req/s, p50 %v, p99 %v (%d of %d buckets)", float64(len(s))/(float64(buckets)*bucket.Seconds())/1000,
+			httpload.Quantile(s, 0.5).Round(10*time.Microsecond), httpload.Quantile(s, 0.99).Round(10*time.Microsecond), buckets, int(d/bucket))
+	}
+	tb.Logf("load on %s: %d requests, %d errors, %d non-200 in %v", r.name, res.Requests, res.Errors, res.Non200, res.Elapsed)
+	return loadFigures{burst: fig(burstS, burstB), quiet: fig(quietS, quietB)}
+}
+
+// getSize GETs url and returns the body size.
+func getSize(url string) (int, error) {
+	cl := &http.Client{Timeout: 30 * time.Second}
+	resp, err := cl.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s: %d", url, resp.StatusCode)
+	}
+	return int(n), err
+}
+
+// cmdPid returns the pid of the running process.
+func (p *proc) cmdPid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// cpuSeconds returns utime+stime of pid from /proc (0 if unreadable).
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses.
+	s := string(b)
+	rest := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(rest) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(rest[11], 64)
+	st, _ := strconv.ParseFloat(rest[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+// rssKB returns VmRSS of pid in kB (0 if unreadable).
+func rssKB(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
