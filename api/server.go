@@ -34,6 +34,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tcpdispatch/tcpdispatch/internal/logging"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -145,11 +146,7 @@ func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prom
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if log == nil {
-		l := logrus.New()
-		l.SetLevel(logrus.PanicLevel)
-		log = logrus.NewEntry(l)
-	}
+	log = logging.OrDiscard(log)
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tcpdispatch_get_tcp_ip_requests_total",
 		Help: "get-tcp-ip requests by outcome."}, []string{"outcome"})
 	s := &Server{cfg: cfg, src: src, leader: leader, log: log,

@@ -61,8 +61,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,6 +70,9 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/tcpdispatch/tcpdispatch/internal/backoff"
+	"github.com/tcpdispatch/tcpdispatch/internal/logging"
 )
 
 // ErrNotLeader is returned by Leadership.Txn when the fence compare failed:
@@ -196,11 +197,7 @@ func New(cfg Config, cli *clientv3.Client, log *logrus.Entry) (*Election, error)
 	if cli == nil {
 		return nil, errors.New("election: nil etcd client")
 	}
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = logrus.NewEntry(l)
-	}
+	log = logging.OrDiscard(log)
 	return &Election{cfg: cfg, cli: cli, log: log.WithField("name", cfg.Name)}, nil
 }
 
@@ -230,16 +227,16 @@ func (e *Election) Run(ctx context.Context, lead func(ctx context.Context, l *Le
 	}
 	defer e.running.Store(false)
 	for {
-		backoff, err := e.runOnce(ctx, lead)
+		stepDown, err := e.runOnce(ctx, lead)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
 			e.log.WithError(err).Warn("election attempt failed")
 		}
-		if backoff > 0 {
-			e.log.WithField("backoff", backoff).Warn("stepped down; staying out of the election")
-			if !e.wait(ctx, backoff) {
+		if stepDown > 0 {
+			e.log.WithField("backoff", stepDown).Warn("stepped down; staying out of the election")
+			if !backoff.Sleep(ctx, stepDown) {
 				return nil
 			}
 			continue
@@ -512,31 +509,12 @@ func (e *Election) verifyKey(ctx context.Context, l *Leadership) (next int64, lo
 // pauseShort waits about 100ms before a watch is resumed; it reports false
 // if ctx ended first.
 func (e *Election) pauseShort(ctx context.Context) bool {
-	t := time.NewTimer(time.Duration(80+rand.Int64N(40)) * time.Millisecond)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return backoff.Sleep(ctx, backoff.SpreadOf(100*time.Millisecond))
 }
 
 // pause waits a jittered RetryInterval; it reports false if ctx ended first.
 func (e *Election) pause(ctx context.Context) bool {
-	return e.wait(ctx, time.Duration(float64(e.cfg.RetryInterval)*(0.8+0.4*rand.Float64())))
-}
-
-// wait waits d; it reports false if ctx ended first.
-func (e *Election) wait(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return backoff.Sleep(ctx, backoff.SpreadOf(e.cfg.RetryInterval))
 }
 
 // Leadership is one term of leadership. Its methods are safe for concurrent

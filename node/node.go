@@ -31,6 +31,7 @@ import (
 	"github.com/tcpdispatch/tcpdispatch/api"
 	"github.com/tcpdispatch/tcpdispatch/election"
 	"github.com/tcpdispatch/tcpdispatch/etcdconn"
+	"github.com/tcpdispatch/tcpdispatch/internal/logging"
 	"github.com/tcpdispatch/tcpdispatch/prober"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
@@ -46,11 +47,7 @@ func New(cfg Config, log *logrus.Entry) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if log == nil {
-		l := logrus.New()
-		l.SetLevel(logrus.PanicLevel)
-		log = logrus.NewEntry(l)
-	}
+	log = logging.OrDiscard(log)
 	return &Node{cfg: cfg, log: log}, nil
 }
 

@@ -41,6 +41,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tcpdispatch/tcpdispatch/election"
+	"github.com/tcpdispatch/tcpdispatch/internal/logging"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -279,11 +280,7 @@ func New(cfg Config, keys store.Keys, snaps Snapshots, log *logrus.Entry, reg pr
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if log == nil {
-		l := logrus.New()
-		l.SetLevel(logrus.PanicLevel)
-		log = logrus.NewEntry(l)
-	}
+	log = logging.OrDiscard(log)
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,9 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/tcpdispatch/tcpdispatch/internal/backoff"
+	"github.com/tcpdispatch/tcpdispatch/internal/logging"
 )
 
 // Config configures a Watcher.
@@ -152,11 +154,7 @@ func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometh
 		return nil, err
 	}
 	keys, _ := NewKeys(cfg.Prefix)
-	if log == nil {
-		l := logrus.New()
-		l.Out = discard{}
-		log = logrus.NewEntry(l)
-	}
+	log = logging.OrDiscard(log)
 	w := &Watcher{cfg: cfg, keys: keys, cli: cli, log: log, changed: make(chan struct{})}
 	m, err := newMetrics(reg, func() float64 { return w.OldestVerdictAge().Seconds() })
 	if err != nil {
@@ -270,19 +268,18 @@ func (w *Watcher) Run(ctx context.Context) error {
 	m := newModel(w.keys)
 	m.targets = w.cfg.Targets
 	needList := true
-	backoff := w.cfg.MinBackoff
+	retry := backoff.Exponential{Base: w.cfg.MinBackoff, Cap: w.cfg.MaxBackoff}
 	for ctx.Err() == nil {
 		if needList {
 			if err := w.list(ctx, m); err != nil {
 				if ctx.Err() == nil {
 					w.log.WithError(err).Warn("list etcd prefix; serving the last snapshot")
 				}
-				sleep(ctx, jitter(backoff))
-				backoff = min(2*backoff, w.cfg.MaxBackoff)
+				retry.Wait(ctx)
 				continue
 			}
 			needList = false
-			backoff = w.cfg.MinBackoff
+			retry.Reset()
 		}
 		relist, delivered, err := w.watch(ctx, m)
 		needList = relist
@@ -292,12 +289,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if delivered {
 			// A watch that worked for a while breaks for a fresh
 			// reason: retry it promptly.
-			backoff = w.cfg.MinBackoff
+			retry.Reset()
 		}
 		if err != nil {
 			w.log.WithError(err).Warn("watch etcd prefix; resuming")
-			sleep(ctx, jitter(backoff))
-			backoff = min(2*backoff, w.cfg.MaxBackoff)
+			retry.Wait(ctx)
 		}
 	}
 	return nil
@@ -519,25 +515,6 @@ func (w *Watcher) report(r *rejected) {
 	w.metrics.invalid.Inc()
 	w.log.WithField("key", r.key).WithError(r.err).Warn("ignoring invalid value; resolving it to the last valid one in etcd's history")
 }
-
-// jitter returns d ± 20%.
-func jitter(d time.Duration) time.Duration {
-	return d - d/5 + time.Duration(rand.Int64N(int64(d)*2/5+1))
-}
-
-// sleep waits for d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 type metrics struct {
 	invalid, lists, compactions, staleEvents prometheus.Counter
