@@ -58,6 +58,7 @@
 package election
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -177,20 +178,21 @@ type Election struct {
 	running atomic.Bool
 }
 
+// withDefaults returns c with each zero timing replaced by its
+// DefaultConfig value.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	c.TTL = cmp.Or(c.TTL, d.TTL)
+	c.RetryInterval = cmp.Or(c.RetryInterval, d.RetryInterval)
+	c.OpTimeout = cmp.Or(c.OpTimeout, d.OpTimeout)
+	return c
+}
+
 // New returns an Election that campaigns with cli. Zero fields of cfg take
 // their DefaultConfig values; the result must pass Config.Validate, else New
 // returns its error. A nil log discards log output. New makes no etcd call.
 func New(cfg Config, cli *clientv3.Client, log *logrus.Entry) (*Election, error) {
-	def := DefaultConfig()
-	if cfg.TTL == 0 {
-		cfg.TTL = def.TTL
-	}
-	if cfg.RetryInterval == 0 {
-		cfg.RetryInterval = def.RetryInterval
-	}
-	if cfg.OpTimeout == 0 {
-		cfg.OpTimeout = def.OpTimeout
-	}
+	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -111,7 +111,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer closeClient()
 
 	storeCfg := cfg.Store
-	storeCfg.Prefix = cfg.Prefix
+	storeCfg.Prefix = cfg.Prefix // Validate rejected a different one
 	storeCfg.Targets = store.NewTargetPolicy(cfg.AllowedTargets)
 	watcher, err := store.NewWatcher(storeCfg, cli, n.log.WithField("component", "store"), reg)
 	if err != nil {
@@ -121,7 +121,10 @@ func (n *Node) Run(ctx context.Context) error {
 	ecfg.Name, ecfg.Prefix, ecfg.TTL = cfg.Name, watcher.Keys().Election(), cfg.LeaderTTL
 	// Each election call must finish well inside one TTL, or a slow etcd
 	// could hold a deposed leader past its lease.
-	ecfg.OpTimeout = min(ecfg.OpTimeout, cfg.LeaderTTL/2)
+	if ecfg.OpTimeout = ElectionOpTimeout(cfg.LeaderTTL); ecfg.OpTimeout < election.DefaultConfig().OpTimeout {
+		n.log.WithFields(logrus.Fields{"op_timeout": ecfg.OpTimeout, "leader_ttl": cfg.LeaderTTL}).
+			Info("election calls bounded by half the leader TTL")
+	}
 	elect, err := election.New(ecfg, cli, n.log.WithField("component", "election"))
 	if err != nil {
 		return err
@@ -133,7 +136,7 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	apiCfg := cfg.API
-	apiCfg.Name = cfg.Name
+	apiCfg.Name = cfg.Name // Validate rejected a different one
 	srv, err := api.New(apiCfg, watcher, elect, n.log.WithField("component", "api"), reg, reg)
 	if err != nil {
 		return err
@@ -217,6 +220,11 @@ func (n *Node) Run(ctx context.Context) error {
 			<-moved // no fenced write while raft leadership is in transfer
 			if err != nil {
 				return nil // leadership ended first
+			}
+			if s := watcher.Snapshot(); s != nil {
+				if err := probeCfg.CheckFleet(len(s.Servers)); err != nil {
+					n.log.WithError(err).Warn("probe rounds can outlast the probe interval")
+				}
 			}
 			err = prb.Run(lctx, l)
 			if errors.Is(err, prober.ErrSelfFault) {

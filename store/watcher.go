@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -119,37 +120,30 @@ type Watcher struct {
 	loggedElection string
 }
 
-// NewWatcher returns a watcher of cli under cfg.Prefix. Zero fields of cfg
-// take their defaults. Metrics are registered on reg when it is not nil.
-func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometheus.Registerer) (*Watcher, error) {
+// withDefaults returns c with each zero field (an empty Prefix, a nil Now)
+// replaced by its DefaultConfig value.
+func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if cfg.Prefix == "" {
-		cfg.Prefix = d.Prefix
+	c.Prefix = cmp.Or(c.Prefix, d.Prefix)
+	c.ProgressInterval = cmp.Or(c.ProgressInterval, d.ProgressInterval)
+	c.StaleAfter = cmp.Or(c.StaleAfter, d.StaleAfter)
+	c.OpTimeout = cmp.Or(c.OpTimeout, d.OpTimeout)
+	c.MinBackoff = cmp.Or(c.MinBackoff, d.MinBackoff)
+	c.MaxBackoff = cmp.Or(c.MaxBackoff, d.MaxBackoff)
+	c.ResolveTimeout = cmp.Or(c.ResolveTimeout, d.ResolveTimeout)
+	c.ResolveInterval = cmp.Or(c.ResolveInterval, d.ResolveInterval)
+	if c.Now == nil {
+		c.Now = d.Now
 	}
-	if cfg.ProgressInterval == 0 {
-		cfg.ProgressInterval = d.ProgressInterval
-	}
-	if cfg.StaleAfter == 0 {
-		cfg.StaleAfter = d.StaleAfter
-	}
-	if cfg.OpTimeout == 0 {
-		cfg.OpTimeout = d.OpTimeout
-	}
-	if cfg.MinBackoff == 0 {
-		cfg.MinBackoff = d.MinBackoff
-	}
-	if cfg.MaxBackoff == 0 {
-		cfg.MaxBackoff = d.MaxBackoff
-	}
-	if cfg.ResolveTimeout == 0 {
-		cfg.ResolveTimeout = d.ResolveTimeout
-	}
-	if cfg.ResolveInterval == 0 {
-		cfg.ResolveInterval = d.ResolveInterval
-	}
-	if cfg.Now == nil {
-		cfg.Now = d.Now
-	}
+	return c
+}
+
+// NewWatcher returns a watcher of cli under cfg.Prefix. Zero fields of cfg
+// take their DefaultConfig values; the result must pass Config.Validate,
+// else NewWatcher returns its error. Metrics are registered on reg when it
+// is not nil.
+func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometheus.Registerer) (*Watcher, error) {
+	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
