@@ -110,10 +110,11 @@ type Watcher struct {
 	log     *logrus.Entry
 	metrics *metrics
 
-	snap    atomic.Pointer[Snapshot]
-	sync    atomic.Pointer[Sync]
-	changed chan struct{} // closed and replaced on every new snapshot
-	mu      sync.Mutex    // guards changed
+	snap      atomic.Pointer[Snapshot]
+	sync      atomic.Pointer[Sync]
+	changed   chan struct{} // closed and replaced on every new snapshot
+	confirmed chan struct{} // closed and replaced on every confirmation (Sync)
+	mu        sync.Mutex    // guards changed and confirmed
 
 	// loggedElection is the election problems last logged (watcher
 	// goroutine only).
@@ -149,7 +150,7 @@ func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometh
 	}
 	keys, _ := NewKeys(cfg.Prefix)
 	log = logging.OrDiscard(log)
-	w := &Watcher{cfg: cfg, keys: keys, cli: cli, log: log, changed: make(chan struct{})}
+	w := &Watcher{cfg: cfg, keys: keys, cli: cli, log: log, changed: make(chan struct{}), confirmed: make(chan struct{})}
 	m, err := newMetrics(reg, func() float64 { return w.OldestVerdictAge().Seconds() })
 	if err != nil {
 		return nil, err
@@ -203,16 +204,20 @@ func (w *Watcher) Reachable() bool {
 // calls it with its Leadership.Revision so that it acts on every write of
 // the terms before it.
 func (w *Watcher) WaitSynced(ctx context.Context, rev int64) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
 	for {
+		// Take the channels before the check, so that a change between
+		// the two is not missed.
+		w.mu.Lock()
+		changed, confirmed := w.changed, w.confirmed
+		w.mu.Unlock()
 		if s := w.sync.Load(); !s.Restored && s.Revision >= rev && w.snap.Load() != nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-t.C:
+		case <-changed:
+		case <-confirmed:
 		}
 	}
 }
@@ -500,6 +505,10 @@ func (w *Watcher) confirm(rev int64) {
 		rev = max(prev.Revision, rev)
 	}
 	w.sync.Store(&Sync{Revision: rev, At: w.cfg.Now()})
+	w.mu.Lock()
+	close(w.confirmed)
+	w.confirmed = make(chan struct{})
+	w.mu.Unlock()
 }
 
 func (w *Watcher) report(r *rejected) {
