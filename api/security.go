@@ -83,7 +83,7 @@ func (c Config) Validate() error {
 	if c.RateLimit < 0 || c.RateBurst < 0 || c.RateTableSize < 0 {
 		return errors.New("rate-limit, rate-burst and the rate table size must not be negative")
 	}
-	return nil
+	return c.validateTimings()
 }
 
 // security is the Server's state for Security.
@@ -97,9 +97,6 @@ type security struct {
 
 func (s *Server) initSecurity(reg prometheus.Registerer, limited prometheus.Counter) error {
 	c := &s.cfg.Security
-	if c.CertCheckInterval <= 0 {
-		c.CertCheckInterval = time.Second
-	}
 	m, err := newSecurityMetrics(reg)
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +35,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tcpdispatch/tcpdispatch/internal/logging"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -71,7 +73,8 @@ type Config struct {
 	MaxHeaderBytes int
 	// LameDuck is how long /readyz fails before the listener closes on
 	// shutdown, so load balancers and DNS health checks move clients away
-	// while get-tcp-ip still answers. Default 2s.
+	// while get-tcp-ip still answers. Default 2s; zero means none (it is
+	// not replaced by the default); negative is rejected.
 	LameDuck time.Duration
 	// ShutdownTimeout bounds waiting for in-flight requests after the lame
 	// duck window. Default 5s.
@@ -96,26 +99,41 @@ func DefaultConfig() Config {
 		LameDuck:          2 * time.Second,
 		ShutdownTimeout:   5 * time.Second,
 		MetricsPerServer:  true,
+		Security:          Security{CertCheckInterval: time.Second},
 	}
 }
 
-func (c *Config) setDefaults() {
+// withDefaults returns c with each zero timeout and MaxHeaderBytes replaced
+// by its DefaultConfig value. LameDuck is not filled in: zero means no
+// lame-duck window (--shutdown-delay=0).
+func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	for _, p := range []struct{ v, d *time.Duration }{
-		{&c.ReadHeaderTimeout, &d.ReadHeaderTimeout}, {&c.ReadTimeout, &d.ReadTimeout},
-		{&c.WriteTimeout, &d.WriteTimeout}, {&c.IdleTimeout, &d.IdleTimeout},
-		{&c.ShutdownTimeout, &d.ShutdownTimeout},
+	c.ReadHeaderTimeout = cmp.Or(c.ReadHeaderTimeout, d.ReadHeaderTimeout)
+	c.ReadTimeout = cmp.Or(c.ReadTimeout, d.ReadTimeout)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, d.WriteTimeout)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, d.IdleTimeout)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, d.ShutdownTimeout)
+	c.MaxHeaderBytes = cmp.Or(c.MaxHeaderBytes, d.MaxHeaderBytes)
+	c.CertCheckInterval = cmp.Or(c.CertCheckInterval, d.CertCheckInterval)
+	return c
+}
+
+// validateTimings rejects negative durations and sizes; zero ones are valid
+// (New replaces them by their defaults, except LameDuck: see Config).
+func (c Config) validateTimings() error {
+	for name, d := range map[string]time.Duration{
+		"ReadHeaderTimeout": c.ReadHeaderTimeout, "ReadTimeout": c.ReadTimeout, "WriteTimeout": c.WriteTimeout,
+		"IdleTimeout": c.IdleTimeout, "ShutdownTimeout": c.ShutdownTimeout, "CertCheckInterval": c.CertCheckInterval,
+		"LameDuck (shutdown-delay)": c.LameDuck,
 	} {
-		if *p.v == 0 {
-			*p.v = *p.d
+		if d < 0 {
+			return fmt.Errorf("api: %s %v must not be negative", name, d)
 		}
 	}
-	if c.MaxHeaderBytes == 0 {
-		c.MaxHeaderBytes = d.MaxHeaderBytes
+	if c.MaxHeaderBytes < 0 {
+		return fmt.Errorf("api: MaxHeaderBytes %d must not be negative", c.MaxHeaderBytes)
 	}
-	if c.LameDuck < 0 {
-		c.LameDuck = 0
-	}
+	return nil
 }
 
 // Server is the replica's HTTP front.
@@ -141,15 +159,11 @@ type Server struct {
 // New returns a server answering from src. gatherer serves /metrics when
 // not nil; reg receives the server's own metrics when not nil.
 func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Server, error) {
-	cfg.setDefaults()
+	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if log == nil {
-		l := logrus.New()
-		l.SetLevel(logrus.PanicLevel)
-		log = logrus.NewEntry(l)
-	}
+	log = logging.OrDiscard(log)
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tcpdispatch_get_tcp_ip_requests_total",
 		Help: "get-tcp-ip requests by outcome."}, []string{"outcome"})
 	s := &Server{cfg: cfg, src: src, leader: leader, log: log,

@@ -73,7 +73,7 @@ type Client struct {
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	cache   *cache
 	rand    func(int64) int64
-	resolve sync.Mutex // one lookup at a time; others wait or use the old records
+	resolve chan struct{} // holds a token while a lookup runs: one at a time; others wait or use the old records
 
 	mu         sync.Mutex
 	resolved   []string             // host:port from the last good lookup
@@ -89,7 +89,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	c := &Client{cfg: cfg, demoted: map[string]time.Time{}, dial: cfg.DialContext, rand: cfg.Rand}
+	c := &Client{cfg: cfg, demoted: map[string]time.Time{}, dial: cfg.DialContext, rand: cfg.Rand, resolve: make(chan struct{}, 1)}
 	if cfg.Dispatcher != "" {
 		c.host, c.port, _ = splitDispatcher(cfg.Dispatcher, cfg.Scheme)
 	}
@@ -441,24 +441,22 @@ func (c *Client) resolveDispatcher(ctx context.Context) []string {
 	// One lookup at a time. A Dial that finds one in flight uses the
 	// records it has rather than wait; with none yet, it waits for the
 	// lookup (bounded by RequestTimeout) or its own ctx.
-	if !c.resolve.TryLock() {
+	select {
+	case c.resolve <- struct{}{}:
+	default:
 		c.mu.Lock()
 		old := c.resolved
 		c.mu.Unlock()
 		if len(old) > 0 {
 			return old
 		}
-		for !c.resolve.TryLock() {
-			t := time.NewTimer(10 * time.Millisecond)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
-			}
+		select {
+		case c.resolve <- struct{}{}: // the lookup in flight ended
+		case <-ctx.Done():
+			return nil
 		}
 	}
-	defer c.resolve.Unlock()
+	defer func() { <-c.resolve }()
 	now := c.cfg.Now()
 	c.mu.Lock()
 	old, due := c.resolved, !now.Before(c.nextLookup)

@@ -58,11 +58,10 @@
 package election
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,6 +71,9 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/tcpdispatch/tcpdispatch/internal/backoff"
+	"github.com/tcpdispatch/tcpdispatch/internal/logging"
 )
 
 // ErrNotLeader is returned by Leadership.Txn when the fence compare failed:
@@ -176,31 +178,28 @@ type Election struct {
 	running atomic.Bool
 }
 
+// withDefaults returns c with each zero timing replaced by its
+// DefaultConfig value.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	c.TTL = cmp.Or(c.TTL, d.TTL)
+	c.RetryInterval = cmp.Or(c.RetryInterval, d.RetryInterval)
+	c.OpTimeout = cmp.Or(c.OpTimeout, d.OpTimeout)
+	return c
+}
+
 // New returns an Election that campaigns with cli. Zero fields of cfg take
 // their DefaultConfig values; the result must pass Config.Validate, else New
 // returns its error. A nil log discards log output. New makes no etcd call.
 func New(cfg Config, cli *clientv3.Client, log *logrus.Entry) (*Election, error) {
-	def := DefaultConfig()
-	if cfg.TTL == 0 {
-		cfg.TTL = def.TTL
-	}
-	if cfg.RetryInterval == 0 {
-		cfg.RetryInterval = def.RetryInterval
-	}
-	if cfg.OpTimeout == 0 {
-		cfg.OpTimeout = def.OpTimeout
-	}
+	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cli == nil {
 		return nil, errors.New("election: nil etcd client")
 	}
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = logrus.NewEntry(l)
-	}
+	log = logging.OrDiscard(log)
 	return &Election{cfg: cfg, cli: cli, log: log.WithField("name", cfg.Name)}, nil
 }
 
@@ -230,16 +229,16 @@ func (e *Election) Run(ctx context.Context, lead func(ctx context.Context, l *Le
 	}
 	defer e.running.Store(false)
 	for {
-		backoff, err := e.runOnce(ctx, lead)
+		stepDown, err := e.runOnce(ctx, lead)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
 			e.log.WithError(err).Warn("election attempt failed")
 		}
-		if backoff > 0 {
-			e.log.WithField("backoff", backoff).Warn("stepped down; staying out of the election")
-			if !e.wait(ctx, backoff) {
+		if stepDown > 0 {
+			e.log.WithField("backoff", stepDown).Warn("stepped down; staying out of the election")
+			if !backoff.Sleep(ctx, stepDown) {
 				return nil
 			}
 			continue
@@ -512,31 +511,12 @@ func (e *Election) verifyKey(ctx context.Context, l *Leadership) (next int64, lo
 // pauseShort waits about 100ms before a watch is resumed; it reports false
 // if ctx ended first.
 func (e *Election) pauseShort(ctx context.Context) bool {
-	t := time.NewTimer(time.Duration(80+rand.Int64N(40)) * time.Millisecond)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return backoff.Sleep(ctx, backoff.SpreadOf(100*time.Millisecond))
 }
 
 // pause waits a jittered RetryInterval; it reports false if ctx ended first.
 func (e *Election) pause(ctx context.Context) bool {
-	return e.wait(ctx, time.Duration(float64(e.cfg.RetryInterval)*(0.8+0.4*rand.Float64())))
-}
-
-// wait waits d; it reports false if ctx ended first.
-func (e *Election) wait(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return backoff.Sleep(ctx, backoff.SpreadOf(e.cfg.RetryInterval))
 }
 
 // Leadership is one term of leadership. Its methods are safe for concurrent

@@ -111,18 +111,6 @@ func waitDone(t *testing.T, tm term, within time.Duration) {
 	}
 }
 
-// eventually polls cond every 10ms until it holds or within passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
@@ -211,7 +199,7 @@ func TestLeaderKeyDeleted(t *testing.T) {
 	first := a.nextTerm(t, 5*time.Second)
 	b := startCandidate(t, m.Client(t), "b", true)
 	// b's key is queued behind a's before the deletion, so b must take over.
-	eventually(t, 2*time.Second, "b campaigning", func() bool {
+	etcdtest.WaitFor(t, 2*time.Second, "b campaigning", func() bool {
 		resp, err := raw.Get(ctx, testPrefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 		return err == nil && resp.Count == 2
 	})
@@ -224,9 +212,9 @@ func TestLeaderKeyDeleted(t *testing.T) {
 		t.Errorf("cause = %v, want ErrNotLeader", cause)
 	}
 	next := b.nextTerm(t, time.Second)
-	eventually(t, time.Second, "a no longer leader", func() bool { return !a.e.IsLeader() })
+	etcdtest.WaitFor(t, time.Second, "a no longer leader", func() bool { return !a.e.IsLeader() })
 	// a campaigns again with a new key, queued behind b's.
-	eventually(t, 2*time.Second, "a campaigning again", func() bool {
+	etcdtest.WaitFor(t, 2*time.Second, "a campaigning again", func() bool {
 		resp, err := raw.Get(ctx, testPrefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 		return err == nil && resp.Count == 2
 	})

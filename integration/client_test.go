@@ -37,32 +37,6 @@ var clReconnect = client.ReconnectConfig{
 	ResetAfter:  time.Second,
 }
 
-// clRegister registers tcp-servers with the cluster's etcd and waits until
-// every replica in among serves all of them.
-func clRegister(t *testing.T, c *cluster, among []*replica, servers ...*tcpServer) {
-	t.Helper()
-	for _, s := range servers {
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		_, err := c.cli.Put(ctx, c.prefix+"servers/"+s.id+"/addr", s.addr)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, r := range among {
-		eventually(t, 20*time.Second, r.name+" serves every server", func() error {
-			st, err := r.status()
-			if err != nil {
-				return err
-			}
-			if st.Eligible != len(servers) {
-				return fmt.Errorf("%d eligible, want %d", st.Eligible, len(servers))
-			}
-			return nil
-		})
-	}
-}
-
 func clHostPort(u string) string { return strings.TrimPrefix(u, "http://") }
 
 func clBootstrap(rs []*replica) []string {
@@ -487,77 +461,6 @@ func TestClientDNSNameWithDeadReplica(t *testing.T) {
 			t.Fatalf("session %d via the dead replica: %+v", n, s.ans)
 		}
 	}
-}
-
-// clStartClusterOnIPs starts one replica per IP, each with its HTTP API on
-// ip:P for one shared port P (etcd on 127.0.0.1), forming a cluster.
-func clStartClusterOnIPs(t *testing.T, ips []string) (*cluster, int) {
-	t.Helper()
-	for _, ip := range ips {
-		ln, err := net.Listen("tcp", ip+":0")
-		if err != nil {
-			t.Skipf("cannot bind %s (loopback aliases 127.0.0.0/8 are needed): %v", ip, err)
-		}
-		ln.Close()
-	}
-	dir := t.TempDir()
-	var port int
-	for try := 0; ; try++ {
-		port = freePorts(t, 1)[0]
-		if clPortFreeOn(ips, port) {
-			break
-		}
-		if try == 10 {
-			t.Fatal("no port free on every IP")
-		}
-	}
-	ports := freePorts(t, 2*len(ips))
-	c := &cluster{t: t, dir: dir, prefix: "/tcpdispatch/"}
-	var initial []string
-	for i, ip := range ips {
-		r := &replica{
-			http:   fmt.Sprintf("http://%s:%d", ip, port),
-			client: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
-			peer:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
-		}
-		c.replicas = append(c.replicas, r)
-		initial = append(initial, fmt.Sprintf("d%d=%s", i+1, r.peer))
-	}
-	var endpoints []string
-	for i, r := range c.replicas {
-		name := fmt.Sprintf("d%d", i+1)
-		args := append([]string{
-			"--name", name,
-			"--listen-http", clHostPort(r.http),
-			"--data-dir", filepath.Join(dir, name+".etcd"),
-			"--listen-client-urls", r.client, "--advertise-client-urls", r.client,
-			"--listen-peer-urls", r.peer, "--initial-advertise-peer-urls", r.peer,
-			"--initial-cluster", strings.Join(initial, ","),
-			"--initial-cluster-token", "cl-" + filepath.Base(dir),
-		}, clientFlags...)
-		r.proc = newProc(t, dir, name, "dispatcher", args...)
-		r.start()
-		endpoints = append(endpoints, r.client)
-	}
-	c.connect(endpoints)
-	return c, port
-}
-
-func clPortFreeOn(ips []string, port int) bool {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for _, ip := range ips {
-		l, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, port))
-		if err != nil {
-			return false
-		}
-		ls = append(ls, l)
-	}
-	return true
 }
 
 // clDNS is a UDP DNS server answering A queries for one name.

@@ -56,14 +56,14 @@ func TestChaosExternalEtcd(t *testing.T) {
 		ch.put(c.prefix+"servers/"+id+"/addr", s.addr)
 	}
 	c.waitEligible(c.replicas, 3)
-	ch.round("external 1 SIGKILL leader", func(rec *recorder) {
+	ch.round("external 1 SIGKILL leader", func(t *testing.T, rec *recorder) {
 		took := ch.killLeader(rec, false)
 		t.Logf("external 1: new leader's first fenced write %v after SIGKILL", took.Round(time.Millisecond))
 		if took > chaosTTL+probeInterval+2*time.Second {
 			t.Errorf("external 1: failover took %v", took)
 		}
 	})
-	ch.round("external 3 SIGSTOP leader beyond TTL", func(rec *recorder) {
+	ch.round("external 3 SIGSTOP leader beyond TTL", func(t *testing.T, rec *recorder) {
 		if !ch.stopLeader(rec, chaosTTL+2*time.Second) {
 			t.Error("external 3: leadership did not change while the leader was stopped past its TTL")
 		}

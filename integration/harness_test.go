@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +24,8 @@ import (
 	"go.etcd.io/etcd/pkg/v3/proxy"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+
+	"github.com/tcpdispatch/tcpdispatch/client"
 )
 
 // binDir holds bin/dispatcher and bin/tcpserver; TestMain builds them when
@@ -520,3 +523,322 @@ func eventually(t testing.TB, d time.Duration, what string, f func() error) {
 }
 
 var errNotYet = errors.New("not yet")
+
+// The cluster helpers the scenarios share: waiting for a state, reading
+// a replica or etcd, registering servers, generating load.
+
+// waitEligible waits until every replica in rs serves n eligible servers.
+func (c *cluster) waitEligible(rs []*replica, n int) {
+	c.t.Helper()
+	eventually(c.t, 30*time.Second, fmt.Sprintf("%d eligible servers", n), func() error {
+		for _, r := range rs {
+			s, err := r.status()
+			if err != nil {
+				return err
+			}
+			if s.Eligible != n {
+				return fmt.Errorf("%s: %d eligible", r.name, s.Eligible)
+			}
+		}
+		return nil
+	})
+}
+
+// waitNotServed polls every replica until none returns id.
+func (c *cluster) waitNotServed(t *testing.T, id string, d time.Duration) {
+	t.Helper()
+	eventually(t, d, id+" not served", func() error {
+		for _, r := range c.replicas {
+			for range 12 {
+				p, _, err := getTCPIP(r.http, "")
+				if err != nil {
+					return err
+				}
+				if p.ID == id {
+					return fmt.Errorf("%s still returns %s", r.name, id)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// servedBy reports an error unless every replica in rs returns id within a
+// few calls.
+func (c *cluster) servedBy(rs []*replica, id string) error {
+	for _, r := range rs {
+		seen := false
+		for range 30 {
+			p, _, err := getTCPIP(r.http, "")
+			if err != nil {
+				return err
+			}
+			seen = seen || p.ID == id
+		}
+		if !seen {
+			return fmt.Errorf("%s does not return %s", r.name, id)
+		}
+	}
+	return nil
+}
+
+func (c *cluster) waitLeader(t *testing.T, rs []*replica) *replica {
+	t.Helper()
+	var l *replica
+	eventually(t, 15*time.Second, "a leader", func() error {
+		if l = c.leader(rs); l == nil {
+			return errNotYet
+		}
+		return nil
+	})
+	return l
+}
+
+func (c *cluster) mustStatus(t *testing.T, r *replica) status {
+	t.Helper()
+	s, err := r.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+type healthRecord struct {
+	Addr    string `json:"addr"`
+	Healthy bool   `json:"healthy"`
+	Epoch   int64  `json:"epoch"`
+	Leader  string `json:"leader"`
+}
+
+// health reads a health record straight from etcd.
+func (c *cluster) health(id string) (healthRecord, error) {
+	var h healthRecord
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err := c.cli.Get(ctx, c.prefix+"health/"+id)
+	if err != nil {
+		return h, err
+	}
+	if len(resp.Kvs) == 0 {
+		return h, fmt.Errorf("no health record for %s", id)
+	}
+	return h, json.Unmarshal(resp.Kvs[0].Value, &h)
+}
+
+// moveRaftLeader makes r's embedded member the etcd raft leader.
+func (c *cluster) moveRaftLeader(t *testing.T, r *replica) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := c.cli.Status(ctx, r.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Leader == st.Header.MemberId {
+		return
+	}
+	leaderCli, err := clientv3.New(clientv3.Config{Endpoints: c.endpointOf(st.Leader), DialTimeout: 5 * time.Second,
+		DialOptions: c.dialOpts, TLS: c.clientTLS()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leaderCli.Close()
+	if _, err := leaderCli.MoveLeader(ctx, st.Header.MemberId); err != nil {
+		t.Fatalf("move raft leadership to %s: %v", r.name, err)
+	}
+	eventually(t, 5*time.Second, "raft leader moved", func() error {
+		st, err := c.cli.Status(ctx, r.client)
+		if err != nil {
+			return err
+		}
+		if st.Leader != st.Header.MemberId {
+			return errNotYet
+		}
+		return nil
+	})
+}
+
+// endpointOf returns the client URL of the member with id.
+func (c *cluster) endpointOf(id uint64) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, r := range c.replicas {
+		st, err := c.cli.Status(ctx, r.client)
+		if err == nil && st.Header.MemberId == id {
+			return []string{r.client}
+		}
+	}
+	return nil
+}
+
+// load calls get-tcp-ip on a set of replicas continuously and records
+// every error.
+type load struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	errs   []error
+	total  atomic.Int64
+}
+
+func startLoad(rs []*replica) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{cancel: cancel}
+	for _, r := range rs {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for ctx.Err() == nil {
+				_, _, err := getTCPIP(r.http, "")
+				l.total.Add(1)
+				if err != nil {
+					l.mu.Lock()
+					l.errs = append(l.errs, fmt.Errorf("%s: %w", r.name, err))
+					l.mu.Unlock()
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) stop() ([]error, int64) {
+	l.cancel()
+	l.wg.Wait()
+	return l.errs, l.total.Load()
+}
+
+// put writes key (relative to the prefix) through the test's etcd client.
+func (c *cluster) put(t testing.TB, key, value string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.cli.Put(ctx, c.prefix+key, value); err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+}
+
+// sdkClient returns a client SDK instance that bootstraps from every
+// replica, as an application would.
+func (c *cluster) sdkClient() (*client.Client, error) {
+	var boot []string
+	for _, r := range c.replicas {
+		boot = append(boot, strings.TrimPrefix(r.http, "http://"))
+	}
+	cfg := client.Config{Bootstrap: boot, CachePath: filepath.Join(c.dir, "sdk-cache.json"),
+		RequestTimeout: time.Second, ConnectTimeout: time.Second}
+	if c.sdkHTTP != nil {
+		cfg.HTTPClient = c.sdkHTTP
+	}
+	if c.sdkDial != nil {
+		cfg.DialContext = c.sdkDial
+	}
+	return client.New(cfg)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// clRegister registers tcp-servers with the cluster's etcd and waits until
+// every replica in among serves all of them.
+func clRegister(t *testing.T, c *cluster, among []*replica, servers ...*tcpServer) {
+	t.Helper()
+	for _, s := range servers {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		_, err := c.cli.Put(ctx, c.prefix+"servers/"+s.id+"/addr", s.addr)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range among {
+		eventually(t, 20*time.Second, r.name+" serves every server", func() error {
+			st, err := r.status()
+			if err != nil {
+				return err
+			}
+			if st.Eligible != len(servers) {
+				return fmt.Errorf("%d eligible, want %d", st.Eligible, len(servers))
+			}
+			return nil
+		})
+	}
+}
+
+// clStartClusterOnIPs starts one replica per IP, each with its HTTP API on
+// ip:P for one shared port P (etcd on 127.0.0.1), forming a cluster.
+func clStartClusterOnIPs(t *testing.T, ips []string) (*cluster, int) {
+	t.Helper()
+	for _, ip := range ips {
+		ln, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Skipf("cannot bind %s (loopback aliases 127.0.0.0/8 are needed): %v", ip, err)
+		}
+		ln.Close()
+	}
+	dir := t.TempDir()
+	var port int
+	for try := 0; ; try++ {
+		port = freePorts(t, 1)[0]
+		if clPortFreeOn(ips, port) {
+			break
+		}
+		if try == 10 {
+			t.Fatal("no port free on every IP")
+		}
+	}
+	ports := freePorts(t, 2*len(ips))
+	c := &cluster{t: t, dir: dir, prefix: "/tcpdispatch/"}
+	var initial []string
+	for i, ip := range ips {
+		r := &replica{
+			http:   fmt.Sprintf("http://%s:%d", ip, port),
+			client: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
+			peer:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
+		}
+		c.replicas = append(c.replicas, r)
+		initial = append(initial, fmt.Sprintf("d%d=%s", i+1, r.peer))
+	}
+	var endpoints []string
+	for i, r := range c.replicas {
+		name := fmt.Sprintf("d%d", i+1)
+		args := append([]string{
+			"--name", name,
+			"--listen-http", clHostPort(r.http),
+			"--data-dir", filepath.Join(dir, name+".etcd"),
+			"--listen-client-urls", r.client, "--advertise-client-urls", r.client,
+			"--listen-peer-urls", r.peer, "--initial-advertise-peer-urls", r.peer,
+			"--initial-cluster", strings.Join(initial, ","),
+			"--initial-cluster-token", "cl-" + filepath.Base(dir),
+		}, clientFlags...)
+		r.proc = newProc(t, dir, name, "dispatcher", args...)
+		r.start()
+		endpoints = append(endpoints, r.client)
+	}
+	c.connect(endpoints)
+	return c, port
+}
+
+func clPortFreeOn(ips []string, port int) bool {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for _, ip := range ips {
+		l, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, port))
+		if err != nil {
+			return false
+		}
+		ls = append(ls, l)
+	}
+	return true
+}

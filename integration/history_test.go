@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -13,8 +12,6 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/tcpdispatch/tcpdispatch/client"
 )
 
 // answer is one get-tcp-ip call the load driver made.
@@ -216,24 +213,6 @@ func (rec *recorder) clientErrors() int {
 	return n
 }
 
-// sdkClient returns a client SDK instance that bootstraps from every
-// replica, as an application would.
-func (c *cluster) sdkClient() (*client.Client, error) {
-	var boot []string
-	for _, r := range c.replicas {
-		boot = append(boot, strings.TrimPrefix(r.http, "http://"))
-	}
-	cfg := client.Config{Bootstrap: boot, CachePath: filepath.Join(c.dir, "sdk-cache.json"),
-		RequestTimeout: time.Second, ConnectTimeout: time.Second}
-	if c.sdkHTTP != nil {
-		cfg.HTTPClient = c.sdkHTTP
-	}
-	if c.sdkDial != nil {
-		cfg.DialContext = c.sdkDial
-	}
-	return client.New(cfg)
-}
-
 // checkEpochs reads etcd's history of the prefix since the recorder
 // started and checks I1: every health write carries the epoch of an
 // election key that existed when it was written, and epochs never decrease
@@ -336,13 +315,4 @@ func compactRevision(ctx context.Context, c *cluster, from int64) int64 {
 		return resp.CompactRevision
 	}
 	return from
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

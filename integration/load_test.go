@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"net"
@@ -85,16 +84,6 @@ func (c *cluster) registerLB(t testing.TB, s *lbServer) {
 	t.Helper()
 	c.put(t, "servers/"+s.id+"/addr", s.addr)
 	c.put(t, "servers/"+s.id+"/status-url", s.status.URL+"/status")
-}
-
-// put writes key (relative to the prefix) through the test's etcd client.
-func (c *cluster) put(t testing.TB, key, value string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := c.cli.Put(ctx, c.prefix+key, value); err != nil {
-		t.Fatalf("put %s: %v", key, err)
-	}
 }
 
 // lbView is a server as /v1/servers shows it with the load-aware fields.

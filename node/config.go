@@ -60,11 +60,26 @@ type Config struct {
 	SnapshotFile string
 	// LeaderTTL is the election session TTL: how long a dead leader holds
 	// leadership. Whole seconds; etcd enforces a minimum of 1.5 election
-	// timeouts.
+	// timeouts (Validate rejects a lower one with an embedded member). Each
+	// election call is bounded by ElectionOpTimeout(LeaderTTL).
 	LeaderTTL time.Duration
-	Probe     prober.Config
-	API       api.Config
-	Store     store.Config
+	// Probe configures the prober; its Targets are taken from
+	// AllowedTargets.
+	Probe prober.Config
+	// API configures the HTTP server. Its Name is taken from Name: leave
+	// it empty (Validate rejects a different one).
+	API api.Config
+	// Store configures the watcher. Its Prefix is taken from Prefix:
+	// leave it empty (Validate rejects a different one); its Targets from
+	// AllowedTargets.
+	Store store.Config
+}
+
+// ElectionOpTimeout is the bound of each election call at a leader TTL of
+// ttl: the election's default (2s), lowered to ttl/2 so that a call that
+// cannot complete is noticed while the lease may still be alive.
+func ElectionOpTimeout(ttl time.Duration) time.Duration {
+	return min(election.DefaultConfig().OpTimeout, ttl/2)
 }
 
 // EmbedConfig carries the embedded member's settings, named and defaulted
@@ -119,8 +134,16 @@ func DefaultConfig() Config {
 		},
 		Probe: prober.DefaultConfig(),
 		API:   api.DefaultConfig(),
-		Store: store.DefaultConfig(),
+		Store: storeDefaults(),
 	}
+}
+
+// storeDefaults is store.DefaultConfig without the Prefix, which comes from
+// Config.Prefix.
+func storeDefaults() store.Config {
+	c := store.DefaultConfig()
+	c.Prefix = ""
+	return c
 }
 
 // Validate checks the rules that span components.
@@ -134,11 +157,17 @@ func (c Config) Validate() error {
 	if c.ListenAdmin != "" && c.ListenAdmin == c.ListenHTTP {
 		return errors.New("listen-admin must differ from listen-http")
 	}
+	if c.API.Name != "" && c.API.Name != c.Name {
+		return fmt.Errorf("API.Name %q contradicts name %q: leave it empty, it is taken from name", c.API.Name, c.Name)
+	}
 	if err := c.API.Validate(); err != nil {
 		return err
 	}
 	if _, err := store.NewKeys(c.Prefix); err != nil {
 		return err
+	}
+	if c.Store.Prefix != "" && c.Store.Prefix != c.Prefix {
+		return fmt.Errorf("Store.Prefix %q contradicts prefix %q: leave it empty, it is taken from prefix", c.Store.Prefix, c.Prefix)
 	}
 	if c.LeaderTTL < time.Second {
 		return fmt.Errorf("leader-ttl %v: must be at least 1s", c.LeaderTTL)

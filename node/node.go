@@ -9,6 +9,8 @@
 // resigned at once so a successor takes over in milliseconds, /readyz fails
 // for the lame-duck window while get-tcp-ip still answers, the listener
 // closes, and only then the watcher, the client and the embedded member stop.
+// Both orders are the one list of stages at the end of Node.Run (see
+// lifecycle.go).
 package node
 
 import (
@@ -31,6 +33,8 @@ import (
 	"github.com/tcpdispatch/tcpdispatch/api"
 	"github.com/tcpdispatch/tcpdispatch/election"
 	"github.com/tcpdispatch/tcpdispatch/etcdconn"
+	"github.com/tcpdispatch/tcpdispatch/internal/backoff"
+	"github.com/tcpdispatch/tcpdispatch/internal/logging"
 	"github.com/tcpdispatch/tcpdispatch/prober"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
@@ -46,17 +50,16 @@ func New(cfg Config, log *logrus.Entry) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if log == nil {
-		l := logrus.New()
-		l.SetLevel(logrus.PanicLevel)
-		log = logrus.NewEntry(l)
-	}
+	log = logging.OrDiscard(log)
 	return &Node{cfg: cfg, log: log}, nil
 }
 
 // Run runs the replica until ctx is cancelled, then shuts down in order and
 // returns nil; it returns an error if a component cannot start (the HTTP
-// address is taken, the embedded member cannot start).
+// address is taken, the embedded member cannot start) or fails.
+//
+// The order is the stages list at the end of Run: started top to bottom,
+// stopped bottom to top, the units of one stage together.
 func (n *Node) Run(ctx context.Context) error {
 	cfg := n.cfg
 	ln, err := net.Listen("tcp", cfg.ListenHTTP)
@@ -81,23 +84,11 @@ func (n *Node) Run(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// failed ends the replica when a component cannot go on.
-	runCtx, fail := context.WithCancelCause(ctx)
-	defer fail(nil)
-
 	endpoints := cfg.EtcdEndpoints
 	embedded := len(endpoints) == 0
 	if embedded {
 		endpoints = strings.Split(cfg.Embed.AdvertiseClientURLs, ",")
 	}
-	// The member starts only once HTTP answers, and stops last.
-	var member *embed.Etcd
-	defer func() {
-		if member != nil {
-			member.Close()
-			n.log.Info("embedded etcd member stopped")
-		}
-	}()
 	// etcdconn.New does not wait for etcd, even to authenticate.
 	ccfg, err := n.etcdClientConfig(endpoints)
 	if err != nil {
@@ -109,36 +100,42 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
 	}
-	var closeCli sync.Once
-	closeClient := func() { closeCli.Do(func() { cli.Close() }) }
-	defer closeClient()
+	// Closed by its stage, or earlier to unblock a stuck election.
+	closeClient := sync.OnceFunc(func() { cli.Close() })
 
 	storeCfg := cfg.Store
-	storeCfg.Prefix = cfg.Prefix
+	storeCfg.Prefix = cfg.Prefix // Validate rejected a different one
 	storeCfg.Targets = store.NewTargetPolicy(cfg.AllowedTargets)
 	watcher, err := store.NewWatcher(storeCfg, cli, n.log.WithField("component", "store"), reg)
 	if err != nil {
+		closeClient()
 		return err
 	}
 	ecfg := election.DefaultConfig()
 	ecfg.Name, ecfg.Prefix, ecfg.TTL = cfg.Name, watcher.Keys().Election(), cfg.LeaderTTL
 	// Each election call must finish well inside one TTL, or a slow etcd
 	// could hold a deposed leader past its lease.
-	ecfg.OpTimeout = min(ecfg.OpTimeout, cfg.LeaderTTL/2)
+	if ecfg.OpTimeout = ElectionOpTimeout(cfg.LeaderTTL); ecfg.OpTimeout < election.DefaultConfig().OpTimeout {
+		n.log.WithFields(logrus.Fields{"op_timeout": ecfg.OpTimeout, "leader_ttl": cfg.LeaderTTL}).
+			Info("election calls bounded by half the leader TTL")
+	}
 	elect, err := election.New(ecfg, cli, n.log.WithField("component", "election"))
 	if err != nil {
+		closeClient()
 		return err
 	}
 	probeCfg := cfg.Probe
 	probeCfg.Targets = storeCfg.Targets
 	prb, err := prober.New(probeCfg, watcher.Keys(), watcher, n.log.WithField("component", "prober"), reg)
 	if err != nil {
+		closeClient()
 		return err
 	}
 	apiCfg := cfg.API
-	apiCfg.Name = cfg.Name
+	apiCfg.Name = cfg.Name // Validate rejected a different one
 	srv, err := api.New(apiCfg, watcher, elect, n.log.WithField("component", "api"), reg, reg)
 	if err != nil {
+		closeClient()
 		return err
 	}
 
@@ -147,6 +144,7 @@ func (n *Node) Run(ctx context.Context) error {
 	dir, err := prober.NewDirectory(cli, watcher.Keys(), cfg.Name, advertisedHTTP(cfg.AdvertiseHTTP, ln.Addr()),
 		announceTTL(cfg.LeaderTTL), ecfg.OpTimeout, n.log.WithField("component", "directory"))
 	if err != nil {
+		closeClient()
 		return err
 	}
 	prb.UsePeers(dir)
@@ -157,59 +155,57 @@ func (n *Node) Run(ctx context.Context) error {
 		n.restore(watcher, snapFile)
 	}
 
-	// HTTP answers first (503 with a reason, or the saved snapshot) while
-	// the embedded member opens its database and replays its WAL.
-	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.Serve(runCtx, listeners) }()
-	if embedded {
-		if member, err = n.startMember(); err != nil {
-			fail(err)
-			<-srvDone
-			return err
+	// memberUp is closed once the embedded member has started (at once in
+	// external mode); member is set before. The units that talk to etcd
+	// wait for it, so that their first calls do not meet a closed port.
+	memberUp := make(chan struct{})
+	var member *embed.Etcd
+	if !embedded {
+		close(memberUp)
+	}
+	afterMember := func(run func(ctx context.Context) error) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			select {
+			case <-memberUp:
+				return run(ctx)
+			case <-ctx.Done():
+				return nil
+			}
 		}
 	}
+	nilOnCancel := func(run func(ctx context.Context)) func(ctx context.Context) error {
+		return func(ctx context.Context) error { run(ctx); return nil }
+	}
 
-	// The watcher outlives the HTTP server so that get-tcp-ip stays
-	// current through the lame-duck window.
-	watchCtx, stopWatch := context.WithCancel(context.Background())
-	defer stopWatch()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = watcher.Run(watchCtx) // returns nil on cancellation only
-	}()
-	defer wg.Wait()
-	// systemd (Type=notify): READY=1 with the first snapshot, STOPPING=1
-	// when shutdown starts.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		n.notifySystemd(runCtx, watcher)
-	}()
-
+	memberStage := stage{name: "etcd member"}
+	if embedded {
+		memberStage.units = []unit{{name: "member", run: func(ctx context.Context) error {
+			m, err := n.startMember()
+			if err != nil {
+				return err
+			}
+			member = m
+			close(memberUp)
+			return n.watchMember(ctx, m)
+		}}}
+		memberStage.release = func() {
+			if member != nil {
+				member.Close()
+				n.log.Info("embedded etcd member stopped")
+			}
+		}
+	}
+	dataUnits := []unit{
+		{name: "store watcher", run: afterMember(watcher.Run)},
+		{name: "replica directory", run: afterMember(dir.Run)},
+	}
 	if snapFile != "" {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n.saveSnapshots(watchCtx, watcher, snapFile)
-		}()
+		dataUnits = append(dataUnits, unit{name: "snapshot saving", run: nilOnCancel(func(ctx context.Context) {
+			n.saveSnapshots(ctx, watcher, snapFile)
+		})})
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = dir.Run(watchCtx) // returns nil on cancellation only
-	}()
-	mover, err := newRaftMover(cli, member, n.log.WithField("component", "raftmove"), reg)
-	if err != nil {
-		fail(err)
-	}
-	electionDone := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(electionDone)
-		err := elect.Run(runCtx, func(lctx context.Context, l *election.Leadership) error {
+	lead := func(mover *raftMover) func(ctx context.Context, l *election.Leadership) error {
+		return func(lctx context.Context, l *election.Leadership) error {
 			// Probe only from a snapshot that holds every earlier term's
 			// verdicts: one restored from disk, or lagging behind, would
 			// seed the prober with stale health and its first round would
@@ -221,23 +217,32 @@ func (n *Node) Run(ctx context.Context) error {
 			if err != nil {
 				return nil // leadership ended first
 			}
+			if s := watcher.Snapshot(); s != nil {
+				if err := probeCfg.CheckFleet(len(s.Servers)); err != nil {
+					n.log.WithError(err).Warn("probe rounds can outlast the probe interval")
+				}
+			}
 			err = prb.Run(lctx, l)
 			if errors.Is(err, prober.ErrSelfFault) {
 				// A replica that can probe should lead instead.
 				l.StepDown(cfg.Probe.SelfFaultBackoff)
 			}
 			return err
-		})
-		if err != nil {
-			fail(fmt.Errorf("election: %w", err))
 		}
-	}()
-	if member != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n.watchMember(runCtx, member, fail)
-		}()
+	}
+	campaign := unit{
+		name: "election",
+		run: afterMember(func(ctx context.Context) error {
+			mover, err := newRaftMover(cli, member, n.log.WithField("component", "raftmove"), reg)
+			if err != nil {
+				return err
+			}
+			return elect.Run(ctx, lead(mover))
+		}),
+		// It resigns within its OpTimeout, except that an interrupted
+		// campaign blocks on a dead etcd until the client closes.
+		grace: cfg.API.LameDuck + cfg.API.ShutdownTimeout + 2*cfg.LeaderTTL,
+		force: closeClient,
 	}
 
 	admin := ""
@@ -245,23 +250,26 @@ func (n *Node) Run(ctx context.Context) error {
 		admin = listeners.Admin.Addr().String()
 	}
 	n.log.WithFields(logrus.Fields{"http": ln.Addr().String(), "admin": admin, "etcd": strings.Join(endpoints, ","),
-		"embedded": member != nil}).Info("replica started")
-	if err = <-srvDone; err != nil {
-		fail(err)
-	}
-	stopWatch()
-	// The election resigns within its OpTimeout, except that an
-	// interrupted campaign blocks on a dead etcd until the client closes.
-	select {
-	case <-electionDone:
-	case <-time.After(2 * cfg.LeaderTTL):
-		n.log.Warn("election did not stop; closing the etcd client to end it")
-		closeClient()
-	}
-	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
-		return cause
-	}
-	return err
+		"embedded": embedded}).Info("replica started")
+
+	// Started top to bottom, stopped bottom to top. HTTP answers (503
+	// with a reason, or the saved snapshot) while the member opens its
+	// database and replays its WAL. On shutdown the leader resigns at once
+	// so a successor takes over in milliseconds, systemd hears STOPPING=1,
+	// and /readyz fails for the lame-duck window while get-tcp-ip still
+	// answers from a current snapshot: the watcher outlives the listener.
+	return runStages(ctx, n.log, []stage{
+		memberStage,
+		{name: "etcd client", release: closeClient},
+		{name: "data", units: dataUnits},
+		{name: "serve", units: []unit{
+			{name: "http", run: func(ctx context.Context) error { return srv.Serve(ctx, listeners) }},
+			campaign,
+			// systemd (Type=notify): READY=1 with the first snapshot,
+			// STOPPING=1 when shutdown starts.
+			{name: "systemd notify", run: nilOnCancel(func(ctx context.Context) { n.notifySystemd(ctx, watcher) })},
+		}},
+	})
 }
 
 // snapshotFile returns the path of the saved snapshot, or "" for none.
@@ -311,10 +319,8 @@ func (n *Node) saveSnapshots(ctx context.Context, w *store.Watcher, path string)
 			return
 		case <-changed:
 		}
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, time.Second) {
 			return
-		case <-time.After(time.Second):
 		}
 	}
 }
@@ -377,23 +383,24 @@ func (n *Node) startMember() (*embed.Etcd, error) {
 	return m, nil
 }
 
-// watchMember reports the member joining its cluster, and ends the replica
-// if the member fails.
-func (n *Node) watchMember(ctx context.Context, m *embed.Etcd, fail context.CancelCauseFunc) {
+// watchMember reports the member joining its cluster, and returns an error
+// if the member fails before ctx is cancelled.
+func (n *Node) watchMember(ctx context.Context, m *embed.Etcd) error {
 	start := time.Now()
 	select {
 	case <-ctx.Done():
-		return
+		return nil
 	case <-m.Server.ReadyNotify():
 		n.log.WithField("after", time.Since(start).Round(time.Millisecond)).Info("embedded etcd member ready")
 	case <-m.Server.StopNotify():
 	}
 	select {
 	case <-ctx.Done():
+		return nil
 	case err := <-m.Err():
-		fail(fmt.Errorf("embedded etcd: %w", err))
+		return fmt.Errorf("embedded etcd: %w", err)
 	case <-m.Server.StopNotify():
-		fail(errors.New("embedded etcd member stopped"))
+		return errors.New("embedded etcd member stopped")
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sirupsen/logrus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -182,19 +182,5 @@ func TestRaftMoverMovesLeadershipOff(t *testing.T) {
 // count returns the mover's counter for outcome.
 func count(t *testing.T, r *raftMover, outcome moveOutcome) float64 {
 	t.Helper()
-	ch := make(chan prometheus.Metric, 8)
-	r.moves.Collect(ch)
-	close(ch)
-	for m := range ch {
-		var d dto.Metric
-		if err := m.Write(&d); err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range d.GetLabel() {
-			if l.GetName() == "outcome" && l.GetValue() == string(outcome) {
-				return d.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	return testutil.ToFloat64(r.moves.WithLabelValues(string(outcome)))
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/sirupsen/logrus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/tcpdispatch/tcpdispatch/internal/backoff"
+	"github.com/tcpdispatch/tcpdispatch/internal/logging"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -53,11 +55,7 @@ func NewDirectory(cli *clientv3.Client, keys store.Keys, name, httpURL string, t
 	case ttl < time.Second || timeout <= 0:
 		return nil, errors.New("directory: ttl must be at least 1s and timeout positive")
 	}
-	if log == nil {
-		l := logrus.New()
-		l.SetLevel(logrus.PanicLevel)
-		log = logrus.NewEntry(l)
-	}
+	log = logging.OrDiscard(log)
 	return &Directory{cli: cli, keys: keys, self: announcement{Name: name, HTTP: httpURL}, ttl: ttl, timeout: timeout, log: log}, nil
 }
 
@@ -76,12 +74,8 @@ func (d *Directory) Run(ctx context.Context) error {
 		if err != nil {
 			d.log.WithError(err).Debug("announce replica; retrying")
 		}
-		t := time.NewTimer(time.Second)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, time.Second) {
 			return nil
-		case <-t.C:
 		}
 	}
 }

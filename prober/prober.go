@@ -26,6 +26,7 @@
 package prober
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,6 +42,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tcpdispatch/tcpdispatch/election"
+	"github.com/tcpdispatch/tcpdispatch/internal/logging"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -74,7 +76,8 @@ type Config struct {
 	// every round.
 	LoadRefresh time.Duration
 	// ReportTTL is how long replicas use a load report after its pull
-	// (written into the record as report_expires). Default 30s; must
+	// (written into the record as report_expires). Default 30s; zero
+	// means 3 × LoadRefresh (30s with the default LoadRefresh); must
 	// exceed LoadRefresh.
 	ReportTTL time.Duration
 	// LoadSmoothing is the EWMA weight of a new load sample, in (0, 1];
@@ -172,62 +175,59 @@ func (c Config) Validate() error {
 	return nil
 }
 
-func (c *Config) setDefaults() {
+// withDefaults returns c with each zero field replaced by its DefaultConfig
+// value, or, for the fields documented as derived (ReportTTL,
+// OpinionTimeout, StarvationSlack), by the value derived from the others.
+func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if c.Interval == 0 {
-		c.Interval = d.Interval
-	}
-	if c.Timeout == 0 {
-		c.Timeout = d.Timeout
-	}
-	if c.Rise == 0 {
-		c.Rise = d.Rise
-	}
-	if c.Fall == 0 {
-		c.Fall = d.Fall
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = d.Concurrency
-	}
-	if c.RefreshInterval == 0 {
-		c.RefreshInterval = d.RefreshInterval
-	}
-	if c.BatchSize == 0 {
-		c.BatchSize = d.BatchSize
-	}
-	if c.OpTimeout == 0 {
-		c.OpTimeout = d.OpTimeout
-	}
-	if c.LoadRefresh == 0 {
-		c.LoadRefresh = d.LoadRefresh
-	}
-	if c.ReportTTL == 0 {
-		c.ReportTTL = 3 * c.LoadRefresh
-	}
-	if c.LoadSmoothing == 0 {
-		c.LoadSmoothing = d.LoadSmoothing
-	}
+	c.Interval = cmp.Or(c.Interval, d.Interval)
+	c.Timeout = cmp.Or(c.Timeout, d.Timeout)
+	c.Rise = cmp.Or(c.Rise, d.Rise)
+	c.Fall = cmp.Or(c.Fall, d.Fall)
+	c.Concurrency = cmp.Or(c.Concurrency, d.Concurrency)
+	c.RefreshInterval = cmp.Or(c.RefreshInterval, d.RefreshInterval)
+	c.BatchSize = cmp.Or(c.BatchSize, d.BatchSize)
+	c.OpTimeout = cmp.Or(c.OpTimeout, d.OpTimeout)
+	c.LoadRefresh = cmp.Or(c.LoadRefresh, d.LoadRefresh)
+	c.ReportTTL = cmp.Or(c.ReportTTL, 3*c.LoadRefresh)
+	c.LoadSmoothing = cmp.Or(c.LoadSmoothing, d.LoadSmoothing)
 	if c.Now == nil {
 		c.Now = d.Now
 	}
-	if c.SuspectShare == 0 {
-		c.SuspectShare = d.SuspectShare
+	c.SuspectShare = cmp.Or(c.SuspectShare, d.SuspectShare)
+	c.SuspectMin = cmp.Or(c.SuspectMin, d.SuspectMin)
+	c.SelfFaultRounds = cmp.Or(c.SelfFaultRounds, d.SelfFaultRounds)
+	c.SelfFaultBackoff = cmp.Or(c.SelfFaultBackoff, d.SelfFaultBackoff)
+	c.OpinionTimeout = cmp.Or(c.OpinionTimeout, c.Timeout+500*time.Millisecond)
+	c.StarvationSlack = cmp.Or(c.StarvationSlack, c.Timeout/2)
+	return c
+}
+
+// RoundBound is how long one round over n servers takes at most when every
+// probe times out: ⌈n / Concurrency⌉ × Timeout.
+func (c Config) RoundBound(n int) time.Duration {
+	if n <= 0 || c.Concurrency < 1 {
+		return 0
 	}
-	if c.SuspectMin == 0 {
-		c.SuspectMin = d.SuspectMin
+	return time.Duration((n+c.Concurrency-1)/c.Concurrency) * c.Timeout
+}
+
+// CheckFleet reports an error when a round over n servers can outlast
+// Interval (see RoundBound): then, while many servers time out, each is
+// probed less often than Interval and failures are detected late. It is a
+// warning for the operator, not a reason to stop: the fleet size is only
+// known at run time and changes.
+func (c Config) CheckFleet(n int) error {
+	b := c.RoundBound(n)
+	if b <= c.Interval {
+		return nil
 	}
-	if c.SelfFaultRounds == 0 {
-		c.SelfFaultRounds = d.SelfFaultRounds
+	err := fmt.Errorf("prober: %d servers at probe-concurrency %d and probe-timeout %v take up to %v a round, more than probe-interval %v",
+		n, c.Concurrency, c.Timeout, b, c.Interval)
+	if waves := int(c.Interval / c.Timeout); waves >= 1 {
+		err = fmt.Errorf("%w; raise probe-concurrency to at least %d", err, (n+waves-1)/waves)
 	}
-	if c.SelfFaultBackoff == 0 {
-		c.SelfFaultBackoff = d.SelfFaultBackoff
-	}
-	if c.OpinionTimeout == 0 {
-		c.OpinionTimeout = c.Timeout + 500*time.Millisecond
-	}
-	if c.StarvationSlack == 0 {
-		c.StarvationSlack = c.Timeout / 2
-	}
+	return err
 }
 
 // Snapshots is where the prober learns the registered servers and the
@@ -275,15 +275,11 @@ func (p *Prober) UsePeers(peers Peers) { p.peers = peers }
 // New returns a prober of the servers in snaps; keys is the etcd layout the
 // health records are written to. Zero fields of cfg take their defaults.
 func New(cfg Config, keys store.Keys, snaps Snapshots, log *logrus.Entry, reg prometheus.Registerer) (*Prober, error) {
-	cfg.setDefaults()
+	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if log == nil {
-		l := logrus.New()
-		l.SetLevel(logrus.PanicLevel)
-		log = logrus.NewEntry(l)
-	}
+	log = logging.OrDiscard(log)
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err

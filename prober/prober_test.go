@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
@@ -312,27 +313,12 @@ func newTestProber(t testing.TB, cfg Config, keys store.Keys, snaps Snapshots) (
 	return p, reg
 }
 
-func metric(t testing.TB, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not found", name)
-	return 0
-}
-
 // waitRounds waits until the prober completed n more rounds.
-func waitRounds(t testing.TB, reg *prometheus.Registry, n int) {
+func waitRounds(t testing.TB, p *Prober, n int) {
 	t.Helper()
-	start := metric(t, reg, "tcpdispatch_prober_rounds_total")
+	start := testutil.ToFloat64(p.metrics.rounds)
 	etcdtest.WaitFor(t, 10*time.Second, "probe rounds", func() bool {
-		return metric(t, reg, "tcpdispatch_prober_rounds_total") >= start+float64(n)
+		return testutil.ToFloat64(p.metrics.rounds) >= start+float64(n)
 	})
 }
 
@@ -347,7 +333,7 @@ func TestProberLifecycle(t *testing.T) {
 
 	cfg := testConfig()
 	cfg.Fall = 3
-	p, reg := newTestProber(t, cfg, e.keys, e.w)
+	p, _ := newTestProber(t, cfg, e.keys, e.w)
 	wr := newFencedWriter(t, e.cli, "leader-1")
 	stop, _ := runInBackground(t, "prober", func(ctx context.Context) error { return p.Run(ctx, wr) })
 
@@ -369,16 +355,16 @@ func TestProberLifecycle(t *testing.T) {
 			s := e.w.Snapshot()
 			return s.Lookup("a").State == "up" && s.Lookup("b").State == "down"
 		})
-		waitRounds(t, reg, 1)
+		waitRounds(t, p, 1)
 		rev, txns := currentRev(t, e.cli), wr.count()
-		waitRounds(t, reg, 6)
+		waitRounds(t, p, 6)
 		if got := currentRev(t, e.cli); got != rev {
 			t.Errorf("etcd revision went from %d to %d over 6 steady rounds; want no write", rev, got)
 		}
 		if got := wr.count(); got != txns {
 			t.Errorf("%d transactions over 6 steady rounds; want none", got-txns)
 		}
-		if got := metric(t, reg, "tcpdispatch_prober_probe_failures_total"); got < 6 {
+		if got := testutil.ToFloat64(p.metrics.failures); got < 6 {
 			t.Errorf("failures = %v; want b's failed probes counted", got)
 		}
 	})
@@ -552,7 +538,7 @@ func TestProberBatchesAndRefreshes(t *testing.T) {
 	cfg := testConfig()
 	cfg.BatchSize = 2
 	cfg.RefreshInterval = 5 * interval
-	p, reg := newTestProber(t, cfg, e.keys, e.w)
+	p, _ := newTestProber(t, cfg, e.keys, e.w)
 	wr := newFencedWriter(t, e.cli, "leader")
 	stop, _ := runInBackground(t, "prober", func(ctx context.Context) error { return p.Run(ctx, wr) })
 
@@ -560,7 +546,7 @@ func TestProberBatchesAndRefreshes(t *testing.T) {
 	for _, id := range ids {
 		first[id] = waitHealth(t, e.cli, e.keys, id, "up", func(h store.Health, ok bool) bool { return ok && h.Healthy })
 	}
-	if txns := metric(t, reg, "tcpdispatch_prober_write_txns_total"); txns < 3 {
+	if txns := testutil.ToFloat64(p.metrics.txns); txns < 3 {
 		t.Errorf("5 records written in %v transactions; want >= 3 with batch size 2", txns)
 	}
 	for _, id := range ids {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
 	"github.com/tcpdispatch/tcpdispatch/store"
@@ -193,11 +193,11 @@ func TestProberRebalances(t *testing.T) {
 	rev = max(rev, etcdtest.Put(t, e.cli, e.keys.Config(store.ConfigSlowStart), "0"))
 	e.waitSnapshot(t, rev)
 
-	p, reg := newTestProber(t, testConfig(), e.keys, e.w)
+	p, _ := newTestProber(t, testConfig(), e.keys, e.w)
 	wr := newFencedWriter(t, e.cli, "leader-1")
 	runInBackground(t, "prober", func(ctx context.Context) error { return p.Run(ctx, wr) })
 	waitHealth(t, e.cli, e.keys, "full", "a report", func(h store.Health, ok bool) bool { return ok && h.HasReport() })
-	waitRounds(t, reg, 5)
+	waitRounds(t, p, 5)
 	if asked := full.asks(); full.conns.Load() != 300 || len(asked) != 0 {
 		t.Fatalf("rebalancing off: conns %d, asked %v; want nothing asked", full.conns.Load(), asked)
 	}
@@ -206,7 +206,7 @@ func TestProberRebalances(t *testing.T) {
 	etcdtest.Put(t, e.cli, e.keys.Config(store.ConfigRebalanceRate), "10%/s,100%/m")
 	etcdtest.Put(t, e.cli, e.keys.Config(store.ConfigRebalance), "on")
 	etcdtest.WaitFor(t, 20*time.Second, "full to shed down to its share × 1.1", func() bool { return full.conns.Load() <= 165 })
-	waitRounds(t, reg, 5)
+	waitRounds(t, p, 5)
 	// It may end a little below 165, as clients in transit are missing
 	// from the total the leader divides, but never below its share.
 	final := full.conns.Load()
@@ -225,30 +225,9 @@ func TestProberRebalances(t *testing.T) {
 	if h.Conns != final {
 		t.Errorf("record %+v; want conns %d", h, final)
 	}
-	if got := metricLabeled(t, reg, "tcpdispatch_rebalance_shed_total", "full"); got != float64(300-final) {
+	if got := testutil.ToFloat64(p.rbMetrics.shed.WithLabelValues("full")); got != float64(300-final) {
 		t.Errorf("tcpdispatch_rebalance_shed_total{server=full} = %v; want %d", got, 300-final)
 	}
-}
-
-func metricLabeled(t testing.TB, reg *prometheus.Registry, name, server string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "server" && l.GetValue() == server {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
 }
 
 // TestPlanRebalance drives the leader's round planning from a snapshot and

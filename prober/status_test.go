@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
@@ -233,7 +234,7 @@ func TestProberLoadReports(t *testing.T) {
 
 	cfg := testConfig()
 	cfg.LoadRefresh, cfg.ReportTTL, cfg.LoadSmoothing = time.Hour, 2*time.Hour, 1
-	p, reg := newTestProber(t, cfg, e.keys, e.w)
+	p, _ := newTestProber(t, cfg, e.keys, e.w)
 	wr := newFencedWriter(t, e.cli, "leader-1")
 	stop, _ := runInBackground(t, "prober", func(ctx context.Context) error { return p.Run(ctx, wr) })
 
@@ -242,12 +243,12 @@ func TestProberLoadReports(t *testing.T) {
 		t.Fatalf("record = %+v", h)
 	}
 	etcdtest.WaitFor(t, 10*time.Second, "the snapshot to hold the report", func() bool { return e.w.Snapshot().Lookup("a").Report == "fresh" })
-	waitRounds(t, reg, 1)
+	waitRounds(t, p, 1)
 
 	t.Run("small change is not written", func(t *testing.T) {
 		ss.set(Status{Conns: 105, MaxConns: 1000, Load: 0.22}, http.StatusOK)
 		rev := currentRev(t, e.cli)
-		waitRounds(t, reg, 4)
+		waitRounds(t, p, 4)
 		if got := currentRev(t, e.cli); got != rev {
 			t.Errorf("revision %d -> %d after a 2-point change; want no write", rev, got)
 		}
@@ -274,7 +275,7 @@ func TestProberLoadReports(t *testing.T) {
 		if h.HasReport() || !strings.Contains(h.Reason, "HTTP 500") {
 			t.Errorf("record = %+v; want no report and the HTTP status as reason", h)
 		}
-		if metric(t, reg, "tcpdispatch_prober_status_failures_total") < 2 {
+		if testutil.ToFloat64(p.metrics.statusFailures) < 2 {
 			t.Errorf("status failures not counted")
 		}
 	})

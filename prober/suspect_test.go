@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
@@ -195,7 +196,7 @@ func TestSuspectRound(t *testing.T) {
 			e, srvs := suspectEnv(t)
 			cfg := testConfig()
 			cfg.SelfFaultRounds = 4
-			p, reg := newTestProber(t, cfg, e.keys, e.w)
+			p, _ := newTestProber(t, cfg, e.keys, e.w)
 			var fail atomic.Int32
 			failFrom(p, &fail)
 			if tt.peers >= 0 {
@@ -245,7 +246,7 @@ func TestSuspectRound(t *testing.T) {
 					t.Errorf("%s: record %+v; want down %v", id, h, wantDown)
 				}
 			}
-			if held := metric(t, reg, "tcpdispatch_prober_held_verdicts_total"); (held > 0) != tt.heldMetric {
+			if held := testutil.ToFloat64(p.metrics.heldVerdicts); (held > 0) != tt.heldMetric {
 				t.Errorf("held verdicts = %v; want some: %v", held, tt.heldMetric)
 			}
 		})
@@ -260,7 +261,7 @@ func TestSuspectHoldKeepsUpVerdicts(t *testing.T) {
 	cfg.SelfFaultRounds = 1000
 	// With d up, 2 of 4 must still be a suspect share.
 	cfg.SuspectShare = 0.4
-	p, reg := newTestProber(t, cfg, e.keys, e.w)
+	p, _ := newTestProber(t, cfg, e.keys, e.w)
 	p.UsePeers(peerList{{Name: "dead", URL: "http://" + deadAddr(t)}})
 	wr := newFencedWriter(t, e.cli, "leader")
 	runInBackground(t, "prober", func(ctx context.Context) error { return p.Run(ctx, wr) })
@@ -273,11 +274,11 @@ func TestSuspectHoldKeepsUpVerdicts(t *testing.T) {
 	srvs["b"].close()
 	// A server that comes up meanwhile (a new addr: its first probe
 	// decides) is written up.
-	waitRounds(t, reg, 3)
+	waitRounds(t, p, 3)
 	d := listen(t, "")
 	e.register(t, "d", d.addr)
 	waitUp(t, e, "d")
-	waitRounds(t, reg, 5)
+	waitRounds(t, p, 5)
 	for _, id := range []string{"a", "b"} {
 		if h, _ := getHealth(t, e.cli, e.keys, id); !h.Healthy {
 			t.Errorf("%s marked down with no replica to confirm: %+v", id, h)

@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/tcpdispatch/tcpdispatch/internal/backoff"
 )
 
 // Config configures a Server. Start from DefaultConfig; New validates it.
@@ -106,23 +108,26 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, handle func(ctx con
 		}
 	})
 
-	var pause time.Duration
+	// Accept errors (EMFILE and the like) are retried after 5ms, 10ms, …
+	// up to 1s, as net/http does.
+	pause := backoff.Exponential{Base: 5 * time.Millisecond, Cap: time.Second, Jitter: backoff.None}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || s.isClosed() || errors.Is(err, net.ErrClosed) {
 				break
 			}
-			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			t := time.NewTimer(pause.Next())
 			select {
-			case <-time.After(pause):
+			case <-t.C:
 				continue
 			case <-ctx.Done():
 			case <-s.closed:
 			}
+			t.Stop()
 			break
 		}
-		pause = 0
+		pause.Reset()
 		if s.status.Full() {
 			c.Close()
 			continue

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
 )
@@ -155,17 +156,17 @@ func TestAllDownMetrics(t *testing.T) {
 	w := newTestWatcher(t, cli, Config{Now: func() time.Time { return time.Unix(0, clock.Load()) }}, reg)
 	runWatcher(t, w)
 	waitRev(t, w, rev)
-	if v := counterValue(t, reg, "tcpdispatch_all_down"); v != 1 {
+	if v := testutil.ToFloat64(w.metrics.allDown); v != 1 {
 		t.Errorf("tcpdispatch_all_down = %v; want 1", v)
 	}
-	age := counterValue(t, reg, "tcpdispatch_verdict_age_seconds")
+	age := testutil.ToFloat64(w.metrics.verdictAge)
 	clock.Add(int64(10 * time.Second))
-	if later := counterValue(t, reg, "tcpdispatch_verdict_age_seconds"); age < 59 || later-age < 9.9 || later-age > 10.1 {
+	if later := testutil.ToFloat64(w.metrics.verdictAge); age < 59 || later-age < 9.9 || later-age > 10.1 {
 		t.Errorf("verdict age %v, 10s later %v; want >= 1m, then 10s more", age, later)
 	}
 	rev = etcdtest.Put(t, cli, k.Health("a"), healthJSON(t, Health{Addr: "127.0.0.1:1001", Healthy: true, CheckedAt: checked}))
 	waitRev(t, w, rev)
-	if v := counterValue(t, reg, "tcpdispatch_all_down"); v != 0 {
+	if v := testutil.ToFloat64(w.metrics.allDown); v != 0 {
 		t.Errorf("tcpdispatch_all_down after recovery = %v; want 0", v)
 	}
 }

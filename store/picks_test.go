@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
 )
@@ -72,14 +73,14 @@ func TestWatcherCountsLeaderChanges(t *testing.T) {
 	w := newTestWatcher(t, cli, Config{}, reg)
 	runWatcher(t, w)
 	waitRev(t, w, etcdtest.Put(t, cli, e+"2b", "r2"))
-	if n := counterValue(t, reg, "tcpdispatch_leadership_changes_total"); n != 0 {
+	if n := testutil.ToFloat64(w.metrics.leaderChanges); n != 0 {
 		t.Fatalf("leadership changes %v with r1 leading throughout, want 0", n)
 	}
 	s := waitRev(t, w, etcdtest.Delete(t, cli, e+"1a"))
 	if s.Leader != "r2" {
 		t.Fatalf("leader %q, want r2", s.Leader)
 	}
-	if n := counterValue(t, reg, "tcpdispatch_leadership_changes_total"); n != 1 {
+	if n := testutil.ToFloat64(w.metrics.leaderChanges); n != 1 {
 		t.Fatalf("leadership changes %v after r1 left, want 1", n)
 	}
 }

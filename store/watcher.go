@@ -1,10 +1,10 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +16,9 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/tcpdispatch/tcpdispatch/internal/backoff"
+	"github.com/tcpdispatch/tcpdispatch/internal/logging"
 )
 
 // Config configures a Watcher.
@@ -107,57 +110,47 @@ type Watcher struct {
 	log     *logrus.Entry
 	metrics *metrics
 
-	snap    atomic.Pointer[Snapshot]
-	sync    atomic.Pointer[Sync]
-	changed chan struct{} // closed and replaced on every new snapshot
-	mu      sync.Mutex    // guards changed
+	snap      atomic.Pointer[Snapshot]
+	sync      atomic.Pointer[Sync]
+	changed   chan struct{} // closed and replaced on every new snapshot
+	confirmed chan struct{} // closed and replaced on every confirmation (Sync)
+	mu        sync.Mutex    // guards changed and confirmed
 
 	// loggedElection is the election problems last logged (watcher
 	// goroutine only).
 	loggedElection string
 }
 
-// NewWatcher returns a watcher of cli under cfg.Prefix. Zero fields of cfg
-// take their defaults. Metrics are registered on reg when it is not nil.
-func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometheus.Registerer) (*Watcher, error) {
+// withDefaults returns c with each zero field (an empty Prefix, a nil Now)
+// replaced by its DefaultConfig value.
+func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if cfg.Prefix == "" {
-		cfg.Prefix = d.Prefix
+	c.Prefix = cmp.Or(c.Prefix, d.Prefix)
+	c.ProgressInterval = cmp.Or(c.ProgressInterval, d.ProgressInterval)
+	c.StaleAfter = cmp.Or(c.StaleAfter, d.StaleAfter)
+	c.OpTimeout = cmp.Or(c.OpTimeout, d.OpTimeout)
+	c.MinBackoff = cmp.Or(c.MinBackoff, d.MinBackoff)
+	c.MaxBackoff = cmp.Or(c.MaxBackoff, d.MaxBackoff)
+	c.ResolveTimeout = cmp.Or(c.ResolveTimeout, d.ResolveTimeout)
+	c.ResolveInterval = cmp.Or(c.ResolveInterval, d.ResolveInterval)
+	if c.Now == nil {
+		c.Now = d.Now
 	}
-	if cfg.ProgressInterval == 0 {
-		cfg.ProgressInterval = d.ProgressInterval
-	}
-	if cfg.StaleAfter == 0 {
-		cfg.StaleAfter = d.StaleAfter
-	}
-	if cfg.OpTimeout == 0 {
-		cfg.OpTimeout = d.OpTimeout
-	}
-	if cfg.MinBackoff == 0 {
-		cfg.MinBackoff = d.MinBackoff
-	}
-	if cfg.MaxBackoff == 0 {
-		cfg.MaxBackoff = d.MaxBackoff
-	}
-	if cfg.ResolveTimeout == 0 {
-		cfg.ResolveTimeout = d.ResolveTimeout
-	}
-	if cfg.ResolveInterval == 0 {
-		cfg.ResolveInterval = d.ResolveInterval
-	}
-	if cfg.Now == nil {
-		cfg.Now = d.Now
-	}
+	return c
+}
+
+// NewWatcher returns a watcher of cli under cfg.Prefix. Zero fields of cfg
+// take their DefaultConfig values; the result must pass Config.Validate,
+// else NewWatcher returns its error. Metrics are registered on reg when it
+// is not nil.
+func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometheus.Registerer) (*Watcher, error) {
+	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	keys, _ := NewKeys(cfg.Prefix)
-	if log == nil {
-		l := logrus.New()
-		l.Out = discard{}
-		log = logrus.NewEntry(l)
-	}
-	w := &Watcher{cfg: cfg, keys: keys, cli: cli, log: log, changed: make(chan struct{})}
+	log = logging.OrDiscard(log)
+	w := &Watcher{cfg: cfg, keys: keys, cli: cli, log: log, changed: make(chan struct{}), confirmed: make(chan struct{})}
 	m, err := newMetrics(reg, func() float64 { return w.OldestVerdictAge().Seconds() })
 	if err != nil {
 		return nil, err
@@ -211,16 +204,20 @@ func (w *Watcher) Reachable() bool {
 // calls it with its Leadership.Revision so that it acts on every write of
 // the terms before it.
 func (w *Watcher) WaitSynced(ctx context.Context, rev int64) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
 	for {
+		// Take the channels before the check, so that a change between
+		// the two is not missed.
+		w.mu.Lock()
+		changed, confirmed := w.changed, w.confirmed
+		w.mu.Unlock()
 		if s := w.sync.Load(); !s.Restored && s.Revision >= rev && w.snap.Load() != nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-t.C:
+		case <-changed:
+		case <-confirmed:
 		}
 	}
 }
@@ -270,19 +267,18 @@ func (w *Watcher) Run(ctx context.Context) error {
 	m := newModel(w.keys)
 	m.targets = w.cfg.Targets
 	needList := true
-	backoff := w.cfg.MinBackoff
+	retry := backoff.Exponential{Base: w.cfg.MinBackoff, Cap: w.cfg.MaxBackoff}
 	for ctx.Err() == nil {
 		if needList {
 			if err := w.list(ctx, m); err != nil {
 				if ctx.Err() == nil {
 					w.log.WithError(err).Warn("list etcd prefix; serving the last snapshot")
 				}
-				sleep(ctx, jitter(backoff))
-				backoff = min(2*backoff, w.cfg.MaxBackoff)
+				retry.Wait(ctx)
 				continue
 			}
 			needList = false
-			backoff = w.cfg.MinBackoff
+			retry.Reset()
 		}
 		relist, delivered, err := w.watch(ctx, m)
 		needList = relist
@@ -292,12 +288,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if delivered {
 			// A watch that worked for a while breaks for a fresh
 			// reason: retry it promptly.
-			backoff = w.cfg.MinBackoff
+			retry.Reset()
 		}
 		if err != nil {
 			w.log.WithError(err).Warn("watch etcd prefix; resuming")
-			sleep(ctx, jitter(backoff))
-			backoff = min(2*backoff, w.cfg.MaxBackoff)
+			retry.Wait(ctx)
 		}
 	}
 	return nil
@@ -510,6 +505,10 @@ func (w *Watcher) confirm(rev int64) {
 		rev = max(prev.Revision, rev)
 	}
 	w.sync.Store(&Sync{Revision: rev, At: w.cfg.Now()})
+	w.mu.Lock()
+	close(w.confirmed)
+	w.confirmed = make(chan struct{})
+	w.mu.Unlock()
 }
 
 func (w *Watcher) report(r *rejected) {
@@ -519,25 +518,6 @@ func (w *Watcher) report(r *rejected) {
 	w.metrics.invalid.Inc()
 	w.log.WithField("key", r.key).WithError(r.err).Warn("ignoring invalid value; resolving it to the last valid one in etcd's history")
 }
-
-// jitter returns d ± 20%.
-func jitter(d time.Duration) time.Duration {
-	return d - d/5 + time.Duration(rand.Int64N(int64(d)*2/5+1))
-}
-
-// sleep waits for d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 type metrics struct {
 	invalid, lists, compactions, staleEvents prometheus.Counter

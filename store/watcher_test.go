@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -92,27 +93,6 @@ func itoa(n int64) string {
 		b[i] = '-'
 	}
 	return string(b[i:])
-}
-
-// counterValue reads a counter or gauge by name from reg.
-func counterValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		m := mf.GetMetric()[0]
-		if c := m.GetCounter(); c != nil {
-			return c.GetValue()
-		}
-		return m.GetGauge().GetValue()
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -221,7 +201,7 @@ func TestWatcherFollowsChanges(t *testing.T) {
 	if s.Revision != rev || w.Sync().Revision < rev {
 		t.Errorf("snapshot revision %d, sync %+v; want %d", s.Revision, w.Sync(), rev)
 	}
-	if lists := counterValue(t, reg, "tcpdispatch_store_lists_total"); lists != 1 {
+	if lists := testutil.ToFloat64(w.metrics.lists); lists != 1 {
 		t.Errorf("lists = %v; want 1", lists)
 	}
 
@@ -250,7 +230,7 @@ func TestWatcherFollowsChanges(t *testing.T) {
 			check: func(t *testing.T, s *Snapshot) {
 				checkServer(t, s, "b", srvWant{addr: "127.0.0.1:1002", weight: 3, state: "up", eligible: true,
 					errs: []string{`weight "lots"`}})
-				if n := counterValue(t, reg, "tcpdispatch_store_invalid_values_total"); n != 1 {
+				if n := testutil.ToFloat64(w.metrics.invalid); n != 1 {
 					t.Errorf("invalid values counter = %v; want 1", n)
 				}
 			},
@@ -271,7 +251,7 @@ func TestWatcherFollowsChanges(t *testing.T) {
 				if s.Strategy != balancer.Hash || len(s.Problems) != 1 {
 					t.Errorf("Strategy = %q, problems %q; want hash and one problem", s.Strategy, s.Problems)
 				}
-				if n := counterValue(t, reg, "tcpdispatch_store_invalid_values_total"); n != 2 {
+				if n := testutil.ToFloat64(w.metrics.invalid); n != 2 {
 					t.Errorf("invalid values counter = %v; want 2", n)
 				}
 			},
@@ -311,10 +291,10 @@ func TestWatcherFollowsChanges(t *testing.T) {
 			st.check(t, s)
 		})
 	}
-	if n := counterValue(t, reg, "tcpdispatch_store_revision"); int64(n) != w.Snapshot().Revision {
+	if n := testutil.ToFloat64(w.metrics.revision); int64(n) != w.Snapshot().Revision {
 		t.Errorf("revision gauge = %v; want %d", n, w.Snapshot().Revision)
 	}
-	if lists := counterValue(t, reg, "tcpdispatch_store_lists_total"); lists != 1 {
+	if lists := testutil.ToFloat64(w.metrics.lists); lists != 1 {
 		t.Errorf("lists = %v; want 1 (no re-list while the watch works)", lists)
 	}
 }
@@ -376,7 +356,7 @@ func TestWatcherResumesAfterCompaction(t *testing.T) {
 	if err != nil || !relist {
 		t.Fatalf("watch from a compacted revision = relist %v, err %v; want true, nil", relist, err)
 	}
-	if n := counterValue(t, reg, "tcpdispatch_store_watch_compacted_total"); n != 1 {
+	if n := testutil.ToFloat64(w.metrics.compactions); n != 1 {
 		t.Errorf("compactions counter = %v; want 1", n)
 	}
 	if err := w.list(ctx, old); err != nil {

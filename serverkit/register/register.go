@@ -30,24 +30,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/tcpdispatch/tcpdispatch/internal/backoff"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
 // opTimeout bounds each etcd call.
 const opTimeout = 5 * time.Second
-
-// Retry backoff after a failed registration or a lost lease: full jitter
-// between minRetry and min(maxRetry, baseRetry·2^n).
-const (
-	minRetry  = 100 * time.Millisecond
-	baseRetry = 500 * time.Millisecond
-	maxRetry  = 30 * time.Second
-)
 
 // ErrLeaseLost is reported to the OnError option when the lease expired or
 // its keep-alive stopped (etcd unreachable for longer than the TTL); Run
@@ -102,7 +94,10 @@ func Run(ctx context.Context, cli *clientv3.Client, prefix, id, addr string, ttl
 	}
 	secs := max(int64((ttl+time.Second-1)/time.Second), 1)
 	key := keys.ServerField(id, store.FieldAddr)
-	for attempt := 0; ; attempt++ {
+	// Retry after a failed registration or a lost lease: full jitter
+	// between 100ms and min(30s, 500ms·2^n).
+	retry := backoff.Exponential{Base: 500 * time.Millisecond, Cap: 30 * time.Second, Floor: 100 * time.Millisecond, Jitter: backoff.Full}
+	for {
 		registered := false
 		err := hold(ctx, cli, key, addr, secs, func(id clientv3.LeaseID) {
 			registered = true
@@ -117,21 +112,13 @@ func Run(ctx context.Context, cli *clientv3.Client, prefix, id, addr string, ttl
 			// A registration that held for a while and was then lost
 			// starts the backoff over: a blip after days of service must
 			// not wait 30s.
-			attempt = 0
+			retry.Reset()
 		}
 		if o.onError != nil {
 			o.onError(err)
 		}
-		ceil := maxRetry
-		if attempt < 16 {
-			ceil = min(maxRetry, baseRetry<<attempt)
-		}
-		t := time.NewTimer(max(time.Duration(rand.Int64N(int64(ceil))), minRetry))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !retry.Wait(ctx) {
 			return nil
-		case <-t.C:
 		}
 	}
 }
