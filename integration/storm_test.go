@@ -199,8 +199,10 @@ func TestStormReconnect(t *testing.T) {
 		if ratio > 1.10 {
 			t.Errorf("%s: max/mean %.3f after the storm; want <= 1.10", row.name, ratio)
 		}
-		if took > 5*time.Second {
-			t.Errorf("%s: reconnects took %v; want a few seconds", row.name, took)
+		// A hang detector, not a speed target: the time is a benchmark
+		// figure (BenchmarkReconnectStorm), and CPU contention stretches it.
+		if took > 30*time.Second {
+			t.Errorf("%s: reconnects took %v; want them to finish", row.name, took)
 		}
 	}
 }
