@@ -46,9 +46,7 @@ func startChaos(t *testing.T) *chaos {
 
 func (ch *chaos) put(key, value string) int64 {
 	ch.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := ch.cli.Put(ctx, key, value)
+	resp, err := putRetry(ch.cli, key, value)
 	if err != nil {
 		ch.t.Fatalf("put %s: %v", key, err)
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/pkg/v3/proxy"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -712,11 +713,40 @@ func (l *load) stop() ([]error, int64) {
 // put writes key (relative to the prefix) through the test's etcd client.
 func (c *cluster) put(t testing.TB, key, value string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := c.cli.Put(ctx, c.prefix+key, value); err != nil {
+	if _, err := putRetry(c.cli, c.prefix+key, value); err != nil {
 		t.Fatalf("put %s: %v", key, err)
 	}
+}
+
+// putRetry puts key=value as an operator's script would: it retries, for up
+// to 15 s, the errors etcd returns while its raft leadership moves (a new
+// dispatcher leader hands raft leadership away from its own member, see
+// node/raftmove.go) or a member is starved: the put is then dropped or its
+// outcome unknown, and writing the same value again is harmless.
+func putRetry(cli *clientv3.Client, key, value string) (*clientv3.PutResponse, error) {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := cli.Put(ctx, key, value)
+		cancel()
+		if err == nil || !transientEtcdError(err) || time.Now().After(deadline) {
+			return resp, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// transientEtcdError reports whether err is one etcd returns while its
+// raft leadership changes or a member is too slow.
+func transientEtcdError(err error) bool {
+	for _, e := range []error{rpctypes.ErrLeaderChanged, rpctypes.ErrNoLeader, rpctypes.ErrTimeout,
+		rpctypes.ErrTimeoutDueToLeaderFail, context.DeadlineExceeded} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	// etcd's "raft proposal dropped" has no client-side error value.
+	return strings.Contains(err.Error(), "proposal dropped") || strings.Contains(err.Error(), "request timed out")
 }
 
 // sdkClient returns a client SDK instance that bootstraps from every

@@ -98,7 +98,10 @@ func (r *raftMover) Move(ctx context.Context) {
 	}
 	tctx, cancel := context.WithTimeout(ctx, transferLimit)
 	defer cancel()
-	if _, err := r.cli.MoveLeader(tctx, to); err != nil {
+	// In process, on the member itself: no client permission is needed
+	// (with etcd auth on, the Maintenance MoveLeader RPC is root's only),
+	// and it reaches the raft leader without an endpoint choice.
+	if err := srv.MoveLeader(tctx, self, to); err != nil {
 		r.log.WithError(err).WithField("to", name).Warn("move raft leadership")
 		r.moves.WithLabelValues(string(moveFailed)).Inc()
 		return
