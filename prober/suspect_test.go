@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpdispatch/tcpdispatch"
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
@@ -62,7 +63,7 @@ func TestClassify(t *testing.T) {
 		{"timeout fired late: starved", &net.OpError{Op: "dial", Err: timeoutErr{}}, timeout + slack + time.Millisecond, 0, nil, true},
 		{"round started late: starved", &net.OpError{Op: "dial", Err: timeoutErr{}}, timeout, slack + time.Millisecond, nil, true},
 		{"context deadline", fmt.Errorf("status: %w", context.DeadlineExceeded), timeout, 0, nil, false},
-		{"bad status document", fmt.Errorf("status: %w", errBadStatus), 0, 0, nil, false},
+		{"bad status document", fmt.Errorf("status: %w", tcpdispatch.ErrBadStatus), 0, 0, nil, false},
 		{"nil", nil, 0, 0, nil, false},
 	}
 	for _, tt := range tests {

@@ -366,4 +366,5 @@ func TestConfigValidate(t *testing.T) {
 // TestNoEtcdDependency keeps the kit light: etcd is in serverkit/register.
 func TestNoEtcdDependency(t *testing.T) {
 	depcheck.Forbid(t, depcheck.Heavy...)
+	depcheck.StandardLibraryOnly(t, "github.com/tcpdispatch/tcpdispatch")
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tcpdispatch/tcpdispatch"
 )
 
 // DefaultPrefix is the etcd key prefix used when none is configured.
@@ -123,15 +125,15 @@ func (k Keys) parse(key string) (kind keyKind, id, field string) {
 	case strings.HasPrefix(rest, "servers/"):
 		id, field, ok := strings.Cut(rest[len("servers/"):], "/")
 		switch {
-		case ValidateID(id) != nil:
-			return kindInvalid, "", ValidateID(id).Error()
+		case tcpdispatch.ValidateID(id) != nil:
+			return kindInvalid, "", tcpdispatch.ValidateID(id).Error()
 		case !ok || field == "" || strings.Contains(field, "/"):
 			return kindInvalid, "", "want servers/<id>/<field>"
 		}
 		return kindServerField, id, field
 	case strings.HasPrefix(rest, "health/"):
 		id := rest[len("health/"):]
-		if err := ValidateID(id); err != nil {
+		if err := tcpdispatch.ValidateID(id); err != nil {
 			return kindInvalid, "", err.Error()
 		}
 		return kindHealth, id, ""
@@ -139,26 +141,6 @@ func (k Keys) parse(key string) (kind keyKind, id, field string) {
 		return kindElection, "", ""
 	}
 	return kindUnknown, "", ""
-}
-
-// MaxIDLen bounds a server id, which travels in every get-tcp-ip answer.
-const MaxIDLen = 128
-
-// ValidateID reports whether id can name a server: 1..128 bytes of
-// letters, digits, '-', '_', '.', ':' and '@'.
-func ValidateID(id string) error {
-	if id == "" || len(id) > MaxIDLen {
-		return fmt.Errorf("server id %q: must be 1..%d bytes", id, MaxIDLen)
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9') ||
-			c == '-' || c == '_' || c == '.' || c == ':' || c == '@' {
-			continue
-		}
-		return fmt.Errorf("server id %q: byte %q not allowed (use letters, digits, - _ . : @)", id, c)
-	}
-	return nil
 }
 
 // ParseAddr validates a tcp-server address written by an operator: host:port

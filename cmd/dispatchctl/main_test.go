@@ -424,7 +424,7 @@ func TestStatus(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		var body struct {
-			Servers []store.Server `json:"servers"`
+			Servers []store.ServerInfo `json:"servers"`
 		}
 		return json.NewDecoder(resp.Body).Decode(&body) == nil && len(body.Servers) == 1 &&
 			body.Servers[0].DrainReason != nil && body.Servers[0].DrainReason.Reason == "disk swap"

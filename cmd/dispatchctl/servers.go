@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/tcpdispatch/tcpdispatch"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -109,11 +110,11 @@ func (a *app) list(ctx context.Context) (*listing, error) {
 
 // serversDoc is the JSON of servers ls.
 type serversDoc struct {
-	Revision int64          `json:"revision"`
-	Strategy string         `json:"strategy"`
-	Leader   string         `json:"leader"`
-	Servers  []store.Server `json:"servers"`
-	Problems []string       `json:"problems,omitempty"`
+	Revision int64              `json:"revision"`
+	Strategy string             `json:"strategy"`
+	Leader   string             `json:"leader"`
+	Servers  []store.ServerInfo `json:"servers"`
+	Problems []string           `json:"problems,omitempty"`
 }
 
 func (a *app) serversLs(ctx context.Context) error {
@@ -123,7 +124,11 @@ func (a *app) serversLs(ctx context.Context) error {
 	}
 	s := l.snap
 	if a.json() {
-		return writeJSON(a.out, serversDoc{Revision: s.Revision, Strategy: string(s.Strategy), Leader: s.Leader, Servers: s.Servers, Problems: s.Problems})
+		infos := make([]store.ServerInfo, len(s.Servers))
+		for i := range s.Servers {
+			infos[i] = s.Servers[i].Info()
+		}
+		return writeJSON(a.out, serversDoc{Revision: s.Revision, Strategy: string(s.Strategy), Leader: s.Leader, Servers: infos, Problems: s.Problems})
 	}
 	t := newTable("ID", "ADDR", "WEIGHT", "EFFECTIVE", "STATE", "SINCE", "DRAIN", "NOTES")
 	now := a.now()
@@ -196,7 +201,7 @@ func (a *app) check(key, value string) error {
 }
 
 func (a *app) validID(id string) error {
-	if err := store.ValidateID(id); err != nil {
+	if err := tcpdispatch.ValidateID(id); err != nil {
 		return refusedError{err}
 	}
 	return nil

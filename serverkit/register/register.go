@@ -35,6 +35,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/tcpdispatch/tcpdispatch"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -87,7 +88,7 @@ func Run(ctx context.Context, cli *clientv3.Client, prefix, id, addr string, ttl
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
-	if err := store.ValidateID(id); err != nil {
+	if err := tcpdispatch.ValidateID(id); err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
 	if addr, err = store.ParseAddr(addr); err != nil {
