@@ -8,6 +8,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
 // metrics are the series the HTTP front registers. State that lives in the
@@ -137,7 +139,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for i := range snap.Servers {
 		srv := &snap.Servers[i]
-		gauge(descServerUp, boolFloat(srv.State == "up"), srv.ID)
+		gauge(descServerUp, boolFloat(srv.State == store.HealthUp), srv.ID)
 		gauge(descServerWeight, float64(srv.EffectiveWeight), srv.ID)
 		gauge(descServerLoad, srv.Load, srv.ID)
 		gauge(descServerConns, float64(srv.Conns), srv.ID)

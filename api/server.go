@@ -363,7 +363,7 @@ func (s *Server) servers(c echo.Context) error {
 		Strategy: string(snap.Strategy), Leader: snap.Leader, Problems: snap.Problems, Panic: snap.Panic,
 		Balancing: balancingView{SlowStart: b.SlowStart.String(), PanicThreshold: b.PanicThreshold,
 			OverloadThreshold: b.OverloadThreshold, OverloadRecover: b.OverloadRecover, HashLoadFactor: b.HashLoadFactor,
-			Accounting: b.Accounting, MassRemoval: b.MassRemoval, AllDown: string(b.AllDown),
+			Accounting: b.Accounting, MassRemoval: string(b.MassRemoval), AllDown: string(b.AllDown),
 			Rebalance: string(b.Rebalance.Mode), RebalanceTolerance: b.Rebalance.Tolerance, RebalanceRate: b.Rebalance.Rate.String()},
 		Servers: views,
 	})

@@ -433,7 +433,7 @@ func TestServer(t *testing.T) {
 		}
 		for _, s := range body.Servers {
 			w := want[s.ID]
-			if s.Eligible != w.eligible || s.State != w.state {
+			if s.Eligible != w.eligible || string(s.State) != w.state {
 				t.Errorf("server %s: eligible %v state %q; want %v %q", s.ID, s.Eligible, s.State, w.eligible, w.state)
 			}
 			if got := strings.Join(s.Errors, "|"); (w.errSub == "") != (got == "") || !strings.Contains(got, w.errSub) {

@@ -447,13 +447,13 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 // seed initialises trackers from the records a previous leader wrote.
 func (p *Prober) seed(snap *store.Snapshot, trackers map[string]*tracker, loads map[string]*loadTracker) {
 	for _, s := range snap.Servers {
-		if s.Report == "fresh" {
+		if s.Report == store.ReportFresh {
 			// What etcd holds, so an unchanged load is not rewritten at
 			// once by every new leader.
 			loads[s.ID] = &loadTracker{written: true, wLoad: s.Load, wConns: s.Conns, wOverloaded: s.Overloaded,
 				wDraining: s.Draining && s.Weight > 0, wAt: s.ReportedAt, overloaded: s.Overloaded, ewma: s.Load, has: false}
 		}
-		if s.State == "unknown" {
+		if s.State == store.HealthUnknown {
 			continue
 		}
 		st := statusDown
@@ -467,7 +467,7 @@ func (p *Prober) seed(snap *store.Snapshot, trackers map[string]*tracker, loads 
 // recorded reports whether etcd already holds tr's verdict for id.
 func recorded(snap *store.Snapshot, id string, tr *tracker) bool {
 	s := snap.Lookup(id)
-	return s != nil && s.State != "unknown" && s.Addr == tr.addr && s.Healthy == (tr.status == statusUp)
+	return s != nil && s.State != store.HealthUnknown && s.Addr == tr.addr && s.Healthy == (tr.status == statusUp)
 }
 
 // targets lists the servers to probe and drops state of removed ones.

@@ -442,7 +442,7 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 	var rebuild time.Time
 	for _, id := range ids {
 		st := m.servers[id]
-		srv := Server{ID: id, Weight: DefaultWeight, State: "unknown", Report: "none", SlowStart: 1}
+		srv := Server{ID: id, Weight: DefaultWeight, State: HealthUnknown, Report: ReportNone, SlowStart: 1}
 		usable := true
 		if st.addr.hasGood {
 			srv.Addr = st.addr.good
@@ -486,9 +486,9 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 				srv.Since = h.Since
 				srv.Reason = h.Reason
 				srv.CheckedAt, srv.VerdictEpoch = h.CheckedAt, h.Epoch
-				srv.State = "down"
+				srv.State = HealthDown
 				if srv.Healthy {
-					srv.State = "up"
+					srv.State = HealthUp
 				}
 			}
 			if hf.err != "" {
@@ -507,9 +507,9 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 		srv.picks = st.picks
 		if h.HasReport() {
 			srv.ReportedAt = h.ReportedAt
-			srv.Report = "expired"
+			srv.Report = ReportExpired
 			if now.Before(h.ReportExpires) {
-				srv.Report = "fresh"
+				srv.Report = ReportFresh
 				srv.Load, srv.Conns, srv.MaxConns, srv.Overloaded = h.Load, h.Conns, h.MaxConns, h.Overloaded
 				srv.RebalanceTarget, srv.ShedTotal = h.RebalanceTarget, h.ShedTotal
 				srv.Draining = srv.Draining || h.Draining
@@ -540,7 +540,7 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 			}
 		}
 		lf := 1.0
-		if srv.Report == "fresh" {
+		if srv.Report == ReportFresh {
 			lf = max(minLoadFactor, 1-srv.Load)
 			if srv.Overloaded {
 				lf = 0
@@ -641,7 +641,7 @@ func (m *model) guardMassRemoval(s *Snapshot, bal Balancing) {
 		srv := &s.Servers[i]
 		// Only the leader's down verdicts are held; operator intent (drain,
 		// weight 0, a changed addr) is not second-guessed.
-		if srv.State == "down" && !srv.Draining && srv.Weight > 0 {
+		if srv.State == HealthDown && !srv.Draining && srv.Weight > 0 {
 			srv.Eligible, srv.Held, srv.EffectiveWeight = true, true, m.holdBase[srv.ID]
 		}
 	}

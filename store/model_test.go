@@ -98,7 +98,7 @@ func checkServer(t testing.TB, s *Snapshot, id string, w srvWant) {
 	}
 	// eligible means eligible on its own: a server served only by the
 	// all-down fallback (Degraded) does not count.
-	if eligible := srv.Eligible && !srv.Degraded; srv.Addr != w.addr || srv.Weight != w.weight || srv.State != w.state || eligible != w.eligible {
+	if eligible := srv.Eligible && !srv.Degraded; srv.Addr != w.addr || srv.Weight != w.weight || string(srv.State) != w.state || eligible != w.eligible {
 		t.Errorf("server %q = addr %q weight %d state %q eligible %v; want addr %q weight %d state %q eligible %v",
 			id, srv.Addr, srv.Weight, srv.State, eligible, w.addr, w.weight, w.state, w.eligible)
 	}

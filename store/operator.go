@@ -116,7 +116,7 @@ func (b Balancing) Value(name string) string {
 	case ConfigAccounting:
 		return strconv.FormatBool(b.Accounting)
 	case ConfigMassRemoval:
-		return b.MassRemoval
+		return string(b.MassRemoval)
 	}
 	return ""
 }

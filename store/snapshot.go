@@ -27,8 +27,8 @@ type Server struct {
 	EffectiveWeight int
 	// Healthy is the leader's last verdict for Addr; false when unknown.
 	Healthy bool
-	// State is "up", "down" or "unknown" (no verdict for this address yet).
-	State string
+	// State is up, down or unknown (no verdict for this address yet).
+	State HealthState
 	// Since is the time of the last health transition; zero when unknown.
 	Since time.Time
 	// Reason is why the last probe failed.
@@ -42,9 +42,9 @@ type Server struct {
 
 	// StatusURL is where the leader pulls the server's load from.
 	StatusURL string
-	// Report is "none" (no load report), "fresh" (in use) or "expired"
-	// (older than its expiry: ignored, the server runs on static weight).
-	Report string
+	// Report is none (no load report), fresh (in use) or expired (older
+	// than its expiry: ignored, the server runs on static weight).
+	Report ReportState
 	// ReportedAt is when the leader pulled the report in use.
 	ReportedAt time.Time
 	// Load (smoothed, 0..1), Conns and MaxConns are from a fresh report,
@@ -306,7 +306,7 @@ func newSnapshot(s *Snapshot, prev *balancer.Picker) (*Snapshot, error) {
 		// sent (reconnects of the same key included) and slowly push keys
 		// off their servers. With no reports at all, hash stays plain
 		// consistent hashing.
-		if s.Balancing.Accounting && (s.Strategy != balancer.Hash || srv.Report == "fresh") {
+		if s.Balancing.Accounting && (s.Strategy != balancer.Hash || srv.Report == ReportFresh) {
 			l.Assigned = srv.counter
 		}
 		loads = append(loads, l)

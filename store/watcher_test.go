@@ -327,7 +327,7 @@ func digest(s *Snapshot) string {
 	b.WriteString("problems=" + strings.Join(s.Problems, "|") + "\n")
 	b.WriteString("orphans=" + strings.Join(s.OrphanHealth(), ",") + "\n")
 	for _, srv := range s.Servers {
-		b.WriteString(srv.ID + " " + srv.Addr + " w=" + itoa(int64(srv.Weight)) + " " + srv.State +
+		b.WriteString(srv.ID + " " + srv.Addr + " w=" + itoa(int64(srv.Weight)) + " " + string(srv.State) +
 			" eligible=" + map[bool]string{true: "y", false: "n"}[srv.Eligible] +
 			" errs=" + strings.Join(srv.Errors, "|") + "\n")
 	}

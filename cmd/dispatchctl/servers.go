@@ -153,7 +153,7 @@ func (a *app) serversLs(ctx context.Context) error {
 		for _, e := range srv.Errors {
 			notes = append(notes, "ERROR "+e)
 		}
-		t.row(srv.ID, dash(srv.Addr), strconv.Itoa(srv.Weight), strconv.Itoa(srv.EffectiveWeight), srv.State,
+		t.row(srv.ID, dash(srv.Addr), strconv.Itoa(srv.Weight), strconv.Itoa(srv.EffectiveWeight), string(srv.State),
 			age(srv.Since, now), drain, dash(strings.Join(notes, "; ")))
 	}
 	if err := t.write(a.out); err != nil {
