@@ -35,6 +35,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tcpdispatch/tcpdispatch"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -324,7 +325,7 @@ type serversResponse struct {
 type serverView struct {
 	store.ServerInfo
 	// StatusURL hides the embedded one: its query string and credentials
-	// are redacted (store.RedactURL), as they may hold a token.
+	// are redacted (keyspace.RedactURL), as they may hold a token.
 	StatusURL string `json:"status_url,omitempty"`
 	Assigned  int64  `json:"assigned"`
 }
@@ -354,7 +355,7 @@ func (s *Server) servers(c echo.Context) error {
 	for i := range snap.Servers {
 		views[i] = serverView{ServerInfo: snap.Servers[i].Info(), Assigned: snap.Servers[i].Assigned()}
 		if u := snap.Servers[i].StatusURL; u != "" {
-			views[i].StatusURL = store.RedactURL(u)
+			views[i].StatusURL = keyspace.RedactURL(u)
 		}
 	}
 	b := snap.Balancing

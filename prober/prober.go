@@ -41,6 +41,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tcpdispatch/tcpdispatch/election"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -249,7 +250,7 @@ var _ Writer = (*election.Leadership)(nil)
 // Prober probes tcp-servers while its replica leads.
 type Prober struct {
 	cfg    Config
-	keys   store.Keys
+	keys   keyspace.Layout
 	snaps  Snapshots
 	log    *logrus.Entry
 	dialer net.Dialer
@@ -274,7 +275,7 @@ func (p *Prober) UsePeers(peers Peers) { p.peers = peers }
 
 // New returns a prober of the servers in snaps; keys is the etcd layout the
 // health records are written to. Zero fields of cfg take their defaults.
-func New(cfg Config, keys store.Keys, snaps Snapshots, log *logrus.Entry, reg prometheus.Registerer) (*Prober, error) {
+func New(cfg Config, keys keyspace.Layout, snaps Snapshots, log *logrus.Entry, reg prometheus.Registerer) (*Prober, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tcpdispatch/tcpdispatch"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -27,7 +28,7 @@ func pullStatus(ctx context.Context, client *http.Client, rawURL string, timeout
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	// The URL's query may hold a token: errors, which reach logs and
 	// health records, name it redacted.
-	url := store.RedactURL(rawURL)
+	url := keyspace.RedactURL(rawURL)
 	if err != nil {
 		return Status{}, fmt.Errorf("status %s: does not parse", url)
 	}

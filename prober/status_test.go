@@ -13,6 +13,7 @@ import (
 
 	"github.com/tcpdispatch/tcpdispatch"
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -52,7 +53,7 @@ func TestPullStatus(t *testing.T) {
 	defer srv.Close()
 	defer once.Do(func() { close(block) })
 
-	p, _ := newTestProber(t, testConfig(), store.Keys{}, nil)
+	p, _ := newTestProber(t, testConfig(), keyspace.Layout{}, nil)
 	tests := []struct {
 		path    string
 		want    Status
@@ -179,7 +180,7 @@ func TestProberLoadReports(t *testing.T) {
 	ss.set(Status{Conns: 100, MaxConns: 1000, Load: 0.2}, http.StatusOK)
 	addr := strings.TrimPrefix(ss.srv.URL, "http://")
 	e.register(t, "a", addr)
-	e.waitSnapshot(t, etcdtest.Put(t, e.cli, e.keys.ServerField("a", store.FieldStatusURL), ss.srv.URL+"/status"))
+	e.waitSnapshot(t, etcdtest.Put(t, e.cli, e.keys.ServerField("a", keyspace.FieldStatusURL), ss.srv.URL+"/status"))
 
 	cfg := testConfig()
 	cfg.LoadRefresh, cfg.ReportTTL, cfg.LoadSmoothing = time.Hour, 2*time.Hour, 1

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 // Balancing is the cluster-wide balancing policy, read from operator keys
@@ -131,7 +133,7 @@ var configParsers = map[string]func(string) (any, error){
 		return f, nil
 	},
 	ConfigAccounting: func(v string) (any, error) {
-		b, err := ParseDrain(v)
+		b, err := keyspace.ParseDrain(v)
 		if err != nil {
 			return nil, fmt.Errorf("assignment-accounting %q: want true or false", v)
 		}

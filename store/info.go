@@ -1,6 +1,10 @@
 package store
 
-import "time"
+import (
+	"time"
+
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
+)
 
 // ServerInfo is one server as the dispatcher lists it: an entry of
 // /v1/servers (where api adds the live assignment count and redacts the
@@ -9,32 +13,32 @@ import "time"
 // own, in-memory entry, and persist.go has the on-disk one. The fields mean
 // what the Server fields of the same name mean.
 type ServerInfo struct {
-	ID              string      `json:"id"`
-	Addr            string      `json:"addr"`
-	Weight          int         `json:"weight"`
-	EffectiveWeight int         `json:"effective_weight"`
-	Healthy         bool        `json:"healthy"`
-	State           HealthState `json:"state"`
-	Since           time.Time   `json:"since"`
-	Reason          string      `json:"reason,omitempty"`
-	Eligible        bool        `json:"eligible"`
-	Errors          []string    `json:"errors,omitempty"`
-	StatusURL       string      `json:"status_url,omitempty"`
-	Report          ReportState `json:"report"`
-	ReportedAt      time.Time   `json:"reported_at,omitzero"`
-	Load            float64     `json:"load"`
-	Conns           int64       `json:"conns"`
-	MaxConns        int64       `json:"max_conns"`
-	Overloaded      bool        `json:"overloaded"`
-	SlowStart       float64     `json:"slow_start"`
-	Draining        bool        `json:"draining"`
-	DrainReason     *DrainNote  `json:"drain_reason,omitempty"`
-	Held            bool        `json:"held,omitempty"`
-	Degraded        bool        `json:"degraded,omitempty"`
-	CheckedAt       time.Time   `json:"checked_at,omitzero"`
-	VerdictEpoch    int64       `json:"verdict_epoch,omitempty"`
-	RebalanceTarget int64       `json:"rebalance_target"`
-	ShedTotal       int64       `json:"shed_total"`
+	ID              string              `json:"id"`
+	Addr            string              `json:"addr"`
+	Weight          int                 `json:"weight"`
+	EffectiveWeight int                 `json:"effective_weight"`
+	Healthy         bool                `json:"healthy"`
+	State           HealthState         `json:"state"`
+	Since           time.Time           `json:"since"`
+	Reason          string              `json:"reason,omitempty"`
+	Eligible        bool                `json:"eligible"`
+	Errors          []string            `json:"errors,omitempty"`
+	StatusURL       string              `json:"status_url,omitempty"`
+	Report          ReportState         `json:"report"`
+	ReportedAt      time.Time           `json:"reported_at,omitzero"`
+	Load            float64             `json:"load"`
+	Conns           int64               `json:"conns"`
+	MaxConns        int64               `json:"max_conns"`
+	Overloaded      bool                `json:"overloaded"`
+	SlowStart       float64             `json:"slow_start"`
+	Draining        bool                `json:"draining"`
+	DrainReason     *keyspace.DrainNote `json:"drain_reason,omitempty"`
+	Held            bool                `json:"held,omitempty"`
+	Degraded        bool                `json:"degraded,omitempty"`
+	CheckedAt       time.Time           `json:"checked_at,omitzero"`
+	VerdictEpoch    int64               `json:"verdict_epoch,omitempty"`
+	RebalanceTarget int64               `json:"rebalance_target"`
+	ShedTotal       int64               `json:"shed_total"`
 }
 
 // Info returns s as the dispatcher lists it.

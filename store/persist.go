@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tcpdispatch/tcpdispatch/balancer"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 // persistVersion is the format version of a saved snapshot.
@@ -37,32 +38,32 @@ type savedSnapshot struct {
 // loading. It converts to and from ServerInfo, which has the same fields
 // (a field added to one is a compile error here until the format decides).
 type savedServer struct {
-	ID              string      `json:"id"`
-	Addr            string      `json:"addr"`
-	Weight          int         `json:"weight"`
-	EffectiveWeight int         `json:"effective_weight"`
-	Healthy         bool        `json:"healthy"`
-	State           HealthState `json:"state"`
-	Since           time.Time   `json:"since"`
-	Reason          string      `json:"reason,omitempty"`
-	Eligible        bool        `json:"eligible"`
-	Errors          []string    `json:"errors,omitempty"`
-	StatusURL       string      `json:"status_url,omitempty"`
-	Report          ReportState `json:"report"`
-	ReportedAt      time.Time   `json:"reported_at,omitzero"`
-	Load            float64     `json:"load"`
-	Conns           int64       `json:"conns"`
-	MaxConns        int64       `json:"max_conns"`
-	Overloaded      bool        `json:"overloaded"`
-	SlowStart       float64     `json:"slow_start"`
-	Draining        bool        `json:"draining"`
-	DrainReason     *DrainNote  `json:"drain_reason,omitempty"`
-	Held            bool        `json:"held,omitempty"`
-	Degraded        bool        `json:"degraded,omitempty"`
-	CheckedAt       time.Time   `json:"checked_at,omitzero"`
-	VerdictEpoch    int64       `json:"verdict_epoch,omitempty"`
-	RebalanceTarget int64       `json:"rebalance_target"`
-	ShedTotal       int64       `json:"shed_total"`
+	ID              string              `json:"id"`
+	Addr            string              `json:"addr"`
+	Weight          int                 `json:"weight"`
+	EffectiveWeight int                 `json:"effective_weight"`
+	Healthy         bool                `json:"healthy"`
+	State           HealthState         `json:"state"`
+	Since           time.Time           `json:"since"`
+	Reason          string              `json:"reason,omitempty"`
+	Eligible        bool                `json:"eligible"`
+	Errors          []string            `json:"errors,omitempty"`
+	StatusURL       string              `json:"status_url,omitempty"`
+	Report          ReportState         `json:"report"`
+	ReportedAt      time.Time           `json:"reported_at,omitzero"`
+	Load            float64             `json:"load"`
+	Conns           int64               `json:"conns"`
+	MaxConns        int64               `json:"max_conns"`
+	Overloaded      bool                `json:"overloaded"`
+	SlowStart       float64             `json:"slow_start"`
+	Draining        bool                `json:"draining"`
+	DrainReason     *keyspace.DrainNote `json:"drain_reason,omitempty"`
+	Held            bool                `json:"held,omitempty"`
+	Degraded        bool                `json:"degraded,omitempty"`
+	CheckedAt       time.Time           `json:"checked_at,omitzero"`
+	VerdictEpoch    int64               `json:"verdict_epoch,omitempty"`
+	RebalanceTarget int64               `json:"rebalance_target"`
+	ShedTotal       int64               `json:"shed_total"`
 }
 
 // server returns the snapshot entry saved as s.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tcpdispatch/tcpdispatch"
 	"github.com/tcpdispatch/tcpdispatch/balancer"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 // Server is one registered tcp-server as this replica sees it: an entry of
@@ -20,7 +21,7 @@ type Server struct {
 	// Addr is the last valid address an operator wrote; empty if none was
 	// ever valid.
 	Addr string
-	// Weight is the static weight (last valid value, or DefaultWeight).
+	// Weight is the static weight (last valid value, or keyspace.DefaultWeight).
 	Weight int
 	// EffectiveWeight is the weight get-tcp-ip balances on: Weight × load
 	// factor × slow start (see Balancing), 0 when not eligible.
@@ -63,7 +64,7 @@ type Server struct {
 	Draining bool
 	// DrainReason is the operator's note on a drain (servers/<id>/drain-reason);
 	// nil when there is none.
-	DrainReason *DrainNote
+	DrainReason *keyspace.DrainNote
 	// Held is set when the mass-removal guard (policy hold) keeps serving
 	// a server the leader marked down.
 	Held bool

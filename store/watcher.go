@@ -16,11 +16,13 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 // Config configures a Watcher.
 type Config struct {
-	// Prefix is the etcd key prefix of the layout (see Keys).
+	// Prefix is the etcd key prefix of the layout (see keyspace.Layout).
 	Prefix string
 	// ProgressInterval is how often the watcher asks etcd to confirm that the
 	// local copy is current (a watch progress request). It bounds the
@@ -53,7 +55,7 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Prefix:           DefaultPrefix,
+		Prefix:           keyspace.DefaultPrefix,
 		ProgressInterval: 500 * time.Millisecond,
 		StaleAfter:       3 * time.Second,
 		OpTimeout:        5 * time.Second,
@@ -79,7 +81,7 @@ func (c Config) Validate() error {
 	case c.ResolveTimeout <= 0 || c.ResolveInterval <= 0:
 		return errors.New("store: ResolveTimeout and ResolveInterval must be positive")
 	}
-	_, err := NewKeys(c.Prefix)
+	_, err := keyspace.New(c.Prefix)
 	return err
 }
 
@@ -102,7 +104,7 @@ type Sync struct {
 // compacted. While etcd is unreachable the last snapshot stays in place.
 type Watcher struct {
 	cfg     Config
-	keys    Keys
+	keys    keyspace.Layout
 	cli     *clientv3.Client
 	log     *logrus.Entry
 	metrics *metrics
@@ -151,7 +153,7 @@ func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometh
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	keys, _ := NewKeys(cfg.Prefix)
+	keys, _ := keyspace.New(cfg.Prefix)
 	if log == nil {
 		l := logrus.New()
 		l.Out = discard{}
@@ -168,7 +170,7 @@ func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometh
 }
 
 // Keys returns the key layout the watcher reads.
-func (w *Watcher) Keys() Keys { return w.keys }
+func (w *Watcher) Keys() keyspace.Layout { return w.keys }
 
 // Snapshot returns the current snapshot, or nil before the first list
 // succeeded. It never blocks.

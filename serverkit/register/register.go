@@ -36,7 +36,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tcpdispatch/tcpdispatch"
-	"github.com/tcpdispatch/tcpdispatch/store"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 // opTimeout bounds each etcd call.
@@ -84,14 +84,14 @@ func WithOnRegister(f func(lease clientv3.LeaseID)) Option {
 // the same id overwrite each other. The server's weight and other keys are
 // the operator's and are left alone.
 func Run(ctx context.Context, cli *clientv3.Client, prefix, id, addr string, ttl time.Duration, opts ...Option) error {
-	keys, err := store.NewKeys(prefix)
+	keys, err := keyspace.New(prefix)
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
 	if err := tcpdispatch.ValidateID(id); err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
-	if addr, err = store.ParseAddr(addr); err != nil {
+	if addr, err = keyspace.ParseAddr(addr); err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
 	if cli == nil {
@@ -102,7 +102,7 @@ func Run(ctx context.Context, cli *clientv3.Client, prefix, id, addr string, ttl
 		opt(&o)
 	}
 	secs := max(int64((ttl+time.Second-1)/time.Second), 1)
-	key := keys.ServerField(id, store.FieldAddr)
+	key := keys.ServerField(id, keyspace.FieldAddr)
 	for attempt := 0; ; attempt++ {
 		registered := false
 		err := hold(ctx, cli, key, addr, secs, func(id clientv3.LeaseID) {
