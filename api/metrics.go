@@ -25,6 +25,16 @@ type metrics struct {
 // starved of CPU (100ms).
 var latencyBuckets = []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3}
 
+// newRequestsCounter returns tcpdispatch_get_tcp_ip_requests_total, by
+// outcome; New takes one child per outcome before newMetrics registers it.
+func newRequestsCounter() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tcpdispatch_get_tcp_ip_requests_total",
+		Help: "get-tcp-ip requests by outcome."}, []string{"outcome"})
+}
+
+// newMetrics registers the HTTP front's series on reg (none when it is
+// nil): requests, the answer latency, the degraded answers, the build info
+// and the snapshot's state read at scrape time.
 func newMetrics(reg prometheus.Registerer, requests *prometheus.CounterVec, s *Server) (*metrics, error) {
 	m := &metrics{
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tcpdispatch_get_tcp_ip_duration_seconds",

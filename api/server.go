@@ -152,8 +152,7 @@ func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prom
 		l.SetLevel(logrus.PanicLevel)
 		log = logrus.NewEntry(l)
 	}
-	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tcpdispatch_get_tcp_ip_requests_total",
-		Help: "get-tcp-ip requests by outcome."}, []string{"outcome"})
+	requests := newRequestsCounter()
 	s := &Server{cfg: cfg, src: src, leader: leader, log: log,
 		picks: requests.WithLabelValues("ok"), noServer: requests.WithLabelValues("no_server"),
 		badRequest: requests.WithLabelValues("bad_request"), heads: requests.WithLabelValues("head")}
