@@ -8,6 +8,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
 // metrics are the series the HTTP front registers. State that lives in the
@@ -23,6 +25,16 @@ type metrics struct {
 // starved of CPU (100ms).
 var latencyBuckets = []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3}
 
+// newRequestsCounter returns tcpdispatch_get_tcp_ip_requests_total, by
+// outcome; New takes one child per outcome before newMetrics registers it.
+func newRequestsCounter() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tcpdispatch_get_tcp_ip_requests_total",
+		Help: "get-tcp-ip requests by outcome."}, []string{"outcome"})
+}
+
+// newMetrics registers the HTTP front's series on reg (none when it is
+// nil): requests, the answer latency, the degraded answers, the build info
+// and the snapshot's state read at scrape time.
 func newMetrics(reg prometheus.Registerer, requests *prometheus.CounterVec, s *Server) (*metrics, error) {
 	m := &metrics{
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tcpdispatch_get_tcp_ip_duration_seconds",
@@ -137,7 +149,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for i := range snap.Servers {
 		srv := &snap.Servers[i]
-		gauge(descServerUp, boolFloat(srv.State == "up"), srv.ID)
+		gauge(descServerUp, boolFloat(srv.State == store.HealthUp), srv.ID)
 		gauge(descServerWeight, float64(srv.EffectiveWeight), srv.ID)
 		gauge(descServerLoad, srv.Load, srv.ID)
 		gauge(descServerConns, float64(srv.Conns), srv.ID)

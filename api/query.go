@@ -7,14 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/tcpdispatch/tcpdispatch/store"
-)
-
-// Limits on get-tcp-ip parameters.
-const (
-	maxKeyLen  = 256
-	maxExclude = 32
-	maxN       = 10
+	"github.com/tcpdispatch/tcpdispatch"
 )
 
 // query holds the parsed get-tcp-ip parameters. It is parsed by hand from
@@ -50,8 +43,8 @@ func parseQuery(raw string, q *query, buf []string) (exclude []string, err error
 			if value, err = unescape(value); err != nil {
 				return nil, err
 			}
-			if len(value) > maxKeyLen {
-				return nil, fmt.Errorf("%w: key longer than %d bytes", errBadQuery, maxKeyLen)
+			if len(value) > tcpdispatch.MaxKeyLen {
+				return nil, fmt.Errorf("%w: key longer than %d bytes", errBadQuery, tcpdispatch.MaxKeyLen)
 			}
 			q.key = value
 		case "format":
@@ -71,8 +64,8 @@ func parseQuery(raw string, q *query, buf []string) (exclude []string, err error
 				return nil, err
 			}
 			n, err := strconv.Atoi(value)
-			if err != nil || n < 1 || n > maxN {
-				return nil, fmt.Errorf("%w: n must be an integer in 1..%d, not %q", errBadQuery, maxN, value)
+			if err != nil || n < 1 || n > tcpdispatch.MaxN {
+				return nil, fmt.Errorf("%w: n must be an integer in 1..%d, not %q", errBadQuery, tcpdispatch.MaxN, value)
 			}
 			q.n = n
 		case "exclude":
@@ -87,11 +80,11 @@ func parseQuery(raw string, q *query, buf []string) (exclude []string, err error
 				if id == "" {
 					continue
 				}
-				if err := store.ValidateID(id); err != nil {
+				if err := tcpdispatch.ValidateID(id); err != nil {
 					return nil, fmt.Errorf("%w: exclude: %v", errBadQuery, err)
 				}
-				if len(exclude) == maxExclude {
-					return nil, fmt.Errorf("%w: exclude lists more than %d ids", errBadQuery, maxExclude)
+				if len(exclude) == tcpdispatch.MaxExclude {
+					return nil, fmt.Errorf("%w: exclude lists more than %d ids", errBadQuery, tcpdispatch.MaxExclude)
 				}
 				exclude = append(exclude, id)
 			}

@@ -9,7 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/tcpdispatch/tcpdispatch/store"
+	"github.com/tcpdispatch/tcpdispatch"
 )
 
 func TestMain(m *testing.M) {
@@ -71,7 +71,7 @@ func TestParseQuery(t *testing.T) {
 		{name: "exclude escaped comma", raw: "exclude=a%2Cb", n: 1, exclude: []string{"a", "b"}},
 		{name: "exclude empty", raw: "exclude=", n: 1},
 		{name: "exclude invalid id", raw: "exclude=a,b/c", wantErr: "exclude"},
-		{name: "exclude id too long", raw: "exclude=" + strings.Repeat("x", store.MaxIDLen+1), wantErr: "exclude"},
+		{name: "exclude id too long", raw: "exclude=" + strings.Repeat("x", tcpdispatch.MaxIDLen+1), wantErr: "exclude"},
 		{name: "exclude 32 ids", raw: "exclude=" + ids(32), n: 1, exclude: strings.Split(ids(32), ",")},
 		{name: "exclude 33 ids", raw: "exclude=" + ids(33), wantErr: "more than 32"},
 		{name: "repeated exclude takes the last", raw: "exclude=a&exclude=b", n: 1, exclude: []string{"b"}},
@@ -155,11 +155,11 @@ func FuzzParseQuery(f *testing.F) {
 			}
 			return
 		}
-		if q.n < 1 || q.n > maxN || len(q.key) > maxKeyLen || len(exclude) > maxExclude {
+		if q.n < 1 || q.n > tcpdispatch.MaxN || len(q.key) > tcpdispatch.MaxKeyLen || len(exclude) > tcpdispatch.MaxExclude {
 			t.Fatalf("parseQuery(%q) accepted out-of-range values: n %d, key %d bytes, %d excluded", raw, q.n, len(q.key), len(exclude))
 		}
 		for _, id := range exclude {
-			if store.ValidateID(id) != nil {
+			if tcpdispatch.ValidateID(id) != nil {
 				t.Fatalf("parseQuery(%q) accepted invalid exclude id %q", raw, id)
 			}
 		}

@@ -7,6 +7,8 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tcpdispatch/tcpdispatch"
 )
 
 // route is one path of the HTTP API. methods nil means GET and HEAD.
@@ -21,7 +23,7 @@ type route struct {
 // server implementation can serve them as well.
 func (s *Server) publicRoutes() []route {
 	return []route{
-		{path: "/get-tcp-ip", h: s.timedGetTCPIP},
+		{path: tcpdispatch.GetTCPIPPath, h: s.timedGetTCPIP},
 		{path: "/healthz", h: func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") }},
 		{path: "/readyz", h: s.readyz},
 	}

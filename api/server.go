@@ -35,7 +35,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/tcpdispatch/tcpdispatch"
 	"github.com/tcpdispatch/tcpdispatch/internal/logging"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -164,8 +166,7 @@ func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prom
 		return nil, err
 	}
 	log = logging.OrDiscard(log)
-	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tcpdispatch_get_tcp_ip_requests_total",
-		Help: "get-tcp-ip requests by outcome."}, []string{"outcome"})
+	requests := newRequestsCounter()
 	s := &Server{cfg: cfg, src: src, leader: leader, log: log,
 		picks: requests.WithLabelValues("ok"), noServer: requests.WithLabelValues("no_server"),
 		badRequest: requests.WithLabelValues("bad_request"), heads: requests.WithLabelValues("head")}
@@ -278,20 +279,8 @@ func (s *Server) getTCPIP(c echo.Context) error {
 	return err
 }
 
-// pickResponse is the get-tcp-ip answer with alternatives (?n=K).
-type pickResponse struct {
-	ID           string    `json:"id"`
-	Addr         string    `json:"addr"`
-	Alternatives []pickAlt `json:"alternatives"`
-}
-
-type pickAlt struct {
-	ID   string `json:"id"`
-	Addr string `json:"addr"`
-}
-
 func (s *Server) pickN(c echo.Context, snap *store.Snapshot, key string, q *query, exclude []string) error {
-	var buf [maxN]*store.Server
+	var buf [tcpdispatch.MaxN]*store.Server
 	got := snap.PickN(key, exclude, q.n, buf[:0])
 	if len(got) == 0 {
 		s.noServer.Inc()
@@ -310,9 +299,9 @@ func (s *Server) pickN(c echo.Context, snap *store.Snapshot, key string, q *quer
 		}
 		return c.Blob(http.StatusOK, contentText[0], b)
 	}
-	resp := pickResponse{ID: got[0].ID, Addr: got[0].Addr, Alternatives: make([]pickAlt, 0, len(got)-1)}
+	resp := tcpdispatch.Answer{Server: tcpdispatch.Server{ID: got[0].ID, Addr: got[0].Addr}, Alternatives: make([]tcpdispatch.Server, 0, len(got)-1)}
 	for _, srv := range got[1:] {
-		resp.Alternatives = append(resp.Alternatives, pickAlt{srv.ID, srv.Addr})
+		resp.Alternatives = append(resp.Alternatives, tcpdispatch.Server{ID: srv.ID, Addr: srv.Addr})
 	}
 	return c.JSON(http.StatusOK, resp)
 }
@@ -343,12 +332,13 @@ type serversResponse struct {
 	Servers   []serverView  `json:"servers"`
 }
 
-// serverView is one server in /v1/servers: the snapshot's fields plus the
-// live count of clients this replica sent it since its last load report.
+// serverView is one server in /v1/servers: the server as the dispatcher
+// lists it plus the live count of clients this replica sent it since its
+// last load report.
 type serverView struct {
-	store.Server
+	store.ServerInfo
 	// StatusURL hides the embedded one: its query string and credentials
-	// are redacted (store.RedactURL), as they may hold a token.
+	// are redacted (keyspace.RedactURL), as they may hold a token.
 	StatusURL string `json:"status_url,omitempty"`
 	Assigned  int64  `json:"assigned"`
 }
@@ -376,9 +366,9 @@ func (s *Server) servers(c echo.Context) error {
 	}
 	views := make([]serverView, len(snap.Servers))
 	for i := range snap.Servers {
-		views[i] = serverView{Server: snap.Servers[i], Assigned: snap.Servers[i].Assigned()}
+		views[i] = serverView{ServerInfo: snap.Servers[i].Info(), Assigned: snap.Servers[i].Assigned()}
 		if u := snap.Servers[i].StatusURL; u != "" {
-			views[i].StatusURL = store.RedactURL(u)
+			views[i].StatusURL = keyspace.RedactURL(u)
 		}
 	}
 	b := snap.Balancing
@@ -387,7 +377,7 @@ func (s *Server) servers(c echo.Context) error {
 		Strategy: string(snap.Strategy), Leader: snap.Leader, Problems: snap.Problems, Panic: snap.Panic,
 		Balancing: balancingView{SlowStart: b.SlowStart.String(), PanicThreshold: b.PanicThreshold,
 			OverloadThreshold: b.OverloadThreshold, OverloadRecover: b.OverloadRecover, HashLoadFactor: b.HashLoadFactor,
-			Accounting: b.Accounting, MassRemoval: b.MassRemoval, AllDown: string(b.AllDown),
+			Accounting: b.Accounting, MassRemoval: string(b.MassRemoval), AllDown: string(b.AllDown),
 			Rebalance: string(b.Rebalance.Mode), RebalanceTolerance: b.Rebalance.Tolerance, RebalanceRate: b.Rebalance.Rate.String()},
 		Servers: views,
 	})
@@ -453,12 +443,8 @@ func ageMs(d time.Duration) int64 {
 	return d.Milliseconds()
 }
 
-type errorBody struct {
-	Error string `json:"error"`
-}
-
 func writeError(c echo.Context, code int, msg string) error {
-	return c.JSON(code, errorBody{msg})
+	return c.JSON(code, tcpdispatch.ErrorBody{Error: msg})
 }
 
 // errorHandler answers echo's own errors (404, 405, panics) in the same

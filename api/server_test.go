@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/tcpdispatch/tcpdispatch"
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
@@ -206,12 +207,12 @@ func wantJSONError(t testing.TB, rec *httptest.ResponseRecorder, code int, sub s
 }
 
 // pick decodes a get-tcp-ip JSON answer.
-func pick(t testing.TB, rec *httptest.ResponseRecorder) pickResponse {
+func pick(t testing.TB, rec *httptest.ResponseRecorder) tcpdispatch.Answer {
 	t.Helper()
 	if rec.Code != http.StatusOK {
 		t.Fatalf("status = %d; want 200 (body %s)", rec.Code, rec.Body)
 	}
-	var p pickResponse
+	var p tcpdispatch.Answer
 	if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil {
 		t.Fatalf("body %q: %v", rec.Body, err)
 	}
@@ -400,13 +401,13 @@ func TestServer(t *testing.T) {
 			t.Fatalf("status = %d", rec.Code)
 		}
 		var body struct {
-			Name          string         `json:"name"`
-			Revision      int64          `json:"revision"`
-			SnapshotAgeMs int64          `json:"snapshot_age_ms"`
-			Strategy      string         `json:"strategy"`
-			Leader        string         `json:"leader"`
-			Problems      []string       `json:"problems"`
-			Servers       []store.Server `json:"servers"`
+			Name          string             `json:"name"`
+			Revision      int64              `json:"revision"`
+			SnapshotAgeMs int64              `json:"snapshot_age_ms"`
+			Strategy      string             `json:"strategy"`
+			Leader        string             `json:"leader"`
+			Problems      []string           `json:"problems"`
+			Servers       []store.ServerInfo `json:"servers"`
 		}
 		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
 			t.Fatal(err)
@@ -432,7 +433,7 @@ func TestServer(t *testing.T) {
 		}
 		for _, s := range body.Servers {
 			w := want[s.ID]
-			if s.Eligible != w.eligible || s.State != w.state {
+			if s.Eligible != w.eligible || string(s.State) != w.state {
 				t.Errorf("server %s: eligible %v state %q; want %v %q", s.ID, s.Eligible, s.State, w.eligible, w.state)
 			}
 			if got := strings.Join(s.Errors, "|"); (w.errSub == "") != (got == "") || !strings.Contains(got, w.errSub) {

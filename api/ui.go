@@ -63,20 +63,20 @@ type fleetReplica struct {
 // fleetServer is one server in /v1/fleet. Fields at their usual value are
 // left out to keep the answer small: no report, not ramping, not draining.
 type fleetServer struct {
-	ID              string    `json:"id"`
-	Addr            string    `json:"addr"`
-	State           string    `json:"state"`
-	Reason          string    `json:"reason,omitempty"`
-	Since           time.Time `json:"since,omitzero"`
-	Weight          int       `json:"weight"`
-	EffectiveWeight int       `json:"effective_weight"`
-	Eligible        bool      `json:"eligible"`
-	// Report is "fresh" or "expired"; left out for "none".
-	Report     string  `json:"report,omitempty"`
-	Load       float64 `json:"load,omitempty"`
-	Conns      int64   `json:"conns,omitempty"`
-	MaxConns   int64   `json:"max_conns,omitempty"`
-	Overloaded bool    `json:"overloaded,omitempty"`
+	ID              string            `json:"id"`
+	Addr            string            `json:"addr"`
+	State           store.HealthState `json:"state"`
+	Reason          string            `json:"reason,omitempty"`
+	Since           time.Time         `json:"since,omitzero"`
+	Weight          int               `json:"weight"`
+	EffectiveWeight int               `json:"effective_weight"`
+	Eligible        bool              `json:"eligible"`
+	// Report is fresh or expired; left out for none.
+	Report     store.ReportState `json:"report,omitempty"`
+	Load       float64           `json:"load,omitempty"`
+	Conns      int64             `json:"conns,omitempty"`
+	MaxConns   int64             `json:"max_conns,omitempty"`
+	Overloaded bool              `json:"overloaded,omitempty"`
 	// SlowStart is the ramp progress while ramping (0 < x < 1); left out
 	// when the server is not ramping.
 	SlowStart      float64 `json:"slow_start,omitempty"`
@@ -107,7 +107,7 @@ func (s *Server) fleet(c echo.Context) error {
 			Weight: srv.Weight, EffectiveWeight: srv.EffectiveWeight, Eligible: srv.Eligible, Report: srv.Report,
 			Load: srv.Load, Conns: srv.Conns, MaxConns: srv.MaxConns, Overloaded: srv.Overloaded, SlowStart: srv.SlowStart,
 			Draining: srv.Draining, Held: srv.Held, Errors: len(srv.Errors), Picks: picks[i]}
-		if fs.Report == "none" {
+		if fs.Report == store.ReportNone {
 			fs.Report = ""
 		}
 		if fs.SlowStart >= 1 {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tcpdispatch/tcpdispatch"
 )
 
 // ErrNoServer is wrapped by the error Dial returns when neither a
@@ -22,11 +24,9 @@ import (
 // failure.
 var ErrNoServer = errors.New("no tcp-server reachable")
 
-// Server is one tcp-server as the dispatcher names it.
-type Server struct {
-	ID   string `json:"id"`
-	Addr string `json:"addr"`
-}
+// Server is one tcp-server as the dispatcher names it: the get-tcp-ip
+// answer, defined by tcpdispatch.Server.
+type Server tcpdispatch.Server
 
 // Source says where the server of an Answer came from.
 type Source int
@@ -176,7 +176,7 @@ func (c *Client) dialAvoiding(ctx context.Context, avoid []string) (net.Conn, An
 					return conn, Answer{Server: s, Source: SourceDispatcher, Dispatcher: ep.addr}, nil
 				}
 			}
-			if !fresh || len(d.excluded) >= maxExclude {
+			if !fresh || len(d.excluded) >= tcpdispatch.MaxExclude {
 				break
 			}
 		}
@@ -218,7 +218,7 @@ type dialRun struct {
 }
 
 func (d *dialRun) exclude(id string) {
-	if id == "" || len(d.excluded) >= maxExclude {
+	if id == "" || len(d.excluded) >= tcpdispatch.MaxExclude {
 		return
 	}
 	for _, e := range d.excluded {
@@ -268,13 +268,6 @@ func (c *Client) connect(ctx context.Context, s Server, src Source) (net.Conn, e
 // maxBody caps a get-tcp-ip response; a real one is well under 2 KiB.
 const maxBody = 64 << 10
 
-// answer is the JSON of a get-tcp-ip response.
-type answer struct {
-	ID           string   `json:"id"`
-	Addr         string   `json:"addr"`
-	Alternatives []Server `json:"alternatives"`
-}
-
 // ask sends one get-tcp-ip request to ep and returns the valid servers of
 // the answer, the pick first.
 func (c *Client) ask(ctx context.Context, ep endpoint, exclude []string) (servers []Server, err error) {
@@ -294,7 +287,7 @@ func (c *Client) ask(ctx context.Context, ep endpoint, exclude []string) (server
 	if len(exclude) > 0 {
 		q.Set("exclude", strings.Join(exclude, ","))
 	}
-	u := url.URL{Scheme: c.cfg.Scheme, Host: ep.addr, Path: "/get-tcp-ip", RawQuery: q.Encode()}
+	u := url.URL{Scheme: c.cfg.Scheme, Host: ep.addr, Path: tcpdispatch.GetTCPIPPath, RawQuery: q.Encode()}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("ask %s: %w", ep.addr, err)
@@ -319,9 +312,7 @@ func (c *Client) ask(ctx context.Context, ep endpoint, exclude []string) (server
 		return nil, fmt.Errorf("ask %s: body over %d bytes", ep.addr, maxBody)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
+		var e tcpdispatch.ErrorBody
 		msg := strings.TrimSpace(string(body))
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
 			msg = e.Error
@@ -335,11 +326,11 @@ func (c *Client) ask(ctx context.Context, ep endpoint, exclude []string) (server
 		}
 		return nil, se
 	}
-	var a answer
+	var a tcpdispatch.Answer
 	if err := json.Unmarshal(body, &a); err != nil {
 		return nil, fmt.Errorf("ask %s: decode answer: %w", ep.addr, err)
 	}
-	first := Server{ID: a.ID, Addr: a.Addr}
+	first := Server(a.Server)
 	if err := first.check(); err != nil {
 		return nil, fmt.Errorf("ask %s: bad answer: %w", ep.addr, err)
 	}
@@ -348,7 +339,7 @@ func (c *Client) ask(ctx context.Context, ep endpoint, exclude []string) (server
 		if len(servers) == c.cfg.N {
 			break
 		}
-		if s.check() == nil {
+		if s := Server(s); s.check() == nil {
 			servers = append(servers, s)
 		}
 	}
@@ -368,8 +359,8 @@ func (e *statusError) Error() string {
 
 // check validates a server named by a dispatcher or the cache file.
 func (s Server) check() error {
-	if s.ID == "" || len(s.ID) > 128 {
-		return fmt.Errorf("server id %q: must be 1..128 bytes", s.ID)
+	if err := tcpdispatch.CheckIDLen(s.ID); err != nil {
+		return err
 	}
 	return checkHostPort(s.Addr)
 }

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/tcpdispatch/tcpdispatch"
 )
 
 // Config configures a Client. Start from DefaultConfig; New validates it.
@@ -140,13 +142,6 @@ type ConnectEvent struct {
 	Err      error // nil on success
 }
 
-// Limits of the get-tcp-ip API and defaults.
-const (
-	maxN       = 10
-	maxKeyLen  = 256
-	maxExclude = 32 // the API rejects longer exclude lists
-)
-
 // DefaultConfig returns a Config with every default filled in; set
 // Dispatcher and/or Bootstrap before calling New.
 func DefaultConfig() Config {
@@ -205,11 +200,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("client config: Static: %w", err)
 		}
 	}
-	if c.N < 0 || c.N > maxN {
-		return fmt.Errorf("client config: N must be in 1..%d, not %d", maxN, c.N)
+	if c.N < 0 || c.N > tcpdispatch.MaxN {
+		return fmt.Errorf("client config: N must be in 1..%d, not %d", tcpdispatch.MaxN, c.N)
 	}
-	if len(c.Key) > maxKeyLen {
-		return fmt.Errorf("client config: Key longer than %d bytes", maxKeyLen)
+	if len(c.Key) > tcpdispatch.MaxKeyLen {
+		return fmt.Errorf("client config: Key longer than %d bytes", tcpdispatch.MaxKeyLen)
 	}
 	for name, d := range map[string]time.Duration{
 		"RequestTimeout": c.RequestTimeout, "ConnectTimeout": c.ConnectTimeout,

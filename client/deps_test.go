@@ -11,4 +11,7 @@ import (
 // dispatcher uses.
 func TestNoHeavyDependencies(t *testing.T) {
 	depcheck.Forbid(t, depcheck.Heavy...)
+	// The promise of the package doc: the standard library and the
+	// contract package only.
+	depcheck.StandardLibraryOnly(t, "github.com/tcpdispatch/tcpdispatch")
 }

@@ -48,6 +48,8 @@
 // at least that long, and a Reconnector waits at least that long (at most
 // 5 minutes) before it dials again.
 //
-// The package depends on the standard library only, so applications import
-// a small package (no etcd, no HTTP framework, no logger).
+// The package depends on the standard library and the contract package
+// tcpdispatch (itself standard library only: the answer's format and the
+// request limits), so applications import a small package (no etcd, no
+// HTTP framework, no logger).
 package client

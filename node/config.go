@@ -11,6 +11,7 @@ import (
 	"github.com/tcpdispatch/tcpdispatch/api"
 	"github.com/tcpdispatch/tcpdispatch/election"
 	"github.com/tcpdispatch/tcpdispatch/etcdconn"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/prober"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
@@ -111,7 +112,7 @@ func DefaultConfig() Config {
 	return Config{
 		Name:            "default",
 		ListenHTTP:      ":8080",
-		Prefix:          store.DefaultPrefix,
+		Prefix:          keyspace.DefaultPrefix,
 		EtcdDialTimeout: 5 * time.Second,
 		EtcdLogLevel:    "warn",
 		LeaderTTL:       election.DefaultConfig().TTL,
@@ -163,7 +164,7 @@ func (c Config) Validate() error {
 	if err := c.API.Validate(); err != nil {
 		return err
 	}
-	if _, err := store.NewKeys(c.Prefix); err != nil {
+	if _, err := keyspace.New(c.Prefix); err != nil {
 		return err
 	}
 	if c.Store.Prefix != "" && c.Store.Prefix != c.Prefix {

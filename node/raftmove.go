@@ -63,12 +63,9 @@ func newRaftMover(cli *clientv3.Client, m *embed.Etcd, log *logrus.Entry, reg pr
 	if m == nil {
 		return nil, nil
 	}
-	moves := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tcpdispatch_raft_leader_moves_total",
-		Help: "Attempts, on winning dispatcher leadership, to move etcd raft leadership off the local embedded member, by outcome (moved, not_leader, no_peer, failed).",
-	}, []string{"outcome"})
-	if err := reg.Register(moves); err != nil {
-		return nil, fmt.Errorf("register raft move metrics: %w", err)
+	moves, err := newRaftMoveMetrics(reg)
+	if err != nil {
+		return nil, err
 	}
 	return &raftMover{cli: cli, member: m, log: log, moves: moves}, nil
 }

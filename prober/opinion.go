@@ -13,13 +13,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tcpdispatch/tcpdispatch/store"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 // OpinionPath is the internal route on which every replica probes a list of
 // addrs for the leader (POST, JSON OpinionRequest, answer OpinionResponse).
 // It requires "Authorization: Bearer <token>" with the token the current
-// leader wrote, fenced, under store.Keys.OpinionToken.
+// leader wrote, fenced, under keyspace.Layout.OpinionToken.
 const OpinionPath = "/v1/internal/probe"
 
 // MaxOpinionAddrs caps the addrs of one OpinionRequest; a longer list gets
@@ -115,7 +115,7 @@ func (h *opinionHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	targets := make([]target, len(req.Addrs))
 	for i, a := range req.Addrs {
-		addr, err := store.ParseAddr(a)
+		addr, err := keyspace.ParseAddr(a)
 		if err != nil {
 			h.fail(w, http.StatusBadRequest, err.Error())
 			return

@@ -14,10 +14,10 @@ import (
 
 	"github.com/tcpdispatch/tcpdispatch/internal/backoff"
 	"github.com/tcpdispatch/tcpdispatch/internal/logging"
-	"github.com/tcpdispatch/tcpdispatch/store"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
-// announcement is the value of store.Keys.Replica: how other replicas reach
+// announcement is the value of keyspace.Layout.Replica: how other replicas reach
 // this one's HTTP API.
 type announcement struct {
 	Name string `json:"name"`
@@ -25,12 +25,12 @@ type announcement struct {
 }
 
 // Directory publishes this replica's advertised HTTP URL under
-// store.Keys.Replica, on a lease, and lists the other replicas' ones, so
+// keyspace.Layout.Replica, on a lease, and lists the other replicas' ones, so
 // that a leader can ask them for a second opinion. It also reads the
 // leader's opinion token for the opinion route.
 type Directory struct {
 	cli     *clientv3.Client
-	keys    store.Keys
+	keys    keyspace.Layout
 	self    announcement
 	ttl     time.Duration
 	timeout time.Duration
@@ -44,7 +44,7 @@ type Directory struct {
 // NewDirectory returns a directory for replica name reachable at httpURL.
 // ttl is the lease of the announcement (at least 1s; a dead replica drops
 // out of the list within it); timeout bounds each etcd call.
-func NewDirectory(cli *clientv3.Client, keys store.Keys, name, httpURL string, ttl, timeout time.Duration, log *logrus.Entry) (*Directory, error) {
+func NewDirectory(cli *clientv3.Client, keys keyspace.Layout, name, httpURL string, ttl, timeout time.Duration, log *logrus.Entry) (*Directory, error) {
 	switch {
 	case cli == nil:
 		return nil, errors.New("directory: nil etcd client")

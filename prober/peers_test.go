@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
-	"github.com/tcpdispatch/tcpdispatch/store"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 // TestDirectory: replicas find one another's announcements, not their
@@ -14,7 +14,7 @@ import (
 // etcd and re-read on demand.
 func TestDirectory(t *testing.T) {
 	cli := etcdtest.Start(t).Client(t)
-	keys, err := store.NewKeys(testPrefix)
+	keys, err := keyspace.New(testPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}

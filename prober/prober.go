@@ -43,6 +43,7 @@ import (
 
 	"github.com/tcpdispatch/tcpdispatch/election"
 	"github.com/tcpdispatch/tcpdispatch/internal/logging"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -249,7 +250,7 @@ var _ Writer = (*election.Leadership)(nil)
 // Prober probes tcp-servers while its replica leads.
 type Prober struct {
 	cfg    Config
-	keys   store.Keys
+	keys   keyspace.Layout
 	snaps  Snapshots
 	log    *logrus.Entry
 	dialer net.Dialer
@@ -274,7 +275,7 @@ func (p *Prober) UsePeers(peers Peers) { p.peers = peers }
 
 // New returns a prober of the servers in snaps; keys is the etcd layout the
 // health records are written to. Zero fields of cfg take their defaults.
-func New(cfg Config, keys store.Keys, snaps Snapshots, log *logrus.Entry, reg prometheus.Registerer) (*Prober, error) {
+func New(cfg Config, keys keyspace.Layout, snaps Snapshots, log *logrus.Entry, reg prometheus.Registerer) (*Prober, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -443,13 +444,13 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 // seed initialises trackers from the records a previous leader wrote.
 func (p *Prober) seed(snap *store.Snapshot, trackers map[string]*tracker, loads map[string]*loadTracker) {
 	for _, s := range snap.Servers {
-		if s.Report == "fresh" {
+		if s.Report == store.ReportFresh {
 			// What etcd holds, so an unchanged load is not rewritten at
 			// once by every new leader.
 			loads[s.ID] = &loadTracker{written: true, wLoad: s.Load, wConns: s.Conns, wOverloaded: s.Overloaded,
 				wDraining: s.Draining && s.Weight > 0, wAt: s.ReportedAt, overloaded: s.Overloaded, ewma: s.Load, has: false}
 		}
-		if s.State == "unknown" {
+		if s.State == store.HealthUnknown {
 			continue
 		}
 		st := statusDown
@@ -463,7 +464,7 @@ func (p *Prober) seed(snap *store.Snapshot, trackers map[string]*tracker, loads 
 // recorded reports whether etcd already holds tr's verdict for id.
 func recorded(snap *store.Snapshot, id string, tr *tracker) bool {
 	s := snap.Lookup(id)
-	return s != nil && s.State != "unknown" && s.Addr == tr.addr && s.Healthy == (tr.status == statusUp)
+	return s != nil && s.State != store.HealthUnknown && s.Addr == tr.addr && s.Healthy == (tr.status == statusUp)
 }
 
 // targets lists the servers to probe and drops state of removed ones.
@@ -613,58 +614,4 @@ func (p *Prober) flush(ctx context.Context, w Writer, snap *store.Snapshot, pend
 		ops, ids = ops[n:], ids[n:]
 	}
 	return nil
-}
-
-type metrics struct {
-	rounds, transitions, failures, txns, writes prometheus.Counter
-	statusFailures                              prometheus.Counter
-	latency                                     prometheus.Histogram
-
-	localFailures, suspectRounds, heldVerdicts, selfFaultRounds prometheus.Counter
-	opinionsServed, opinionsRejected, opinionFailures           prometheus.Counter
-	lag                                                         prometheus.Histogram
-}
-
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	m := &metrics{
-		rounds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_rounds_total",
-			Help: "Probe rounds completed by this replica while leading."}),
-		transitions: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_transitions_total",
-			Help: "Health transitions decided by this replica."}),
-		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_probe_failures_total",
-			Help: "Failed probes."}),
-		txns: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_write_txns_total",
-			Help: "Fenced transactions committed with health records."}),
-		writes: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_writes_total",
-			Help: "Health records written or deleted."}),
-		statusFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_status_failures_total",
-			Help: "Failed pulls of status documents (counted as failed probes)."}),
-		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tcpdispatch_prober_probe_seconds",
-			Help: "TCP connect probe latency.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 12)}),
-		localFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_local_failures_total",
-			Help: "Failed probes blamed on the prober's own host (not verdicts)."}),
-		suspectRounds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_suspect_rounds_total",
-			Help: "Rounds that would have taken more than the suspect share of up servers down at once."}),
-		heldVerdicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_held_verdicts_total",
-			Help: "Down-verdicts of suspect rounds held for lack of confirmation by other replicas."}),
-		selfFaultRounds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_self_fault_rounds_total",
-			Help: "Rounds in which this leader failed its own checks."}),
-		opinionsServed: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_opinions_served_total",
-			Help: "Second-opinion requests this replica answered."}),
-		opinionsRejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_opinions_rejected_total",
-			Help: "Second-opinion requests refused (bad token, bad input, too many in flight)."}),
-		opinionFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_opinion_failures_total",
-			Help: "Second-opinion requests to other replicas that got no usable answer."}),
-		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tcpdispatch_prober_round_lag_seconds",
-			Help: "How late a probe round started (scheduling lag).", Buckets: prometheus.ExponentialBuckets(0.001, 2, 12)}),
-	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.rounds, m.transitions, m.failures, m.txns, m.writes, m.latency, m.statusFailures,
-			m.localFailures, m.suspectRounds, m.heldVerdicts, m.selfFaultRounds, m.opinionsServed, m.opinionsRejected, m.opinionFailures, m.lag} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("register prober metrics: %w", err)
-			}
-		}
-	}
-	return m, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/tcpdispatch/tcpdispatch/election"
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
 	"github.com/tcpdispatch/tcpdispatch/internal/testnet"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -73,7 +74,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestNew(t *testing.T) {
-	keys, _ := store.NewKeys(testPrefix)
+	keys, _ := keyspace.New(testPrefix)
 	p, err := New(Config{}, keys, nil, nil, nil)
 	if err != nil {
 		t.Fatalf("New(zero config): %v", err)
@@ -159,7 +160,7 @@ func currentRev(t testing.TB, cli *clientv3.Client) int64 {
 }
 
 // getHealth reads the health record of id; ok is false when there is none.
-func getHealth(t testing.TB, cli *clientv3.Client, keys store.Keys, id string) (h store.Health, ok bool) {
+func getHealth(t testing.TB, cli *clientv3.Client, keys keyspace.Layout, id string) (h store.Health, ok bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -186,7 +187,7 @@ func healthJSON(t testing.TB, h store.Health) string {
 }
 
 // waitHealth waits until id's record satisfies cond and returns it.
-func waitHealth(t testing.TB, cli *clientv3.Client, keys store.Keys, id, what string, cond func(h store.Health, ok bool) bool) store.Health {
+func waitHealth(t testing.TB, cli *clientv3.Client, keys keyspace.Layout, id, what string, cond func(h store.Health, ok bool) bool) store.Health {
 	t.Helper()
 	var h store.Health
 	etcdtest.WaitFor(t, 10*time.Second, "health of "+id+": "+what, func() bool {
@@ -241,7 +242,7 @@ func deadAddr(t testing.TB) string { return testnet.DeadAddr(t) }
 // env is one prober test's etcd, key layout and watcher.
 type env struct {
 	cli  *clientv3.Client
-	keys store.Keys
+	keys keyspace.Layout
 	w    *store.Watcher
 }
 
@@ -249,7 +250,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	m := etcdtest.Start(t)
 	cli := m.Client(t)
-	keys, err := store.NewKeys(testPrefix)
+	keys, err := keyspace.New(testPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +264,7 @@ func newEnv(t *testing.T) *env {
 
 // register writes id's addr.
 func (e *env) register(t testing.TB, id, addr string) int64 {
-	return etcdtest.Put(t, e.cli, e.keys.ServerField(id, store.FieldAddr), addr)
+	return etcdtest.Put(t, e.cli, e.keys.ServerField(id, keyspace.FieldAddr), addr)
 }
 
 // waitSnapshot waits until the watcher has applied revision rev.
@@ -303,7 +304,7 @@ func runInBackground(t testing.TB, what string, fn func(context.Context) error) 
 	return stop, finished
 }
 
-func newTestProber(t testing.TB, cfg Config, keys store.Keys, snaps Snapshots) (*Prober, *prometheus.Registry) {
+func newTestProber(t testing.TB, cfg Config, keys keyspace.Layout, snaps Snapshots) (*Prober, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	p, err := New(cfg, keys, snaps, nil, reg)

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -188,7 +189,7 @@ func TestProberRebalances(t *testing.T) {
 	var rev int64
 	for id, s := range map[string]*shedServer{"full": full, "empty": empty} {
 		e.register(t, id, strings.TrimPrefix(s.srv.URL, "http://"))
-		rev = etcdtest.Put(t, e.cli, e.keys.ServerField(id, store.FieldStatusURL), s.srv.URL+"/status")
+		rev = etcdtest.Put(t, e.cli, e.keys.ServerField(id, keyspace.FieldStatusURL), s.srv.URL+"/status")
 	}
 	rev = max(rev, etcdtest.Put(t, e.cli, e.keys.Config(store.ConfigSlowStart), "0"))
 	e.waitSnapshot(t, rev)
@@ -276,7 +277,7 @@ func TestPlanRebalance(t *testing.T) {
 			if tt.mod != nil {
 				tt.mod(snap, loads)
 			}
-			p, _ := newTestProber(t, testConfig(), store.Keys{}, nil)
+			p, _ := newTestProber(t, testConfig(), keyspace.Layout{}, nil)
 			rb := newRebalancer()
 			rb.blocked = "" // log the first state
 			p.planRebalance(rb, snap, targets, trackers, loads, now, time.Second, p.log)

@@ -1,9 +1,7 @@
 package prober
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,66 +10,14 @@ import (
 	neturl "net/url"
 	"time"
 
+	"github.com/tcpdispatch/tcpdispatch"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
-// MaxStatusBytes caps the status document read from a server; a longer body
-// is a failed pull.
-const MaxStatusBytes = 64 << 10
-
-// Status is the document a tcp-server serves at its status URL:
-//
-//	{"conns": 1234, "max_conns": 5000, "load": 0.42, "draining": false}
-//
-// with HTTP 200 while serving and 503 (same body) while draining. Unknown
-// fields are ignored; absent ones are zero. max_conns 0 means unlimited.
-type Status struct {
-	// Conns is the number of client connections the server holds.
-	Conns int64 `json:"conns"`
-	// MaxConns is the most it accepts; 0 is unlimited.
-	MaxConns int64 `json:"max_conns"`
-	// Load is the server's own measure of how busy it is, 0..1.
-	Load float64 `json:"load"`
-	// Draining asks for no new clients.
-	Draining bool `json:"draining"`
-	// ShedTotal counts the connections the server shed for rebalancing
-	// (see docs/BALANCING.md); absent from servers that do not shed.
-	ShedTotal int64 `json:"shed_total"`
-}
-
-// errBadStatus is wrapped by ParseStatus for a document that is valid JSON
-// but not a valid status.
-var errBadStatus = errors.New("bad status document")
-
-// ParseStatus parses and validates a status document: a JSON object with
-// conns and max_conns >= 0 and load in 0..1. Unknown fields are ignored.
-func ParseStatus(body []byte) (Status, error) {
-	var st Status
-	b := bytes.TrimSpace(body)
-	if len(b) == 0 || b[0] != '{' {
-		return st, fmt.Errorf("parse status: %w: want a JSON object", errBadStatus)
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return Status{}, fmt.Errorf("parse status: %w", err)
-	}
-	switch {
-	case st.Conns < 0 || st.MaxConns < 0:
-		return Status{}, fmt.Errorf("parse status: %w: conns %d, max_conns %d must be >= 0", errBadStatus, st.Conns, st.MaxConns)
-	case math.IsNaN(st.Load) || st.Load < 0 || st.Load > 1:
-		return Status{}, fmt.Errorf("parse status: %w: load %v must be in 0..1", errBadStatus, st.Load)
-	}
-	return st, nil
-}
-
-// Utilization is how full the server is, 0..1 (1 or more when at its
-// limit): the larger of its load and conns/max_conns.
-func (s Status) Utilization() float64 {
-	u := s.Load
-	if s.MaxConns > 0 {
-		u = max(u, float64(s.Conns)/float64(s.MaxConns))
-	}
-	return u
-}
+// Status is the status document a tcp-server serves; see
+// tcpdispatch.Status for the contract.
+type Status = tcpdispatch.Status
 
 // pullStatus GETs url within timeout and parses the document. 200 is a
 // serving server; 503 with a valid document is a draining one (Draining is
@@ -82,7 +28,7 @@ func pullStatus(ctx context.Context, client *http.Client, rawURL string, timeout
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	// The URL's query may hold a token: errors, which reach logs and
 	// health records, name it redacted.
-	url := store.RedactURL(rawURL)
+	url := keyspace.RedactURL(rawURL)
 	if err != nil {
 		return Status{}, fmt.Errorf("status %s: does not parse", url)
 	}
@@ -96,17 +42,17 @@ func pullStatus(ctx context.Context, client *http.Client, rawURL string, timeout
 		return Status{}, fmt.Errorf("status: %w", err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxStatusBytes+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, tcpdispatch.MaxStatusBytes+1))
 	if err != nil {
 		return Status{}, fmt.Errorf("status %s: read body: %w", url, err)
 	}
-	if len(body) > MaxStatusBytes {
-		return Status{}, fmt.Errorf("status %s: body larger than %d bytes", url, MaxStatusBytes)
+	if len(body) > tcpdispatch.MaxStatusBytes {
+		return Status{}, fmt.Errorf("status %s: body larger than %d bytes", url, tcpdispatch.MaxStatusBytes)
 	}
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
 		return Status{}, fmt.Errorf("status %s: HTTP %d", url, resp.StatusCode)
 	}
-	st, err := ParseStatus(body)
+	st, err := tcpdispatch.ParseStatus(body)
 	if err != nil {
 		return Status{}, fmt.Errorf("status %s: HTTP %d: %w", url, resp.StatusCode, err)
 	}

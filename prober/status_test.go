@@ -12,60 +12,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tcpdispatch/tcpdispatch"
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
-
-func TestParseStatus(t *testing.T) {
-	tests := []struct {
-		in   string
-		want Status
-		ok   bool
-	}{
-		{`{"conns": 10, "max_conns": 100, "load": 0.25, "draining": false}`, Status{Conns: 10, MaxConns: 100, Load: 0.25}, true},
-		{` {"conns":3,"extra":{"nested":[1,2]},"version":"1.2"} `, Status{Conns: 3}, true},
-		{`{}`, Status{}, true},
-		{`{"draining": true}`, Status{Draining: true}, true},
-		{`{"load": 1}`, Status{Load: 1}, true},
-		{`{"load": 1.01}`, Status{}, false},
-		{`{"load": -0.1}`, Status{}, false},
-		{`{"conns": -1}`, Status{}, false},
-		{`{"max_conns": -5}`, Status{}, false},
-		{`{"conns": "10"}`, Status{}, false},
-		{`[1]`, Status{}, false},
-		{`null`, Status{}, false},
-		{``, Status{}, false},
-		{`{"conns": 1`, Status{}, false},
-		{`{"conns": 1e30}`, Status{}, false},
-	}
-	for _, tt := range tests {
-		got, err := ParseStatus([]byte(tt.in))
-		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("ParseStatus(%q) = %+v, %v; want %+v ok=%v", tt.in, got, err, tt.want, tt.ok)
-		}
-	}
-}
-
-func FuzzParseStatus(f *testing.F) {
-	for _, s := range []string{`{"conns":1,"max_conns":2,"load":0.5,"draining":true}`, `{}`, `{"load":2}`, `[]`, `{"x":{"y":[]}}`, "\x00"} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		st, err := ParseStatus(b)
-		if err != nil {
-			if st != (Status{}) {
-				t.Fatalf("error %v with a non-zero status %+v", err, st)
-			}
-			return
-		}
-		if st.Conns < 0 || st.MaxConns < 0 || !(st.Load >= 0 && st.Load <= 1) {
-			t.Fatalf("ParseStatus(%q) accepted %+v", b, st)
-		}
-		if u := st.Utilization(); u < 0 || u != u {
-			t.Fatalf("utilization %v", u)
-		}
-	})
-}
 
 func TestPullStatus(t *testing.T) {
 	block := make(chan struct{})
@@ -88,7 +39,7 @@ func TestPullStatus(t *testing.T) {
 		fmt.Fprint(w, `{}`)
 	})
 	mux.HandleFunc("/huge", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, `{"conns": 1, "pad": "`+strings.Repeat("x", MaxStatusBytes)+`"}`)
+		fmt.Fprint(w, `{"conns": 1, "pad": "`+strings.Repeat("x", tcpdispatch.MaxStatusBytes)+`"}`)
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -103,7 +54,7 @@ func TestPullStatus(t *testing.T) {
 	defer srv.Close()
 	defer once.Do(func() { close(block) })
 
-	p, _ := newTestProber(t, testConfig(), store.Keys{}, nil)
+	p, _ := newTestProber(t, testConfig(), keyspace.Layout{}, nil)
 	tests := []struct {
 		path    string
 		want    Status
@@ -230,7 +181,7 @@ func TestProberLoadReports(t *testing.T) {
 	ss.set(Status{Conns: 100, MaxConns: 1000, Load: 0.2}, http.StatusOK)
 	addr := strings.TrimPrefix(ss.srv.URL, "http://")
 	e.register(t, "a", addr)
-	e.waitSnapshot(t, etcdtest.Put(t, e.cli, e.keys.ServerField("a", store.FieldStatusURL), ss.srv.URL+"/status"))
+	e.waitSnapshot(t, etcdtest.Put(t, e.cli, e.keys.ServerField("a", keyspace.FieldStatusURL), ss.srv.URL+"/status"))
 
 	cfg := testConfig()
 	cfg.LoadRefresh, cfg.ReportTTL, cfg.LoadSmoothing = time.Hour, 2*time.Hour, 1

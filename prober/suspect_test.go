@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tcpdispatch/tcpdispatch"
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -63,7 +65,7 @@ func TestClassify(t *testing.T) {
 		{"timeout fired late: starved", &net.OpError{Op: "dial", Err: timeoutErr{}}, timeout + slack + time.Millisecond, 0, nil, true},
 		{"round started late: starved", &net.OpError{Op: "dial", Err: timeoutErr{}}, timeout, slack + time.Millisecond, nil, true},
 		{"context deadline", fmt.Errorf("status: %w", context.DeadlineExceeded), timeout, 0, nil, false},
-		{"bad status document", fmt.Errorf("status: %w", errBadStatus), 0, 0, nil, false},
+		{"bad status document", fmt.Errorf("status: %w", tcpdispatch.ErrBadStatus), 0, 0, nil, false},
 		{"nil", nil, 0, 0, nil, false},
 	}
 	for _, tt := range tests {
@@ -82,7 +84,7 @@ func TestClassify(t *testing.T) {
 // TestCheckRealErrors probes real sockets: a refused connect is a verdict,
 // a connect with no descriptor left is the prober's own fault.
 func TestCheckRealErrors(t *testing.T) {
-	p, _ := newTestProber(t, testConfig(), store.Keys{}, nil)
+	p, _ := newTestProber(t, testConfig(), keyspace.Layout{}, nil)
 	if ok, reason, local := p.check(context.Background(), deadAddr(t), 0); ok || local {
 		t.Errorf("refused connect: ok %v local %v (%s); want a verdict", ok, local, reason)
 	}
@@ -287,7 +289,7 @@ func TestSuspectHoldKeepsUpVerdicts(t *testing.T) {
 }
 
 func TestOpinionHandler(t *testing.T) {
-	p, _ := newTestProber(t, testConfig(), store.Keys{}, nil)
+	p, _ := newTestProber(t, testConfig(), keyspace.Layout{}, nil)
 	h := p.OpinionHandler("r1", staticToken("s3cret"), 1).(*opinionHandler)
 	live, dead := listen(t, ""), deadAddr(t)
 	do := func(method, token, body string) (int, string) {
@@ -369,7 +371,7 @@ func TestListPeersRemembers(t *testing.T) {
 	now := time.Unix(1000, 0)
 	cfg := testConfig()
 	cfg.Now = func() time.Time { return now }
-	p, _ := newTestProber(t, cfg, store.Keys{}, nil)
+	p, _ := newTestProber(t, cfg, keyspace.Layout{}, nil)
 	sp := &switchPeers{peers: peerList{{Name: "b", URL: "http://127.0.0.1:1"}}}
 	p.UsePeers(sp)
 	ctx := context.Background()

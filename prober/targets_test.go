@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -21,7 +22,7 @@ func TestProbeTargetPolicy(t *testing.T) {
 	}
 	defer ln.Close()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	keys, err := store.NewKeys("/p/")
+	keys, err := keyspace.New("/p/")
 	if err != nil {
 		t.Fatal(err)
 	}

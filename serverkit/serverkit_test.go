@@ -366,4 +366,7 @@ func TestConfigValidate(t *testing.T) {
 // TestNoEtcdDependency keeps the kit light: etcd is in serverkit/register.
 func TestNoEtcdDependency(t *testing.T) {
 	depcheck.Forbid(t, depcheck.Heavy...)
+	// The contract package and the backoff helper import only the
+	// standard library themselves (their own tests check it).
+	depcheck.StandardLibraryOnly(t, "github.com/tcpdispatch/tcpdispatch", "github.com/tcpdispatch/tcpdispatch/internal/backoff")
 }

@@ -13,7 +13,8 @@
 //     back to other servers spread over the window rather than in one wave.
 //   - Server runs an accept loop with all of the above.
 //
-// The package depends on the standard library only. Self-registration in
+// The package depends on the standard library and the contract package
+// tcpdispatch (itself standard library only). Self-registration in
 // etcd (the "push" alternative to the dispatcher's pull) lives in
 // serverkit/register, so servers that do not use it do not link etcd.
 //
@@ -42,18 +43,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tcpdispatch/tcpdispatch"
 )
 
-// Document is the status document a Status serves.
-type Document struct {
-	Conns    int64   `json:"conns"`
-	MaxConns int64   `json:"max_conns"`
-	Load     float64 `json:"load"`
-	Draining bool    `json:"draining"`
-	// ShedTotal counts the connections shed for rebalancing (Shed) since
-	// the server started.
-	ShedTotal int64 `json:"shed_total,omitempty"`
-}
+// Document is the status document a Status serves; tcpdispatch.Status
+// defines it for the kit and the dispatcher that reads it.
+type Document = tcpdispatch.Status
 
 // Status tracks a tcp-server's connections, limit, load and draining state,
 // and serves them as the status document. It is safe for concurrent use.

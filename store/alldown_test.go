@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 func downJSON(t testing.TB, addr string, checked time.Time) string {
@@ -146,9 +147,9 @@ func TestElectionProblems(t *testing.T) {
 func TestAllDownMetrics(t *testing.T) {
 	m := etcdtest.Start(t)
 	cli := m.Client(t)
-	k, _ := NewKeys(testPrefix)
+	k, _ := keyspace.New(testPrefix)
 	checked := time.Now().Add(-time.Minute)
-	etcdtest.Put(t, cli, k.ServerField("a", FieldAddr), "127.0.0.1:1001")
+	etcdtest.Put(t, cli, k.ServerField("a", keyspace.FieldAddr), "127.0.0.1:1001")
 	rev := etcdtest.Put(t, cli, k.Health("a"), downJSON(t, "127.0.0.1:1001", checked))
 	reg := prometheus.NewRegistry()
 	var clock atomic.Int64

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 // Balancing is the cluster-wide balancing policy, read from operator keys
@@ -45,7 +47,7 @@ type Balancing struct {
 	// eligible servers out: apply it (and log an error), or hold, i.e.
 	// keep serving the servers the update marked down until an update no
 	// longer takes more than half out.
-	MassRemoval string
+	MassRemoval MassRemovalPolicy
 	// AllDown (config/all-down, serve|fail, default serve) is what
 	// get-tcp-ip does when servers are registered but none is eligible:
 	// serve, i.e. answer from every registered server with a valid addr
@@ -80,10 +82,15 @@ const (
 	ConfigAllDown           = "all-down"
 )
 
+// MassRemovalPolicy is the value of config/mass-removal.
+type MassRemovalPolicy string
+
 // Mass-removal policies.
 const (
-	MassRemovalApply = "apply"
-	MassRemovalHold  = "hold"
+	// MassRemovalApply applies the update and logs an error.
+	MassRemovalApply MassRemovalPolicy = "apply"
+	// MassRemovalHold keeps serving the servers the update marked down.
+	MassRemovalHold MassRemovalPolicy = "hold"
 )
 
 // MinRampShare is the share of its weight a server gets at the start of its
@@ -126,14 +133,14 @@ var configParsers = map[string]func(string) (any, error){
 		return f, nil
 	},
 	ConfigAccounting: func(v string) (any, error) {
-		b, err := ParseDrain(v)
+		b, err := keyspace.ParseDrain(v)
 		if err != nil {
 			return nil, fmt.Errorf("assignment-accounting %q: want true or false", v)
 		}
 		return b, nil
 	},
 	ConfigMassRemoval: func(v string) (any, error) {
-		switch p := strings.ToLower(strings.TrimSpace(v)); p {
+		switch p := MassRemovalPolicy(strings.ToLower(strings.TrimSpace(v))); p {
 		case MassRemovalApply, MassRemovalHold:
 			return p, nil
 		}
@@ -186,7 +193,7 @@ func (b *Balancing) set(name string, v any) {
 	case ConfigAccounting:
 		b.Accounting = v.(bool)
 	case ConfigMassRemoval:
-		b.MassRemoval = v.(string)
+		b.MassRemoval = v.(MassRemovalPolicy)
 	case ConfigAllDown:
 		b.AllDown = v.(AllDownPolicy)
 	default:

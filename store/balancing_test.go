@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 // at is the build time of the balancing tests.
@@ -268,15 +270,15 @@ func FuzzParseStatusURL(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		u, err := ParseStatusURL(s)
+		u, err := keyspace.ParseStatusURL(s)
 		if err != nil {
 			return
 		}
 		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
-			t.Fatalf("ParseStatusURL(%q) = %q accepted without http(s)", s, u)
+			t.Fatalf("keyspace.ParseStatusURL(%q) = %q accepted without http(s)", s, u)
 		}
-		if again, err := ParseStatusURL(u); err != nil || again != u {
-			t.Fatalf("ParseStatusURL not idempotent on %q: %q, %v", u, again, err)
+		if again, err := keyspace.ParseStatusURL(u); err != nil || again != u {
+			t.Fatalf("keyspace.ParseStatusURL not idempotent on %q: %q, %v", u, again, err)
 		}
 	})
 }
@@ -307,18 +309,18 @@ func FuzzKeysParse(f *testing.F) {
 		"/p/health/x", "/p/election/1", "/p/servers//addr", "/p/config/", "/q/servers/a/addr", "/p/servers/a/b/c"} {
 		f.Add(s)
 	}
-	k, _ := NewKeys(testPrefix)
+	k, _ := keyspace.New(testPrefix)
 	f.Fuzz(func(t *testing.T, key string) {
-		kind, id, field := k.parse(key)
+		kind, id, field := parseKey(k, key)
 		var back string
 		switch kind {
-		case kindServerField:
+		case keyspace.KindServerField:
 			back = k.ServerField(id, field)
-		case kindStrategy:
+		case keyspace.KindStrategy:
 			back = k.Strategy()
-		case kindConfig:
+		case keyspace.KindConfig:
 			back = k.Config(field)
-		case kindHealth:
+		case keyspace.KindHealth:
 			back = k.Health(id)
 		default:
 			return

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 func TestMain(m *testing.M) {
@@ -37,15 +39,15 @@ func TestParseAddr(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got, err := ParseAddr(tt.in)
+			got, err := keyspace.ParseAddr(tt.in)
 			if tt.wantErr {
 				if err == nil {
-					t.Fatalf("ParseAddr(%q) = %q, nil; want an error", tt.in, got)
+					t.Fatalf("keyspace.ParseAddr(%q) = %q, nil; want an error", tt.in, got)
 				}
 				return
 			}
 			if err != nil || got != tt.want {
-				t.Fatalf("ParseAddr(%q) = %q, %v; want %q, nil", tt.in, got, err, tt.want)
+				t.Fatalf("keyspace.ParseAddr(%q) = %q, %v; want %q, nil", tt.in, got, err, tt.want)
 			}
 		})
 	}
@@ -60,7 +62,7 @@ func TestParseWeight(t *testing.T) {
 		{in: "0", want: 0},
 		{in: "1", want: 1},
 		{in: "100", want: 100},
-		{in: "10000", want: MaxWeight},
+		{in: "10000", want: keyspace.MaxWeight},
 		{in: " 50 ", want: 50},
 		{in: "50\n", want: 50},
 		{in: "+7", want: 7},
@@ -74,43 +76,15 @@ func TestParseWeight(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got, err := ParseWeight(tt.in)
+			got, err := keyspace.ParseWeight(tt.in)
 			if tt.wantErr {
 				if err == nil {
-					t.Fatalf("ParseWeight(%q) = %d, nil; want an error", tt.in, got)
+					t.Fatalf("keyspace.ParseWeight(%q) = %d, nil; want an error", tt.in, got)
 				}
 				return
 			}
 			if err != nil || got != tt.want {
-				t.Fatalf("ParseWeight(%q) = %d, %v; want %d, nil", tt.in, got, err, tt.want)
-			}
-		})
-	}
-}
-
-func TestValidateID(t *testing.T) {
-	tests := []struct {
-		id string
-		ok bool
-	}{
-		{"tcp1", true},
-		{"a", true},
-		{"A-Z_a.z:0@9", true},
-		{strings.Repeat("x", MaxIDLen), true},
-		{"", false},
-		{strings.Repeat("x", MaxIDLen+1), false},
-		{"tcp/1", false},
-		{"tcp 1", false},
-		{"tcp,1", false},
-		{"tcp%1", false},
-		{"tcp\x00", false},
-		{"tcpé", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.id, func(t *testing.T) {
-			err := ValidateID(tt.id)
-			if (err == nil) != tt.ok {
-				t.Fatalf("ValidateID(%q) = %v; want ok=%v", tt.id, err, tt.ok)
+				t.Fatalf("keyspace.ParseWeight(%q) = %d, %v; want %d, nil", tt.in, got, err, tt.want)
 			}
 		})
 	}
@@ -131,30 +105,30 @@ func TestNewKeys(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.prefix, func(t *testing.T) {
-			k, err := NewKeys(tt.prefix)
+			k, err := keyspace.New(tt.prefix)
 			if tt.wantErr {
 				if err == nil {
-					t.Fatalf("NewKeys(%q) = %q, nil; want an error", tt.prefix, k.Prefix())
+					t.Fatalf("keyspace.New(%q) = %q, nil; want an error", tt.prefix, k.Prefix())
 				}
 				return
 			}
 			if err != nil || k.Prefix() != tt.wantPrefix {
-				t.Fatalf("NewKeys(%q) = %q, %v; want %q, nil", tt.prefix, k.Prefix(), err, tt.wantPrefix)
+				t.Fatalf("keyspace.New(%q) = %q, %v; want %q, nil", tt.prefix, k.Prefix(), err, tt.wantPrefix)
 			}
 		})
 	}
 }
 
 func TestKeysLayout(t *testing.T) {
-	k, err := NewKeys("/p")
+	k, err := keyspace.New("/p")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct{ got, want string }{
 		{k.Servers(), "/p/servers/"},
 		{k.Server("tcp1"), "/p/servers/tcp1/"},
-		{k.ServerField("tcp1", FieldAddr), "/p/servers/tcp1/addr"},
-		{k.ServerField("tcp1", FieldWeight), "/p/servers/tcp1/weight"},
+		{k.ServerField("tcp1", keyspace.FieldAddr), "/p/servers/tcp1/addr"},
+		{k.ServerField("tcp1", keyspace.FieldWeight), "/p/servers/tcp1/weight"},
 		{k.Strategy(), "/p/config/strategy"},
 		{k.HealthPrefix(), "/p/health/"},
 		{k.Health("tcp1"), "/p/health/tcp1"},
@@ -167,41 +141,41 @@ func TestKeysLayout(t *testing.T) {
 }
 
 func TestKeysParse(t *testing.T) {
-	k, err := NewKeys("/p/")
+	k, err := keyspace.New("/p/")
 	if err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
 		key       string
-		kind      keyKind
+		kind      keyspace.Kind
 		id, field string
 	}{
-		{"/p/servers/tcp1/addr", kindServerField, "tcp1", "addr"},
-		{"/p/servers/tcp1/weight", kindServerField, "tcp1", "weight"},
-		{"/p/servers/tcp1/status-url", kindServerField, "tcp1", "status-url"},
-		{"/p/config/strategy", kindStrategy, "", ""},
-		{"/p/health/tcp1", kindHealth, "tcp1", ""},
-		{"/p/election/694d7c1b2a3e", kindElection, "", ""},
-		{"/p/election/", kindElection, "", ""},
+		{"/p/servers/tcp1/addr", keyspace.KindServerField, "tcp1", "addr"},
+		{"/p/servers/tcp1/weight", keyspace.KindServerField, "tcp1", "weight"},
+		{"/p/servers/tcp1/status-url", keyspace.KindServerField, "tcp1", "status-url"},
+		{"/p/config/strategy", keyspace.KindStrategy, "", ""},
+		{"/p/health/tcp1", keyspace.KindHealth, "tcp1", ""},
+		{"/p/election/694d7c1b2a3e", keyspace.KindElection, "", ""},
+		{"/p/election/", keyspace.KindElection, "", ""},
 
-		{"/other/servers/tcp1/addr", kindUnknown, "", ""}, // outside the prefix
-		{"/pservers/tcp1/addr", kindUnknown, "", ""},      // prefix must match with its slash
-		{"/p/servers/tcp1", kindInvalid, "", ""},          // no field
-		{"/p/servers/tcp1/", kindInvalid, "", ""},         // empty field
-		{"/p/servers//addr", kindInvalid, "", ""},         // empty id
-		{"/p/servers/tcp 1/addr", kindInvalid, "", ""},    // invalid id
-		{"/p/servers/tcp1/addr/x", kindInvalid, "", ""},   // nested field
-		{"/p/health/", kindInvalid, "", ""},               // empty id
-		{"/p/health/a/b", kindInvalid, "", ""},            // invalid id
-		{"/p/config/other", kindInvalid, "", ""},
-		{"/p/config/strategy/x", kindInvalid, "", ""},
-		{"/p/", kindUnknown, "", ""},
-		{"", kindUnknown, "", ""},
+		{"/other/servers/tcp1/addr", keyspace.KindUnknown, "", ""}, // outside the prefix
+		{"/pservers/tcp1/addr", keyspace.KindUnknown, "", ""},      // prefix must match with its slash
+		{"/p/servers/tcp1", keyspace.KindInvalid, "", ""},          // no field
+		{"/p/servers/tcp1/", keyspace.KindInvalid, "", ""},         // empty field
+		{"/p/servers//addr", keyspace.KindInvalid, "", ""},         // empty id
+		{"/p/servers/tcp 1/addr", keyspace.KindInvalid, "", ""},    // invalid id
+		{"/p/servers/tcp1/addr/x", keyspace.KindInvalid, "", ""},   // nested field
+		{"/p/health/", keyspace.KindInvalid, "", ""},               // empty id
+		{"/p/health/a/b", keyspace.KindInvalid, "", ""},            // invalid id
+		{"/p/config/other", keyspace.KindInvalid, "", ""},
+		{"/p/config/strategy/x", keyspace.KindInvalid, "", ""},
+		{"/p/", keyspace.KindUnknown, "", ""},
+		{"", keyspace.KindUnknown, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key, func(t *testing.T) {
-			kind, id, field := k.parse(tt.key)
-			if kind == kindInvalid && tt.kind == kindInvalid {
+			kind, id, field := parseKey(k, tt.key)
+			if kind == keyspace.KindInvalid && tt.kind == keyspace.KindInvalid {
 				if field == "" {
 					t.Fatalf("parse(%q): invalid without a reason", tt.key)
 				}
@@ -219,18 +193,18 @@ func FuzzParseAddr(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		got, err := ParseAddr(in)
+		got, err := keyspace.ParseAddr(in)
 		if err != nil {
 			return
 		}
 		// An accepted address must be what net.Dial understands: host:port
 		// with a non-empty host and a port in 1..65535, and stable.
-		again, err := ParseAddr(got)
+		again, err := keyspace.ParseAddr(got)
 		if err != nil || again != got {
-			t.Fatalf("ParseAddr(%q) = %q, but ParseAddr of that = %q, %v", in, got, again, err)
+			t.Fatalf("keyspace.ParseAddr(%q) = %q, but keyspace.ParseAddr of that = %q, %v", in, got, again, err)
 		}
 		if got != strings.TrimSpace(got) {
-			t.Fatalf("ParseAddr(%q) = %q keeps surrounding space", in, got)
+			t.Fatalf("keyspace.ParseAddr(%q) = %q keeps surrounding space", in, got)
 		}
 	})
 }
@@ -240,12 +214,12 @@ func FuzzParseWeight(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		got, err := ParseWeight(in)
+		got, err := keyspace.ParseWeight(in)
 		if err != nil {
 			return
 		}
-		if got < 0 || got > MaxWeight {
-			t.Fatalf("ParseWeight(%q) = %d, outside 0..%d", in, got, MaxWeight)
+		if got < 0 || got > keyspace.MaxWeight {
+			t.Fatalf("keyspace.ParseWeight(%q) = %d, outside 0..%d", in, got, keyspace.MaxWeight)
 		}
 	})
 }

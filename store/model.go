@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/tcpdispatch/tcpdispatch/balancer"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 // model is the watcher's private, mutable copy of the key space. Only the
 // watcher goroutine touches it; build turns it into an immutable Snapshot.
 type model struct {
-	keys    Keys
+	keys    keyspace.Layout
 	targets TargetPolicy
 	rev     int64
 	servers map[string]*serverState
@@ -136,7 +137,7 @@ func (s *serverState) empty() bool {
 	return !s.addr.present && !s.weight.present && !s.statusURL.present && !s.drain.present && len(s.unknown) == 0
 }
 
-func newModel(keys Keys) *model {
+func newModel(keys keyspace.Layout) *model {
 	return &model{
 		keys:     keys,
 		servers:  make(map[string]*serverState),
@@ -173,15 +174,15 @@ func (m *model) putAt(key string, value []byte, v version) *rejected {
 	if m.relisting {
 		m.seen[key] = true
 	}
-	kind, id, name := m.keys.parse(key)
+	kind, id, name := parseKey(m.keys, key)
 	switch kind {
-	case kindInvalid:
+	case keyspace.KindInvalid:
 		m.invalid[key] = name
 		return &rejected{key, errors.New(name)}
-	case kindElection:
+	case keyspace.KindElection:
 		m.election[key] = electionKey{name: string(value), createRev: v.create, lease: v.lease}
 		return nil
-	case kindUnknown:
+	case keyspace.KindUnknown:
 		return nil
 	}
 	f := m.fieldOf(kind, id, name, true)
@@ -207,9 +208,9 @@ func (m *model) putAt(key string, value []byte, v version) *rejected {
 // its server, config or health entry when create is set. It returns nil for
 // a server field this version does not interpret, and for a missing entry
 // when create is not set.
-func (m *model) fieldOf(kind keyKind, id, name string, create bool) valueField {
+func (m *model) fieldOf(kind keyspace.Kind, id, name string, create bool) valueField {
 	switch kind {
-	case kindServerField:
+	case keyspace.KindServerField:
 		s := m.servers[id]
 		if s == nil {
 			if !create {
@@ -219,18 +220,18 @@ func (m *model) fieldOf(kind keyKind, id, name string, create bool) valueField {
 			m.servers[id] = s
 		}
 		switch name {
-		case FieldAddr:
+		case keyspace.FieldAddr:
 			return &s.addr
-		case FieldWeight:
+		case keyspace.FieldWeight:
 			return &s.weight
-		case FieldStatusURL:
+		case keyspace.FieldStatusURL:
 			return &s.statusURL
-		case FieldDrain:
+		case keyspace.FieldDrain:
 			return &s.drain
 		}
-	case kindStrategy:
+	case keyspace.KindStrategy:
 		return &m.strategy
-	case kindConfig:
+	case keyspace.KindConfig:
 		f := m.config[name]
 		if f == nil {
 			if !create {
@@ -240,7 +241,7 @@ func (m *model) fieldOf(kind keyKind, id, name string, create bool) valueField {
 			m.config[name] = f
 		}
 		return f
-	case kindHealth:
+	case keyspace.KindHealth:
 		f := m.health[id]
 		if f == nil {
 			if !create {
@@ -256,35 +257,35 @@ func (m *model) fieldOf(kind keyKind, id, name string, create bool) valueField {
 
 // parseValue validates the value of a key of kind (name is the server field
 // or config setting) and returns it parsed, typed as its field holds it.
-func parseValue(targets TargetPolicy, kind keyKind, name string, value []byte) (any, error) {
+func parseValue(targets TargetPolicy, kind keyspace.Kind, name string, value []byte) (any, error) {
 	switch kind {
-	case kindServerField:
+	case keyspace.KindServerField:
 		switch name {
-		case FieldAddr:
-			v, err := ParseAddr(string(value))
+		case keyspace.FieldAddr:
+			v, err := keyspace.ParseAddr(string(value))
 			if err == nil {
 				err = targets.checkAddr(v)
 			}
 			return v, err
-		case FieldWeight:
-			v, err := ParseWeight(string(value))
+		case keyspace.FieldWeight:
+			v, err := keyspace.ParseWeight(string(value))
 			return v, err
-		case FieldStatusURL:
-			v, err := ParseStatusURL(string(value))
+		case keyspace.FieldStatusURL:
+			v, err := keyspace.ParseStatusURL(string(value))
 			if err == nil {
 				err = targets.checkStatusURL(v)
 			}
 			return v, err
-		case FieldDrain:
-			v, err := ParseDrain(string(value))
+		case keyspace.FieldDrain:
+			v, err := keyspace.ParseDrain(string(value))
 			return v, err
 		}
-	case kindStrategy:
+	case keyspace.KindStrategy:
 		v, err := balancer.ParseStrategy(string(value))
 		return v, err
-	case kindConfig:
+	case keyspace.KindConfig:
 		return ParseConfig(name, string(value))
-	case kindHealth:
+	case keyspace.KindHealth:
 		var h Health
 		err := json.Unmarshal(value, &h)
 		if err == nil {
@@ -301,23 +302,23 @@ func parseValue(targets TargetPolicy, kind keyKind, name string, value []byte) (
 // del applies a delete of key.
 func (m *model) del(key string) {
 	delete(m.bad, key)
-	kind, id, name := m.keys.parse(key)
+	kind, id, name := parseKey(m.keys, key)
 	switch kind {
-	case kindInvalid:
+	case keyspace.KindInvalid:
 		delete(m.invalid, key)
-	case kindServerField:
+	case keyspace.KindServerField:
 		s := m.servers[id]
 		if s == nil {
 			return
 		}
 		switch name {
-		case FieldAddr:
+		case keyspace.FieldAddr:
 			s.addr.clear()
-		case FieldWeight:
+		case keyspace.FieldWeight:
 			s.weight.clear()
-		case FieldStatusURL:
+		case keyspace.FieldStatusURL:
 			s.statusURL.clear()
-		case FieldDrain:
+		case keyspace.FieldDrain:
 			s.drain.clear()
 		default:
 			delete(s.unknown, name)
@@ -325,13 +326,13 @@ func (m *model) del(key string) {
 		if s.empty() {
 			delete(m.servers, id)
 		}
-	case kindStrategy:
+	case keyspace.KindStrategy:
 		m.strategy.clear()
-	case kindConfig:
+	case keyspace.KindConfig:
 		delete(m.config, name)
-	case kindHealth:
+	case keyspace.KindHealth:
 		delete(m.health, id)
-	case kindElection:
+	case keyspace.KindElection:
 		delete(m.election, key)
 	}
 }
@@ -347,13 +348,13 @@ func (m *model) beginRelist() {
 func (m *model) endRelist() {
 	var gone []string
 	for id, s := range m.servers {
-		if s.addr.present && !m.seen[m.keys.ServerField(id, FieldAddr)] {
-			gone = append(gone, m.keys.ServerField(id, FieldAddr))
+		if s.addr.present && !m.seen[m.keys.ServerField(id, keyspace.FieldAddr)] {
+			gone = append(gone, m.keys.ServerField(id, keyspace.FieldAddr))
 		}
 		for _, f := range []struct {
 			present bool
 			name    string
-		}{{s.weight.present, FieldWeight}, {s.statusURL.present, FieldStatusURL}, {s.drain.present, FieldDrain}} {
+		}{{s.weight.present, keyspace.FieldWeight}, {s.statusURL.present, keyspace.FieldStatusURL}, {s.drain.present, keyspace.FieldDrain}} {
 			if f.present && !m.seen[m.keys.ServerField(id, f.name)] {
 				gone = append(gone, m.keys.ServerField(id, f.name))
 			}
@@ -442,14 +443,14 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 	var rebuild time.Time
 	for _, id := range ids {
 		st := m.servers[id]
-		srv := Server{ID: id, Weight: DefaultWeight, State: "unknown", Report: "none", SlowStart: 1}
+		srv := Server{ID: id, Weight: keyspace.DefaultWeight, State: HealthUnknown, Report: ReportNone, SlowStart: 1}
 		usable := true
 		if st.addr.hasGood {
 			srv.Addr = st.addr.good
 		} else {
 			usable = false
 			if !st.addr.present {
-				srv.Errors = append(srv.Errors, "addr: not registered ("+m.keys.ServerField(id, FieldAddr)+" is missing)")
+				srv.Errors = append(srv.Errors, "addr: not registered ("+m.keys.ServerField(id, keyspace.FieldAddr)+" is missing)")
 			}
 		}
 		if st.addr.err != "" {
@@ -471,8 +472,8 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 			srv.Errors = append(srv.Errors, st.statusURL.problem())
 		}
 		srv.Draining = st.drain.hasGood && st.drain.good || srv.Weight == 0
-		if v, ok := st.unknown[FieldDrainReason]; ok {
-			n := ParseDrainNote(v)
+		if v, ok := st.unknown[keyspace.FieldDrainReason]; ok {
+			n := keyspace.ParseDrainNote(v)
 			srv.DrainReason = &n
 		}
 		if st.drain.err != "" {
@@ -486,9 +487,9 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 				srv.Since = h.Since
 				srv.Reason = h.Reason
 				srv.CheckedAt, srv.VerdictEpoch = h.CheckedAt, h.Epoch
-				srv.State = "down"
+				srv.State = HealthDown
 				if srv.Healthy {
-					srv.State = "up"
+					srv.State = HealthUp
 				}
 			}
 			if hf.err != "" {
@@ -507,9 +508,9 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 		srv.picks = st.picks
 		if h.HasReport() {
 			srv.ReportedAt = h.ReportedAt
-			srv.Report = "expired"
+			srv.Report = ReportExpired
 			if now.Before(h.ReportExpires) {
-				srv.Report = "fresh"
+				srv.Report = ReportFresh
 				srv.Load, srv.Conns, srv.MaxConns, srv.Overloaded = h.Load, h.Conns, h.MaxConns, h.Overloaded
 				srv.RebalanceTarget, srv.ShedTotal = h.RebalanceTarget, h.ShedTotal
 				srv.Draining = srv.Draining || h.Draining
@@ -540,7 +541,7 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 			}
 		}
 		lf := 1.0
-		if srv.Report == "fresh" {
+		if srv.Report == ReportFresh {
 			lf = max(minLoadFactor, 1-srv.Load)
 			if srv.Overloaded {
 				lf = 0
@@ -641,7 +642,7 @@ func (m *model) guardMassRemoval(s *Snapshot, bal Balancing) {
 		srv := &s.Servers[i]
 		// Only the leader's down verdicts are held; operator intent (drain,
 		// weight 0, a changed addr) is not second-guessed.
-		if srv.State == "down" && !srv.Draining && srv.Weight > 0 {
+		if srv.State == HealthDown && !srv.Draining && srv.Weight > 0 {
 			srv.Eligible, srv.Held, srv.EffectiveWeight = true, true, m.holdBase[srv.ID]
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tcpdispatch/tcpdispatch/balancer"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 const testPrefix = "/p/"
@@ -40,7 +41,7 @@ func healthJSON(t testing.TB, h Health) string {
 
 func newTestModel(t testing.TB) *model {
 	t.Helper()
-	k, err := NewKeys(testPrefix)
+	k, err := keyspace.New(testPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +99,7 @@ func checkServer(t testing.TB, s *Snapshot, id string, w srvWant) {
 	}
 	// eligible means eligible on its own: a server served only by the
 	// all-down fallback (Degraded) does not count.
-	if eligible := srv.Eligible && !srv.Degraded; srv.Addr != w.addr || srv.Weight != w.weight || srv.State != w.state || eligible != w.eligible {
+	if eligible := srv.Eligible && !srv.Degraded; srv.Addr != w.addr || srv.Weight != w.weight || string(srv.State) != w.state || eligible != w.eligible {
 		t.Errorf("server %q = addr %q weight %d state %q eligible %v; want addr %q weight %d state %q eligible %v",
 			id, srv.Addr, srv.Weight, srv.State, eligible, w.addr, w.weight, w.state, w.eligible)
 	}
@@ -149,17 +150,17 @@ func TestModelBuild(t *testing.T) {
 		{
 			name:    "default weight",
 			ops:     []op{put("servers/a/addr", "10.0.0.1:1"), put("health/a", up("10.0.0.1:1"))},
-			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "up", eligible: true}},
+			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: keyspace.DefaultWeight, state: "up", eligible: true}},
 		},
 		{
 			name:    "no health record: listed, unknown, not eligible",
 			ops:     []op{put("servers/a/addr", "10.0.0.1:1")},
-			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "unknown"}},
+			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: keyspace.DefaultWeight, state: "unknown"}},
 		},
 		{
 			name:    "down is not eligible and keeps its reason",
 			ops:     []op{put("servers/a/addr", "10.0.0.1:1"), put("health/a", down("10.0.0.1:1", "refused"))},
-			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "down"}},
+			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: keyspace.DefaultWeight, state: "down"}},
 		},
 		{
 			name: "weight 0 is listed but not eligible",
@@ -184,26 +185,26 @@ func TestModelBuild(t *testing.T) {
 			name: "bad weight with no good one before keeps the default",
 			ops: []op{put("servers/a/addr", "10.0.0.1:1"), putBad("servers/a/weight", "10001"),
 				put("health/a", up("10.0.0.1:1"))},
-			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "up", eligible: true,
+			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: keyspace.DefaultWeight, state: "up", eligible: true,
 				errs: []string{"weight 10001"}}},
 		},
 		{
 			name: "deleting a bad weight restores the default",
 			ops: []op{put("servers/a/addr", "10.0.0.1:1"), putBad("servers/a/weight", "x"),
 				del("servers/a/weight"), put("health/a", up("10.0.0.1:1"))},
-			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "up", eligible: true}},
+			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: keyspace.DefaultWeight, state: "up", eligible: true}},
 		},
 		{
 			name: "bad addr after a good one keeps the good one",
 			ops: []op{put("servers/a/addr", "10.0.0.1:1"), put("health/a", up("10.0.0.1:1")),
 				putBad("servers/a/addr", "10.0.0.1")},
-			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "up", eligible: true,
+			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: keyspace.DefaultWeight, state: "up", eligible: true,
 				errs: []string{`addr "10.0.0.1"`}}},
 		},
 		{
 			name:    "bad addr with no good one is listed with its error",
 			ops:     []op{putBad("servers/a/addr", "nope"), put("health/a", up("nope"))},
-			servers: map[string]srvWant{"a": {weight: DefaultWeight, state: "unknown", errs: []string{`addr "nope"`}}},
+			servers: map[string]srvWant{"a": {weight: keyspace.DefaultWeight, state: "unknown", errs: []string{`addr "nope"`}}},
 		},
 		{
 			name: "only a weight key: listed with an error, not eligible",
@@ -214,56 +215,56 @@ func TestModelBuild(t *testing.T) {
 		{
 			name: "unknown field alone lists the server as not registered",
 			ops:  []op{put("servers/a/status-url", "http://x")},
-			servers: map[string]srvWant{"a": {weight: DefaultWeight, state: "unknown",
+			servers: map[string]srvWant{"a": {weight: keyspace.DefaultWeight, state: "unknown",
 				errs: []string{"addr: not registered"}}},
 		},
 		{
 			name: "unknown fields are tolerated, not reported",
 			ops: []op{put("servers/a/addr", "10.0.0.1:1"), put("servers/a/note", "garbage%%"),
 				put("health/a", up("10.0.0.1:1"))},
-			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "up", eligible: true}},
+			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: keyspace.DefaultWeight, state: "up", eligible: true}},
 		},
 		{
 			name:    "health for a different addr is ignored",
 			ops:     []op{put("servers/a/addr", "10.0.0.2:1"), put("health/a", up("10.0.0.1:1"))},
-			servers: map[string]srvWant{"a": {addr: "10.0.0.2:1", weight: DefaultWeight, state: "unknown"}},
+			servers: map[string]srvWant{"a": {addr: "10.0.0.2:1", weight: keyspace.DefaultWeight, state: "unknown"}},
 		},
 		{
 			name: "health goes stale when the addr changes",
 			ops: []op{put("servers/a/addr", "10.0.0.1:1"), put("health/a", up("10.0.0.1:1")),
 				put("servers/a/addr", "10.0.0.2:1")},
-			servers: map[string]srvWant{"a": {addr: "10.0.0.2:1", weight: DefaultWeight, state: "unknown"}},
+			servers: map[string]srvWant{"a": {addr: "10.0.0.2:1", weight: keyspace.DefaultWeight, state: "unknown"}},
 		},
 		{
 			name: "garbage health keeps the last good record",
 			ops: []op{put("servers/a/addr", "10.0.0.1:1"), put("health/a", up("10.0.0.1:1")),
 				putBad("health/a", "{not json")},
-			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "up", eligible: true,
+			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: keyspace.DefaultWeight, state: "up", eligible: true,
 				errs: []string{"health record"}}},
 		},
 		{
 			name: "health without addr is rejected",
 			ops:  []op{put("servers/a/addr", "10.0.0.1:1"), putBad("health/a", `{"healthy":true}`)},
-			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "unknown",
+			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: keyspace.DefaultWeight, state: "unknown",
 				errs: []string{"health record without addr"}}},
 		},
 		{
 			name: "health JSON null is rejected",
 			ops:  []op{put("servers/a/addr", "10.0.0.1:1"), putBad("health/a", `null`)},
-			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "unknown",
+			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: keyspace.DefaultWeight, state: "unknown",
 				errs: []string{"health record"}}},
 		},
 		{
 			name:    "deleting health makes the state unknown",
 			ops:     []op{put("servers/a/addr", "10.0.0.1:1"), put("health/a", up("10.0.0.1:1")), del("health/a")},
-			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "unknown"}},
+			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: keyspace.DefaultWeight, state: "unknown"}},
 		},
 		{
 			name: "deleting every key removes the server",
 			ops: []op{put("servers/a/addr", "10.0.0.1:1"), put("servers/a/weight", "3"), put("servers/a/x", "y"),
 				del("servers/a/addr"), del("servers/a/weight"), del("servers/a/x"),
 				put("servers/b/addr", "10.0.0.2:1")},
-			servers: map[string]srvWant{"b": {addr: "10.0.0.2:1", weight: DefaultWeight, state: "unknown"}},
+			servers: map[string]srvWant{"b": {addr: "10.0.0.2:1", weight: keyspace.DefaultWeight, state: "unknown"}},
 		},
 		{
 			name: "deleting the addr keeps the server listed with an error",
@@ -276,7 +277,7 @@ func TestModelBuild(t *testing.T) {
 			ops: []op{put("servers/a/addr", "10.0.0.1:1"), putBad("servers/bad id/addr", "10.0.0.9:1"),
 				put("misc", "x"), putBad("servers/a/addr/deep", "x"), putBad("config/slow_start", "5s"),
 				del("servers/ghost/addr"), del("nothing")},
-			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: DefaultWeight, state: "unknown"}},
+			servers: map[string]srvWant{"a": {addr: "10.0.0.1:1", weight: keyspace.DefaultWeight, state: "unknown"}},
 		},
 	}
 	for _, tt := range tests {
@@ -456,8 +457,8 @@ func TestModelRelist(t *testing.T) {
 	if _, ok := m.servers["a"].unknown["note"]; ok {
 		t.Errorf("unknown field a/note survived a re-list that did not list it")
 	}
-	checkServer(t, s, "c", srvWant{addr: "10.0.0.3:1", weight: DefaultWeight, state: "up", eligible: true})
-	checkServer(t, s, "d", srvWant{addr: "10.0.0.4:1", weight: DefaultWeight, state: "unknown"})
+	checkServer(t, s, "c", srvWant{addr: "10.0.0.3:1", weight: keyspace.DefaultWeight, state: "up", eligible: true})
+	checkServer(t, s, "d", srvWant{addr: "10.0.0.4:1", weight: keyspace.DefaultWeight, state: "unknown"})
 	if _, ok := m.health["b"]; ok {
 		t.Errorf("health/b survived a re-list that did not list it")
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tcpdispatch/tcpdispatch/balancer"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 // persistVersion is the format version of a saved snapshot.
@@ -17,27 +18,78 @@ const persistVersion = 1
 // savedSnapshot is the on-disk form of a Snapshot: what a replica needs to
 // answer get-tcp-ip after a restart while etcd has no quorum.
 type savedSnapshot struct {
-	Version     int       `json:"version"`
-	Revision    int64     `json:"revision"`
-	SavedAt     time.Time `json:"saved_at"`
-	ConfirmedAt time.Time `json:"confirmed_at"`
-	Strategy    string    `json:"strategy"`
-	Leader      string    `json:"leader"`
-	LeaderEpoch int64     `json:"leader_epoch"`
-	Servers     []Server  `json:"servers"`
+	Version     int           `json:"version"`
+	Revision    int64         `json:"revision"`
+	SavedAt     time.Time     `json:"saved_at"`
+	ConfirmedAt time.Time     `json:"confirmed_at"`
+	Strategy    string        `json:"strategy"`
+	Leader      string        `json:"leader"`
+	LeaderEpoch int64         `json:"leader_epoch"`
+	Servers     []savedServer `json:"servers"`
 	// Balancing is the policy in force; absent in files of earlier
 	// versions, which then load with DefaultBalancing.
 	Balancing *Balancing `json:"balancing,omitempty"`
 	AllDown   bool       `json:"all_down,omitempty"`
 }
 
+// savedServer is the on-disk form of a Server. It is a format of its own,
+// not the Server or ServerInfo type, so that neither can change what a
+// restarted replica reads: files written by earlier versions must keep
+// loading. It converts to and from ServerInfo, which has the same fields
+// (a field added to one is a compile error here until the format decides).
+type savedServer struct {
+	ID              string              `json:"id"`
+	Addr            string              `json:"addr"`
+	Weight          int                 `json:"weight"`
+	EffectiveWeight int                 `json:"effective_weight"`
+	Healthy         bool                `json:"healthy"`
+	State           HealthState         `json:"state"`
+	Since           time.Time           `json:"since"`
+	Reason          string              `json:"reason,omitempty"`
+	Eligible        bool                `json:"eligible"`
+	Errors          []string            `json:"errors,omitempty"`
+	StatusURL       string              `json:"status_url,omitempty"`
+	Report          ReportState         `json:"report"`
+	ReportedAt      time.Time           `json:"reported_at,omitzero"`
+	Load            float64             `json:"load"`
+	Conns           int64               `json:"conns"`
+	MaxConns        int64               `json:"max_conns"`
+	Overloaded      bool                `json:"overloaded"`
+	SlowStart       float64             `json:"slow_start"`
+	Draining        bool                `json:"draining"`
+	DrainReason     *keyspace.DrainNote `json:"drain_reason,omitempty"`
+	Held            bool                `json:"held,omitempty"`
+	Degraded        bool                `json:"degraded,omitempty"`
+	CheckedAt       time.Time           `json:"checked_at,omitzero"`
+	VerdictEpoch    int64               `json:"verdict_epoch,omitempty"`
+	RebalanceTarget int64               `json:"rebalance_target"`
+	ShedTotal       int64               `json:"shed_total"`
+}
+
+// server returns the snapshot entry saved as s.
+func (s savedServer) server() Server {
+	return Server{
+		ID: s.ID, Addr: s.Addr, Weight: s.Weight, EffectiveWeight: s.EffectiveWeight,
+		Healthy: s.Healthy, State: s.State, Since: s.Since, Reason: s.Reason,
+		Eligible: s.Eligible, Errors: s.Errors, StatusURL: s.StatusURL,
+		Report: s.Report, ReportedAt: s.ReportedAt, Load: s.Load, Conns: s.Conns, MaxConns: s.MaxConns,
+		Overloaded: s.Overloaded, SlowStart: s.SlowStart, Draining: s.Draining, DrainReason: s.DrainReason,
+		Held: s.Held, Degraded: s.Degraded, CheckedAt: s.CheckedAt, VerdictEpoch: s.VerdictEpoch,
+		RebalanceTarget: s.RebalanceTarget, ShedTotal: s.ShedTotal,
+	}
+}
+
 // SaveSnapshot writes s to path atomically (temporary file, fsync,
 // rename), so a crash leaves either the old file or the new one.
 // confirmedAt is when etcd last confirmed s was current.
 func SaveSnapshot(path string, s *Snapshot, confirmedAt, now time.Time) error {
+	servers := make([]savedServer, len(s.Servers))
+	for i := range s.Servers {
+		servers[i] = savedServer(s.Servers[i].Info())
+	}
 	b, err := json.Marshal(savedSnapshot{Version: persistVersion, Revision: s.Revision, SavedAt: now,
 		ConfirmedAt: confirmedAt, Strategy: string(s.Strategy), Leader: s.Leader, LeaderEpoch: s.LeaderEpoch,
-		Servers: s.Servers, Balancing: &s.Balancing, AllDown: s.AllDown})
+		Servers: servers, Balancing: &s.Balancing, AllDown: s.AllDown})
 	if err != nil {
 		return fmt.Errorf("encode snapshot: %w", err)
 	}
@@ -99,7 +151,11 @@ func LoadSnapshot(path string, now time.Time) (*Snapshot, time.Time, error) {
 	if saved.Balancing != nil {
 		bal = *saved.Balancing
 	}
-	s, err := newSnapshotFrom(saved.Revision, st, bal, saved.AllDown, saved.Servers, now)
+	servers := make([]Server, len(saved.Servers))
+	for i, srv := range saved.Servers {
+		servers[i] = srv.server()
+	}
+	s, err := newSnapshotFrom(saved.Revision, st, bal, saved.AllDown, servers, now)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("load snapshot %s: %w", path, err)
 	}

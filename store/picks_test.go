@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 func TestModelCandidates(t *testing.T) {
@@ -66,7 +67,7 @@ func TestPicksSurviveRebuild(t *testing.T) {
 func TestWatcherCountsLeaderChanges(t *testing.T) {
 	m := etcdtest.Start(t)
 	cli := m.Client(t)
-	k, _ := NewKeys(testPrefix)
+	k, _ := keyspace.New(testPrefix)
 	e := k.Election() + "/"
 	etcdtest.Put(t, cli, e+"1a", "r1")
 	reg := prometheus.NewRegistry()

@@ -59,7 +59,7 @@ type lastValid struct {
 // valid value. Errors other than compaction are returned: the value stays
 // unresolved.
 func (w *Watcher) lookBack(ctx context.Context, key string, v version) (lastValid, error) {
-	kind, _, name := w.keys.parse(key)
+	kind, _, name := parseKey(w.keys, key)
 	mod := v.mod
 	for range MaxLookback {
 		if mod <= v.create {
@@ -100,7 +100,7 @@ func (w *Watcher) resolve(ctx context.Context, m *model, all bool) bool {
 	changed := false
 	for _, key := range slices.Sorted(maps.Keys(m.bad)) {
 		v := m.bad[key]
-		kind, id, name := w.keys.parse(key)
+		kind, id, name := parseKey(w.keys, key)
 		f := m.fieldOf(kind, id, name, false)
 		if f == nil || (!all && f.resolved()) {
 			continue

@@ -7,75 +7,80 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tcpdispatch/tcpdispatch"
 	"github.com/tcpdispatch/tcpdispatch/balancer"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
-// Server is one registered tcp-server as this replica sees it.
+// Server is one registered tcp-server as this replica sees it: an entry of
+// the immutable Snapshot, read by the picker, the API and the prober. It has
+// no JSON form of its own: ServerInfo (Info) is how it is listed, and
+// persist.go has the on-disk form.
 type Server struct {
-	ID string `json:"id"`
+	ID string
 	// Addr is the last valid address an operator wrote; empty if none was
 	// ever valid.
-	Addr string `json:"addr"`
-	// Weight is the static weight (last valid value, or DefaultWeight).
-	Weight int `json:"weight"`
+	Addr string
+	// Weight is the static weight (last valid value, or keyspace.DefaultWeight).
+	Weight int
 	// EffectiveWeight is the weight get-tcp-ip balances on: Weight × load
 	// factor × slow start (see Balancing), 0 when not eligible.
-	EffectiveWeight int `json:"effective_weight"`
+	EffectiveWeight int
 	// Healthy is the leader's last verdict for Addr; false when unknown.
-	Healthy bool `json:"healthy"`
-	// State is "up", "down" or "unknown" (no verdict for this address yet).
-	State string `json:"state"`
+	Healthy bool
+	// State is up, down or unknown (no verdict for this address yet).
+	State HealthState
 	// Since is the time of the last health transition; zero when unknown.
-	Since time.Time `json:"since"`
+	Since time.Time
 	// Reason is why the last probe failed.
-	Reason string `json:"reason,omitempty"`
+	Reason string
 	// Eligible reports whether get-tcp-ip may return this server now:
 	// valid addr and weight, healthy, not draining, effective weight > 0
 	// (or panic mode, or held by the mass-removal guard).
-	Eligible bool `json:"eligible"`
+	Eligible bool
 	// Errors lists operator values that were rejected and ignored.
-	Errors []string `json:"errors,omitempty"`
+	Errors []string
 
 	// StatusURL is where the leader pulls the server's load from.
-	StatusURL string `json:"status_url,omitempty"`
-	// Report is "none" (no load report), "fresh" (in use) or "expired"
-	// (older than its expiry: ignored, the server runs on static weight).
-	Report string `json:"report"`
+	StatusURL string
+	// Report is none (no load report), fresh (in use) or expired (older
+	// than its expiry: ignored, the server runs on static weight).
+	Report ReportState
 	// ReportedAt is when the leader pulled the report in use.
-	ReportedAt time.Time `json:"reported_at,omitzero"`
+	ReportedAt time.Time
 	// Load (smoothed, 0..1), Conns and MaxConns are from a fresh report,
 	// else zero.
-	Load     float64 `json:"load"`
-	Conns    int64   `json:"conns"`
-	MaxConns int64   `json:"max_conns"`
+	Load     float64
+	Conns    int64
+	MaxConns int64
 	// Overloaded is the leader's overload verdict from a fresh report: no
 	// new clients until the load drops below the recover mark.
-	Overloaded bool `json:"overloaded"`
+	Overloaded bool
 	// SlowStart is the slow-start progress, 0..1: the share of its weight
 	// the server gets; 1 when not ramping.
-	SlowStart float64 `json:"slow_start"`
+	SlowStart float64
 	// Draining is set by the operator (drain key, or weight 0) or by the
 	// server's own report: listed and probed, but given no new clients.
-	Draining bool `json:"draining"`
+	Draining bool
 	// DrainReason is the operator's note on a drain (servers/<id>/drain-reason);
 	// nil when there is none.
-	DrainReason *DrainNote `json:"drain_reason,omitempty"`
+	DrainReason *keyspace.DrainNote
 	// Held is set when the mass-removal guard (policy hold) keeps serving
 	// a server the leader marked down.
-	Held bool `json:"held,omitempty"`
+	Held bool
 	// Degraded is set when the server is served only because no server is
 	// eligible and config/all-down is serve (see Snapshot.AllDown).
-	Degraded bool `json:"degraded,omitempty"`
+	Degraded bool
 	// CheckedAt is when the leader checked the verdict in use (leader's
 	// clock); zero without one.
-	CheckedAt time.Time `json:"checked_at,omitzero"`
+	CheckedAt time.Time
 	// VerdictEpoch is the leader epoch that wrote the verdict in use.
-	VerdictEpoch int64 `json:"verdict_epoch,omitempty"`
+	VerdictEpoch int64
 	// RebalanceTarget and ShedTotal are from a fresh report: how many
 	// connections the leader last asked the server to shed, and how many
 	// the server reports it shed so far (see Health).
-	RebalanceTarget int64 `json:"rebalance_target"`
-	ShedTotal       int64 `json:"shed_total"`
+	RebalanceTarget int64
+	ShedTotal       int64
 
 	counter    *balancer.Counter // this replica's assignments since the report
 	picks      *balancer.Counter // this replica's picks since it started; never reset
@@ -248,7 +253,7 @@ func newSnapshotFrom(revision int64, strategy balancer.Strategy, bal Balancing, 
 	s := &Snapshot{Revision: revision, Strategy: strategy, BuiltAt: now, Servers: slices.Clone(servers), Balancing: bal, AllDown: allDown}
 	slices.SortFunc(s.Servers, func(a, b Server) int { return strings.Compare(a.ID, b.ID) })
 	for i, srv := range s.Servers {
-		if err := ValidateID(srv.ID); err != nil {
+		if err := tcpdispatch.ValidateID(srv.ID); err != nil {
 			return nil, err
 		}
 		if i > 0 && s.Servers[i-1].ID == srv.ID {
@@ -280,10 +285,7 @@ func newSnapshot(s *Snapshot, prev *balancer.Picker) (*Snapshot, error) {
 		if !srv.Eligible {
 			continue
 		}
-		body, err := json.Marshal(struct {
-			ID   string `json:"id"`
-			Addr string `json:"addr"`
-		}{srv.ID, srv.Addr})
+		body, err := json.Marshal(tcpdispatch.Server{ID: srv.ID, Addr: srv.Addr})
 		if err != nil {
 			return nil, err
 		}
@@ -305,7 +307,7 @@ func newSnapshot(s *Snapshot, prev *balancer.Picker) (*Snapshot, error) {
 		// sent (reconnects of the same key included) and slowly push keys
 		// off their servers. With no reports at all, hash stays plain
 		// consistent hashing.
-		if s.Balancing.Accounting && (s.Strategy != balancer.Hash || srv.Report == "fresh") {
+		if s.Balancing.Accounting && (s.Strategy != balancer.Hash || srv.Report == ReportFresh) {
 			l.Assigned = srv.counter
 		}
 		loads = append(loads, l)

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"syscall"
+
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 // ErrTargetNotAllowed is wrapped by the error for an addr or status-url
@@ -118,25 +120,7 @@ func (p TargetPolicy) checkStatusURL(raw string) error {
 		return err
 	}
 	if err := p.checkHost(u.Hostname()); err != nil {
-		return fmt.Errorf("status-url %q: %w", RedactURL(raw), err)
+		return fmt.Errorf("status-url %q: %w", keyspace.RedactURL(raw), err)
 	}
 	return nil
-}
-
-// RedactURL returns raw without what may hold a secret: credentials
-// become "redacted@" and a query string "?redacted". A value that does not
-// parse is replaced whole.
-func RedactURL(raw string) string {
-	u, err := url.Parse(strings.TrimSpace(raw))
-	if err != nil {
-		return "(unparsable URL redacted)"
-	}
-	if u.User != nil {
-		u.User = url.User("redacted")
-	}
-	if u.RawQuery != "" || u.ForceQuery {
-		u.RawQuery, u.ForceQuery = "redacted", false
-	}
-	u.Fragment, u.RawFragment = "", ""
-	return u.String()
 }

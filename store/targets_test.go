@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 func TestTargetPolicyAllows(t *testing.T) {
@@ -103,14 +105,14 @@ func TestRedactURL(t *testing.T) {
 		"http://h/%zz?token=secret":      "(unparsable URL redacted)",
 		" http://h/s?token=secret ":      "http://h/s?redacted",
 	} {
-		if got := RedactURL(in); got != want {
-			t.Errorf("RedactURL(%q) = %q; want %q", in, got, want)
+		if got := keyspace.RedactURL(in); got != want {
+			t.Errorf("keyspace.RedactURL(%q) = %q; want %q", in, got, want)
 		}
 	}
 	// A rejected status-url never quotes its secret.
 	for _, v := range []string{"ftp://u:secret@h/s?token=secret", "http://u:secret@h/s", "http://h/%zz?token=secret"} {
-		if _, err := ParseStatusURL(v); err == nil || strings.Contains(err.Error(), "secret") {
-			t.Errorf("ParseStatusURL(%q) = %v; want an error without the secret", v, err)
+		if _, err := keyspace.ParseStatusURL(v); err == nil || strings.Contains(err.Error(), "secret") {
+			t.Errorf("keyspace.ParseStatusURL(%q) = %v; want an error without the secret", v, err)
 		}
 	}
 }

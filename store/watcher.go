@@ -19,11 +19,12 @@ import (
 
 	"github.com/tcpdispatch/tcpdispatch/internal/backoff"
 	"github.com/tcpdispatch/tcpdispatch/internal/logging"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 // Config configures a Watcher.
 type Config struct {
-	// Prefix is the etcd key prefix of the layout (see Keys).
+	// Prefix is the etcd key prefix of the layout (see keyspace.Layout).
 	Prefix string
 	// ProgressInterval is how often the watcher asks etcd to confirm that the
 	// local copy is current (a watch progress request). It bounds the
@@ -56,7 +57,7 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Prefix:           DefaultPrefix,
+		Prefix:           keyspace.DefaultPrefix,
 		ProgressInterval: 500 * time.Millisecond,
 		StaleAfter:       3 * time.Second,
 		OpTimeout:        5 * time.Second,
@@ -82,7 +83,7 @@ func (c Config) Validate() error {
 	case c.ResolveTimeout <= 0 || c.ResolveInterval <= 0:
 		return errors.New("store: ResolveTimeout and ResolveInterval must be positive")
 	}
-	_, err := NewKeys(c.Prefix)
+	_, err := keyspace.New(c.Prefix)
 	return err
 }
 
@@ -105,7 +106,7 @@ type Sync struct {
 // compacted. While etcd is unreachable the last snapshot stays in place.
 type Watcher struct {
 	cfg     Config
-	keys    Keys
+	keys    keyspace.Layout
 	cli     *clientv3.Client
 	log     *logrus.Entry
 	metrics *metrics
@@ -148,7 +149,7 @@ func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometh
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	keys, _ := NewKeys(cfg.Prefix)
+	keys, _ := keyspace.New(cfg.Prefix)
 	log = logging.OrDiscard(log)
 	w := &Watcher{cfg: cfg, keys: keys, cli: cli, log: log, changed: make(chan struct{}), confirmed: make(chan struct{})}
 	m, err := newMetrics(reg, func() float64 { return w.OldestVerdictAge().Seconds() })
@@ -161,7 +162,7 @@ func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometh
 }
 
 // Keys returns the key layout the watcher reads.
-func (w *Watcher) Keys() Keys { return w.keys }
+func (w *Watcher) Keys() keyspace.Layout { return w.keys }
 
 // Snapshot returns the current snapshot, or nil before the first list
 // succeeded. It never blocks.
@@ -517,55 +518,4 @@ func (w *Watcher) report(r *rejected) {
 	}
 	w.metrics.invalid.Inc()
 	w.log.WithField("key", r.key).WithError(r.err).Warn("ignoring invalid value; resolving it to the last valid one in etcd's history")
-}
-
-type metrics struct {
-	invalid, lists, compactions, staleEvents prometheus.Counter
-	massRemovals, timedRebuilds, unresolved  prometheus.Counter
-	leaderChanges                            prometheus.Counter
-	revision, servers, eligible, panic       prometheus.Gauge
-	allDown                                  prometheus.Gauge
-	verdictAge                               prometheus.GaugeFunc
-}
-
-func newMetrics(reg prometheus.Registerer, verdictAge func() float64) (*metrics, error) {
-	m := &metrics{
-		allDown: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_all_down",
-			Help: "1 while servers are registered, none is eligible, and get-tcp-ip answers degraded from all of them (config/all-down serve)."}),
-		verdictAge: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tcpdispatch_verdict_age_seconds",
-			Help: "Age of the oldest health verdict among the servers get-tcp-ip may return; 0 when none has one."}, verdictAge),
-		invalid: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_invalid_values_total",
-			Help: "Operator values rejected by validation and ignored."}),
-		lists: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_lists_total",
-			Help: "Full listings of the key prefix."}),
-		compactions: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_watch_compacted_total",
-			Help: "Watches that had to list again because their revision was compacted."}),
-		staleEvents: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_stale_events_total",
-			Help: "Watch events dropped because their revision was already applied."}),
-		revision: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_store_revision",
-			Help: "etcd revision of the last change applied to the snapshot."}),
-		servers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_store_servers",
-			Help: "Registered servers in the snapshot."}),
-		eligible: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_store_eligible_servers",
-			Help: "Servers get-tcp-ip may return."}),
-		massRemovals: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_mass_removals_total",
-			Help: "Updates that took more than half of the eligible servers out at once."}),
-		timedRebuilds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_timed_rebuilds_total",
-			Help: "Snapshots rebuilt without an etcd event (slow start, report expiry)."}),
-		unresolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_unresolved_values_total",
-			Help: "Failed attempts to resolve an invalid operator value from etcd's history (retried)."}),
-		panic: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_store_panic_mode",
-			Help: "1 while too few servers are eligible and every healthy one is served."}),
-		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_leadership_changes_total",
-			Help: "Changes of leader (a new election key in front) seen by this replica's snapshots."}),
-	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.invalid, m.lists, m.compactions, m.staleEvents, m.revision, m.servers, m.eligible,
-			m.massRemovals, m.timedRebuilds, m.panic, m.unresolved, m.allDown, m.verdictAge, m.leaderChanges} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("register store metrics: %w", err)
-			}
-		}
-	}
-	return m, nil
 }

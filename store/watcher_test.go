@@ -18,6 +18,7 @@ import (
 
 	"github.com/tcpdispatch/tcpdispatch/balancer"
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 // testTimeout bounds each test that talks to etcd.
@@ -131,8 +132,8 @@ func TestNewWatcher(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewWatcher(zero config): %v", err)
 	}
-	if w.Keys().Prefix() != DefaultPrefix {
-		t.Errorf("prefix = %q; want %q", w.Keys().Prefix(), DefaultPrefix)
+	if w.Keys().Prefix() != keyspace.DefaultPrefix {
+		t.Errorf("prefix = %q; want %q", w.Keys().Prefix(), keyspace.DefaultPrefix)
 	}
 	if w.Snapshot() != nil || w.Age() != -1 || w.Reachable() || w.Sync() != (Sync{}) {
 		t.Errorf("new watcher: snapshot %v age %v reachable %v sync %+v; want none, -1, false, zero",
@@ -175,10 +176,10 @@ func TestWatcherPublish(t *testing.T) {
 func TestWatcherFollowsChanges(t *testing.T) {
 	m := etcdtest.Start(t)
 	cli := m.Client(t)
-	k, _ := NewKeys(testPrefix)
+	k, _ := keyspace.New(testPrefix)
 	up := func(addr string) string { return healthJSON(t, Health{Addr: addr, Healthy: true}) }
 
-	etcdtest.Put(t, cli, k.ServerField("a", FieldAddr), "127.0.0.1:1001")
+	etcdtest.Put(t, cli, k.ServerField("a", keyspace.FieldAddr), "127.0.0.1:1001")
 	etcdtest.Put(t, cli, k.Health("a"), up("127.0.0.1:1001"))
 	// Outside the prefix: ignored, but the listing is at its revision.
 	rev := etcdtest.Put(t, cli, "/elsewhere/servers/x/addr", "127.0.0.1:9")
@@ -197,7 +198,7 @@ func TestWatcherFollowsChanges(t *testing.T) {
 	if got := ids(s); len(got) != 1 || got[0] != "a" {
 		t.Fatalf("servers = %v; want [a]", got)
 	}
-	checkServer(t, s, "a", srvWant{addr: "127.0.0.1:1001", weight: DefaultWeight, state: "up", eligible: true})
+	checkServer(t, s, "a", srvWant{addr: "127.0.0.1:1001", weight: keyspace.DefaultWeight, state: "up", eligible: true})
 	if s.Revision != rev || w.Sync().Revision < rev {
 		t.Errorf("snapshot revision %d, sync %+v; want %d", s.Revision, w.Sync(), rev)
 	}
@@ -213,8 +214,8 @@ func TestWatcherFollowsChanges(t *testing.T) {
 		{
 			name: "new server",
 			do: func() int64 {
-				etcdtest.Put(t, cli, k.ServerField("b", FieldAddr), "127.0.0.1:1002")
-				etcdtest.Put(t, cli, k.ServerField("b", FieldWeight), "3")
+				etcdtest.Put(t, cli, k.ServerField("b", keyspace.FieldAddr), "127.0.0.1:1002")
+				etcdtest.Put(t, cli, k.ServerField("b", keyspace.FieldWeight), "3")
 				return etcdtest.Put(t, cli, k.Health("b"), up("127.0.0.1:1002"))
 			},
 			check: func(t *testing.T, s *Snapshot) {
@@ -226,7 +227,7 @@ func TestWatcherFollowsChanges(t *testing.T) {
 		},
 		{
 			name: "garbage weight is reported and counted, the good one kept",
-			do:   func() int64 { return etcdtest.Put(t, cli, k.ServerField("b", FieldWeight), "lots") },
+			do:   func() int64 { return etcdtest.Put(t, cli, k.ServerField("b", keyspace.FieldWeight), "lots") },
 			check: func(t *testing.T, s *Snapshot) {
 				checkServer(t, s, "b", srvWant{addr: "127.0.0.1:1002", weight: 3, state: "up", eligible: true,
 					errs: []string{`weight "lots"`}})
@@ -307,7 +308,7 @@ func digest(s *Snapshot) string {
 	b.WriteString("problems=" + strings.Join(s.Problems, "|") + "\n")
 	b.WriteString("orphans=" + strings.Join(s.OrphanHealth(), ",") + "\n")
 	for _, srv := range s.Servers {
-		b.WriteString(srv.ID + " " + srv.Addr + " w=" + itoa(int64(srv.Weight)) + " " + srv.State +
+		b.WriteString(srv.ID + " " + srv.Addr + " w=" + itoa(int64(srv.Weight)) + " " + string(srv.State) +
 			" eligible=" + map[bool]string{true: "y", false: "n"}[srv.Eligible] +
 			" errs=" + strings.Join(srv.Errors, "|") + "\n")
 	}
@@ -322,14 +323,14 @@ func TestWatcherResumesAfterCompaction(t *testing.T) {
 	cli := m.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	k, _ := NewKeys(testPrefix)
+	k, _ := keyspace.New(testPrefix)
 	up := func(addr string) string { return healthJSON(t, Health{Addr: addr, Healthy: true}) }
 
 	for id, addr := range map[string]string{"a": "127.0.0.1:1001", "b": "127.0.0.1:1002", "c": "127.0.0.1:1003"} {
-		etcdtest.Put(t, cli, k.ServerField(id, FieldAddr), addr)
+		etcdtest.Put(t, cli, k.ServerField(id, keyspace.FieldAddr), addr)
 		etcdtest.Put(t, cli, k.Health(id), up(addr))
 	}
-	etcdtest.Put(t, cli, k.ServerField("a", FieldWeight), "40")
+	etcdtest.Put(t, cli, k.ServerField("a", keyspace.FieldWeight), "40")
 
 	reg := prometheus.NewRegistry()
 	w := newTestWatcher(t, cli, Config{}, reg)
@@ -344,10 +345,10 @@ func TestWatcherResumesAfterCompaction(t *testing.T) {
 
 	// Changes the old model misses while "disconnected".
 	etcdtest.Delete(t, cli, k.Server("b"), clientv3.WithPrefix())
-	etcdtest.Put(t, cli, k.ServerField("c", FieldWeight), "0")
-	etcdtest.Put(t, cli, k.ServerField("d", FieldAddr), "127.0.0.1:1004")
+	etcdtest.Put(t, cli, k.ServerField("c", keyspace.FieldWeight), "0")
+	etcdtest.Put(t, cli, k.ServerField("d", keyspace.FieldAddr), "127.0.0.1:1004")
 	etcdtest.Put(t, cli, k.Strategy(), "random")
-	rev := etcdtest.Put(t, cli, k.ServerField("a", FieldWeight), "not-a-number")
+	rev := etcdtest.Put(t, cli, k.ServerField("a", keyspace.FieldWeight), "not-a-number")
 	if _, err := cli.Compact(ctx, rev); err != nil {
 		t.Fatalf("compact: %v", err)
 	}
@@ -378,14 +379,14 @@ func TestWatcherResumesAfterCompaction(t *testing.T) {
 	// resolve.go), though the old model saw weight 40.
 	for name, s := range map[string]*Snapshot{"re-listed": relisted, "fresh": freshSnap} {
 		t.Run(name, func(t *testing.T) {
-			checkServer(t, s, "a", srvWant{addr: "127.0.0.1:1001", weight: DefaultWeight, state: "up", eligible: true,
+			checkServer(t, s, "a", srvWant{addr: "127.0.0.1:1001", weight: keyspace.DefaultWeight, state: "up", eligible: true,
 				errs: []string{`weight "not-a-number"`}})
 			if e := s.Lookup("a").Errors; len(e) != 1 || !strings.Contains(e[0], noteCompacted) {
 				t.Errorf("errors = %q; want the compaction noted", e)
 			}
 		})
 	}
-	etcdtest.Put(t, cli, k.ServerField("a", FieldWeight), "40")
+	etcdtest.Put(t, cli, k.ServerField("a", keyspace.FieldWeight), "40")
 	rev = etcdtest.Put(t, cli, k.Strategy(), "random") // same value, new revision
 	if err := w.list(ctx, old); err != nil {
 		t.Fatalf("re-list: %v", err)
@@ -419,9 +420,9 @@ func TestWatcherWatchAfterCompactedRelist(t *testing.T) {
 	cli := m.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	k, _ := NewKeys(testPrefix)
+	k, _ := keyspace.New(testPrefix)
 
-	rev := etcdtest.Put(t, cli, k.ServerField("a", FieldAddr), "127.0.0.1:1001")
+	rev := etcdtest.Put(t, cli, k.ServerField("a", keyspace.FieldAddr), "127.0.0.1:1001")
 	reg := prometheus.NewRegistry()
 	w := newTestWatcher(t, cli, Config{}, reg)
 	old := newModel(w.keys)
@@ -429,7 +430,7 @@ func TestWatcherWatchAfterCompactedRelist(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 20 {
-		rev = etcdtest.Put(t, cli, k.ServerField("a", FieldWeight), itoa(int64(i)))
+		rev = etcdtest.Put(t, cli, k.ServerField("a", keyspace.FieldWeight), itoa(int64(i)))
 	}
 	if _, err := cli.Compact(ctx, rev); err != nil {
 		t.Fatal(err)
@@ -452,7 +453,7 @@ func TestWatcherWatchAfterCompactedRelist(t *testing.T) {
 		defer close(done)
 		wrelist, _, werr = w.watch(wctx, old)
 	}()
-	rev = etcdtest.Put(t, cli, k.ServerField("a", FieldWeight), "77")
+	rev = etcdtest.Put(t, cli, k.ServerField("a", keyspace.FieldWeight), "77")
 	s := waitRev(t, w, rev)
 	wcancel()
 	<-done
@@ -583,8 +584,8 @@ func TestWatcherStaleWhenEtcdUnreachable(t *testing.T) {
 	m := etcdtest.Start(t)
 	direct := m.Client(t)
 	cli, px := proxiedClient(t, m)
-	k, _ := NewKeys(testPrefix)
-	etcdtest.Put(t, direct, k.ServerField("a", FieldAddr), "127.0.0.1:1001")
+	k, _ := keyspace.New(testPrefix)
+	etcdtest.Put(t, direct, k.ServerField("a", keyspace.FieldAddr), "127.0.0.1:1001")
 	rev := etcdtest.Put(t, direct, k.Health("a"), healthJSON(t, Health{Addr: "127.0.0.1:1001", Healthy: true}))
 
 	const progress, stale = 100 * time.Millisecond, 500 * time.Millisecond
@@ -622,7 +623,7 @@ func TestWatcherStaleWhenEtcdUnreachable(t *testing.T) {
 	}
 
 	// A change made meanwhile shows once etcd is reachable again.
-	rev = etcdtest.Put(t, direct, k.ServerField("a", FieldWeight), "5")
+	rev = etcdtest.Put(t, direct, k.ServerField("a", keyspace.FieldWeight), "5")
 	px.reopen()
 	s := waitRev(t, w, rev)
 	checkServer(t, s, "a", srvWant{addr: "127.0.0.1:1001", weight: 5, state: "up", eligible: true})

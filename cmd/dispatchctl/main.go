@@ -24,7 +24,7 @@ import (
 
 	"github.com/tcpdispatch/tcpdispatch/cmd/internal/flagconf"
 	"github.com/tcpdispatch/tcpdispatch/internal/version"
-	"github.com/tcpdispatch/tcpdispatch/store"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 func main() {
@@ -70,7 +70,7 @@ type app struct {
 	now         func() time.Time
 
 	ready bool
-	keys  store.Keys
+	keys  keyspace.Layout
 	cli   *clientv3.Client
 }
 
@@ -131,7 +131,7 @@ you use --user name:password, which shows in ps.`,
 	root.SetErr(a.errOut)
 	pf := root.PersistentFlags()
 	a.etcd.define(pf)
-	pf.StringVar(&a.prefix, "prefix", store.DefaultPrefix, "etcd key prefix of the tcpdispatch keys")
+	pf.StringVar(&a.prefix, "prefix", keyspace.DefaultPrefix, "etcd key prefix of the tcpdispatch keys")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	pf.StringSliceVar(&a.dispatchers, "dispatchers", nil, "replicas' HTTP base URLs for status, comma-separated (e.g. http://127.0.0.1:8080)")
 	a.layers = flagconf.BindPflag(pf)
@@ -161,7 +161,7 @@ func (a *app) setup() error {
 	if err := a.layers.Apply(a.environ); err != nil {
 		return refusedError{err}
 	}
-	keys, err := store.NewKeys(a.prefix)
+	keys, err := keyspace.New(a.prefix)
 	if err != nil {
 		return refuse("--prefix: %w", err)
 	}

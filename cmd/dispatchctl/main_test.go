@@ -18,6 +18,7 @@ import (
 
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
 	"github.com/tcpdispatch/tcpdispatch/internal/testnet"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/node"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
@@ -114,7 +115,7 @@ func (c *cluster) get(key string) (string, bool) {
 	return string(resp.Kvs[0].Value), true
 }
 
-const p = store.DefaultPrefix
+const p = keyspace.DefaultPrefix
 
 func healthJSON(t *testing.T, addr string) string {
 	b, err := json.Marshal(store.Health{Addr: addr, Healthy: true, Since: time.Now().Add(-time.Hour), CheckedAt: time.Now(), Epoch: 1, Leader: "d1"})
@@ -140,7 +141,7 @@ func TestServersLifecycle(t *testing.T) {
 	var ls serversDoc
 	c.okJSON(&ls, "servers", "ls")
 	if len(ls.Servers) != 2 || ls.Servers[0].ID != "tcp1" || ls.Servers[0].Weight != 50 || ls.Servers[0].State != "up" ||
-		ls.Servers[0].StatusURL != "http://127.0.0.1:9101/status" || ls.Servers[1].Weight != store.DefaultWeight || !ls.Servers[1].Eligible {
+		ls.Servers[0].StatusURL != "http://127.0.0.1:9101/status" || ls.Servers[1].Weight != keyspace.DefaultWeight || !ls.Servers[1].Eligible {
 		t.Fatalf("ls: %+v", ls)
 	}
 
@@ -156,7 +157,7 @@ func TestServersLifecycle(t *testing.T) {
 		t.Errorf("drain key %q", v)
 	}
 	raw, _ := c.get(p + "servers/tcp1/drain-reason")
-	note := store.ParseDrainNote(raw)
+	note := keyspace.ParseDrainNote(raw)
 	if note.Reason != "kernel upgrade" || note.By != "ops@test" || note.At.Before(before) || note.At.After(time.Now()) {
 		t.Errorf("drain-reason %q parsed as %+v", raw, note)
 	}
@@ -170,7 +171,7 @@ func TestServersLifecycle(t *testing.T) {
 	}
 	// The default "by" is user@host.
 	c.ok("servers", "drain", "tcp10")
-	if raw, _ := c.get(p + "servers/tcp10/drain-reason"); !strings.Contains(store.ParseDrainNote(raw).By, "@") {
+	if raw, _ := c.get(p + "servers/tcp10/drain-reason"); !strings.Contains(keyspace.ParseDrainNote(raw).By, "@") {
 		t.Errorf("default by in %q", raw)
 	}
 
@@ -424,7 +425,7 @@ func TestStatus(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		var body struct {
-			Servers []store.Server `json:"servers"`
+			Servers []store.ServerInfo `json:"servers"`
 		}
 		return json.NewDecoder(resp.Body).Decode(&body) == nil && len(body.Servers) == 1 &&
 			body.Servers[0].DrainReason != nil && body.Servers[0].DrainReason.Reason == "disk swap"

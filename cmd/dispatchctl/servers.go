@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/tcpdispatch/tcpdispatch"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -38,16 +40,16 @@ func (a *app) serversCommand() *cobra.Command {
 			return a.serversAdd(cmd.Context(), args[0], args[1], cmd.Flags().Changed("weight"), weight, statusURL)
 		},
 	}
-	add.Flags().StringVar(&weight, "weight", "", fmt.Sprintf("static weight 0..%d (default %d when not set)", store.MaxWeight, store.DefaultWeight))
+	add.Flags().StringVar(&weight, "weight", "", fmt.Sprintf("static weight 0..%d (default %d when not set)", keyspace.MaxWeight, keyspace.DefaultWeight))
 	add.Flags().StringVar(&statusURL, "status-url", "", "http(s) URL of the server's status document (load reports)")
 
 	w := &cobra.Command{
 		Use:               "weight ID N",
-		Short:             fmt.Sprintf("Set a server's static weight, 0..%d (0 drains it)", store.MaxWeight),
+		Short:             fmt.Sprintf("Set a server's static weight, 0..%d (0 drains it)", keyspace.MaxWeight),
 		Args:              usageArgs(cobra.ExactArgs(2)),
 		ValidArgsFunction: a.completeServerID,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.serverPut(cmd.Context(), args[0], store.FieldWeight, args[1])
+			return a.serverPut(cmd.Context(), args[0], keyspace.FieldWeight, args[1])
 		},
 	}
 
@@ -109,11 +111,11 @@ func (a *app) list(ctx context.Context) (*listing, error) {
 
 // serversDoc is the JSON of servers ls.
 type serversDoc struct {
-	Revision int64          `json:"revision"`
-	Strategy string         `json:"strategy"`
-	Leader   string         `json:"leader"`
-	Servers  []store.Server `json:"servers"`
-	Problems []string       `json:"problems,omitempty"`
+	Revision int64              `json:"revision"`
+	Strategy string             `json:"strategy"`
+	Leader   string             `json:"leader"`
+	Servers  []store.ServerInfo `json:"servers"`
+	Problems []string           `json:"problems,omitempty"`
 }
 
 func (a *app) serversLs(ctx context.Context) error {
@@ -123,7 +125,11 @@ func (a *app) serversLs(ctx context.Context) error {
 	}
 	s := l.snap
 	if a.json() {
-		return writeJSON(a.out, serversDoc{Revision: s.Revision, Strategy: string(s.Strategy), Leader: s.Leader, Servers: s.Servers, Problems: s.Problems})
+		infos := make([]store.ServerInfo, len(s.Servers))
+		for i := range s.Servers {
+			infos[i] = s.Servers[i].Info()
+		}
+		return writeJSON(a.out, serversDoc{Revision: s.Revision, Strategy: string(s.Strategy), Leader: s.Leader, Servers: infos, Problems: s.Problems})
 	}
 	t := newTable("ID", "ADDR", "WEIGHT", "EFFECTIVE", "STATE", "SINCE", "DRAIN", "NOTES")
 	now := a.now()
@@ -148,7 +154,7 @@ func (a *app) serversLs(ctx context.Context) error {
 		for _, e := range srv.Errors {
 			notes = append(notes, "ERROR "+e)
 		}
-		t.row(srv.ID, dash(srv.Addr), strconv.Itoa(srv.Weight), strconv.Itoa(srv.EffectiveWeight), srv.State,
+		t.row(srv.ID, dash(srv.Addr), strconv.Itoa(srv.Weight), strconv.Itoa(srv.EffectiveWeight), string(srv.State),
 			age(srv.Since, now), drain, dash(strings.Join(notes, "; ")))
 	}
 	if err := t.write(a.out); err != nil {
@@ -168,7 +174,7 @@ func (a *app) printProblems(problems []string) error {
 	return nil
 }
 
-func describeDrain(n store.DrainNote, now time.Time) string {
+func describeDrain(n keyspace.DrainNote, now time.Time) string {
 	s := n.Reason
 	if s == "" {
 		s = "(no reason given)"
@@ -189,14 +195,14 @@ func describeDrain(n store.DrainNote, now time.Time) string {
 // check validates a put with the replicas' parsers; a refusal names the
 // key relative to the prefix.
 func (a *app) check(key, value string) error {
-	if err := a.keys.Check(key, []byte(value)); err != nil {
+	if err := store.CheckKey(a.keys, key, []byte(value)); err != nil {
 		return refuse("%s: %w", strings.TrimPrefix(key, a.keys.Prefix()), err)
 	}
 	return nil
 }
 
 func (a *app) validID(id string) error {
-	if err := store.ValidateID(id); err != nil {
+	if err := tcpdispatch.ValidateID(id); err != nil {
 		return refusedError{err}
 	}
 	return nil
@@ -205,7 +211,7 @@ func (a *app) validID(id string) error {
 // registered is the condition of a change to an existing server: its addr
 // key exists.
 func (a *app) registered(id string) clientv3.Cmp {
-	return clientv3.Compare(clientv3.CreateRevision(a.keys.ServerField(id, store.FieldAddr)), ">", 0)
+	return clientv3.Compare(clientv3.CreateRevision(a.keys.ServerField(id, keyspace.FieldAddr)), ">", 0)
 }
 
 // commit runs one transaction; when cond fails nothing was written and
@@ -228,7 +234,7 @@ func (a *app) commit(ctx context.Context, cond []clientv3.Cmp, ops []clientv3.Op
 }
 
 func (a *app) notRegistered(id string) error {
-	return refuse("server %s is not registered (no %s); see dispatchctl servers ls", id, a.keys.ServerField(id, store.FieldAddr))
+	return refuse("server %s is not registered (no %s); see dispatchctl servers ls", id, a.keys.ServerField(id, keyspace.FieldAddr))
 }
 
 func (a *app) done(format string, args ...any) {
@@ -263,16 +269,16 @@ func (a *app) serversAdd(ctx context.Context, id, addr string, hasWeight bool, w
 	if err := a.validID(id); err != nil {
 		return err
 	}
-	puts := map[string]string{store.FieldAddr: addr}
+	puts := map[string]string{keyspace.FieldAddr: addr}
 	if hasWeight {
-		puts[store.FieldWeight] = weight
+		puts[keyspace.FieldWeight] = weight
 	}
 	if statusURL != "" {
-		puts[store.FieldStatusURL] = statusURL
+		puts[keyspace.FieldStatusURL] = statusURL
 	}
 	var ops []clientv3.Op
 	var keys []string
-	for _, f := range []string{store.FieldAddr, store.FieldWeight, store.FieldStatusURL} {
+	for _, f := range []string{keyspace.FieldAddr, keyspace.FieldWeight, keyspace.FieldStatusURL} {
 		v, ok := puts[f]
 		if !ok {
 			continue
@@ -284,7 +290,7 @@ func (a *app) serversAdd(ctx context.Context, id, addr string, hasWeight bool, w
 		ops = append(ops, clientv3.OpPut(k, strings.TrimSpace(v)))
 		keys = append(keys, k)
 	}
-	addrKey := a.keys.ServerField(id, store.FieldAddr)
+	addrKey := a.keys.ServerField(id, keyspace.FieldAddr)
 	resp, err := a.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(addrKey), "=", 0)}, ops,
 		refuse("server %s is already registered (%s exists); remove it first (dispatchctl servers rm %s) or change one field", id, addrKey, id))
 	if err != nil {
@@ -318,11 +324,11 @@ func (a *app) serversDrain(ctx context.Context, id, reason, by string) error {
 	if by == "" {
 		by = whoAmI()
 	}
-	note, err := store.DrainNote{Reason: strings.TrimSpace(reason), By: by, At: a.now().UTC().Truncate(time.Second)}.Encode()
+	note, err := keyspace.DrainNote{Reason: strings.TrimSpace(reason), By: by, At: a.now().UTC().Truncate(time.Second)}.Encode()
 	if err != nil {
 		return refusedError{err}
 	}
-	dk, rk := a.keys.ServerField(id, store.FieldDrain), a.keys.ServerField(id, store.FieldDrainReason)
+	dk, rk := a.keys.ServerField(id, keyspace.FieldDrain), a.keys.ServerField(id, keyspace.FieldDrainReason)
 	for k, v := range map[string]string{dk: "true", rk: note} {
 		if err := a.check(k, v); err != nil {
 			return err
@@ -342,16 +348,16 @@ func (a *app) serversUndrain(ctx context.Context, id string) error {
 		return err
 	}
 	resp, err := a.commit(ctx, []clientv3.Cmp{a.registered(id)}, []clientv3.Op{
-		clientv3.OpDelete(a.keys.ServerField(id, store.FieldDrain), clientv3.WithPrevKV()),
-		clientv3.OpDelete(a.keys.ServerField(id, store.FieldDrainReason), clientv3.WithPrevKV()),
-		clientv3.OpGet(a.keys.ServerField(id, store.FieldWeight)),
+		clientv3.OpDelete(a.keys.ServerField(id, keyspace.FieldDrain), clientv3.WithPrevKV()),
+		clientv3.OpDelete(a.keys.ServerField(id, keyspace.FieldDrainReason), clientv3.WithPrevKV()),
+		clientv3.OpGet(a.keys.ServerField(id, keyspace.FieldWeight)),
 	}, a.notRegistered(id))
 	if err != nil {
 		return err
 	}
 	a.done("undrained %s (revision %d)", id, resp.Header.Revision)
 	if g := resp.Responses[2].GetResponseRange(); g != nil && len(g.Kvs) == 1 {
-		if w, err := store.ParseWeight(string(g.Kvs[0].Value)); err == nil && w == 0 {
+		if w, err := keyspace.ParseWeight(string(g.Kvs[0].Value)); err == nil && w == 0 {
 			fmt.Fprintf(a.errOut, "dispatchctl: note: %s still gets no clients: its weight is 0 (dispatchctl servers weight %s N)\n", id, id)
 		}
 	}

@@ -132,7 +132,7 @@ func (a *app) configGet(ctx context.Context, only string) error {
 			}
 		}
 		if d.Set {
-			if err := a.keys.Check(k, []byte(d.Value)); err != nil {
+			if err := store.CheckKey(a.keys, k, []byte(d.Value)); err != nil {
 				d.Error = err.Error()
 			}
 		}

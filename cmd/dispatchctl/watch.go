@@ -8,6 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
 func (a *app) watchCommand() *cobra.Command {
@@ -57,7 +59,7 @@ func (a *app) watch(ctx context.Context) error {
 				d.Type, d.Revision = "DELETE", resp.Header.Revision
 			} else {
 				d.Type, d.Value = "PUT", string(ev.Kv.Value)
-				if err := a.keys.Check(string(ev.Kv.Key), ev.Kv.Value); err != nil {
+				if err := store.CheckKey(a.keys, string(ev.Kv.Key), ev.Kv.Value); err != nil {
 					d.Invalid = err.Error()
 				}
 			}

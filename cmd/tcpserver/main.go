@@ -36,9 +36,9 @@ import (
 
 	"github.com/tcpdispatch/tcpdispatch/cmd/internal/flagconf"
 	"github.com/tcpdispatch/tcpdispatch/etcdconn"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/serverkit"
 	"github.com/tcpdispatch/tcpdispatch/serverkit/register"
-	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
 func main() {
@@ -50,7 +50,7 @@ func main() {
 	maxConns := fs.Int("max-conns", 0, "most connections served at once; 0 is unlimited")
 	drainWindow := fs.Duration("drain-window", 10*time.Second, "on SIGTERM, close connections over this long")
 	registerEtcd := fs.String("register-etcd", "", "comma list of etcd endpoints: register servers/<id>/addr under a lease (push mode, default off)")
-	registerPrefix := fs.String("register-prefix", store.DefaultPrefix, "etcd key prefix for --register-etcd")
+	registerPrefix := fs.String("register-prefix", keyspace.DefaultPrefix, "etcd key prefix for --register-etcd")
 	registerTTL := fs.Duration("register-ttl", 10*time.Second, "lease TTL for --register-etcd")
 	advertise := fs.String("advertise", "", "address registered by --register-etcd (default: the listen address)")
 	etcdCfg := etcdconn.DefaultConfig()

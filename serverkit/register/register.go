@@ -34,8 +34,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/tcpdispatch/tcpdispatch"
 	"github.com/tcpdispatch/tcpdispatch/internal/backoff"
-	"github.com/tcpdispatch/tcpdispatch/store"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 )
 
 // opTimeout bounds each etcd call.
@@ -75,14 +76,14 @@ func WithOnRegister(f func(lease clientv3.LeaseID)) Option {
 // the same id overwrite each other. The server's weight and other keys are
 // the operator's and are left alone.
 func Run(ctx context.Context, cli *clientv3.Client, prefix, id, addr string, ttl time.Duration, opts ...Option) error {
-	keys, err := store.NewKeys(prefix)
+	keys, err := keyspace.New(prefix)
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
-	if err := store.ValidateID(id); err != nil {
+	if err := tcpdispatch.ValidateID(id); err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
-	if addr, err = store.ParseAddr(addr); err != nil {
+	if addr, err = keyspace.ParseAddr(addr); err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
 	if cli == nil {
@@ -93,7 +94,7 @@ func Run(ctx context.Context, cli *clientv3.Client, prefix, id, addr string, ttl
 		opt(&o)
 	}
 	secs := max(int64((ttl+time.Second-1)/time.Second), 1)
-	key := keys.ServerField(id, store.FieldAddr)
+	key := keys.ServerField(id, keyspace.FieldAddr)
 	// Retry after a failed registration or a lost lease: full jitter
 	// between 100ms and min(30s, 500ms·2^n).
 	retry := backoff.Exponential{Base: 500 * time.Millisecond, Cap: 30 * time.Second, Floor: 100 * time.Millisecond, Jitter: backoff.Full}

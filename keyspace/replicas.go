@@ -1,4 +1,4 @@
-package store
+package keyspace
 
 // Keys that replicas write for one another. They lie outside the parts of
 // the layout the watcher reads (servers/, config/, health/, election/), so
@@ -8,11 +8,11 @@ package store
 //	<prefix>leader/opinion-token   the current term's token for the opinion route (leader, fenced)
 
 // Replicas returns the prefix of the replicas' announcements.
-func (k Keys) Replicas() string { return k.prefix + "replicas/" }
+func (k Layout) Replicas() string { return k.prefix + "replicas/" }
 
 // Replica returns the key of replica name's announcement.
-func (k Keys) Replica(name string) string { return k.Replicas() + name }
+func (k Layout) Replica(name string) string { return k.Replicas() + name }
 
 // OpinionToken returns the key of the token that authenticates the leader
 // on other replicas' opinion route.
-func (k Keys) OpinionToken() string { return k.prefix + "leader/opinion-token" }
+func (k Layout) OpinionToken() string { return k.prefix + "leader/opinion-token" }
