@@ -31,6 +31,11 @@ type model struct {
 	// order lists the servers sorted by id, as snapshots list them; nil
 	// after a server joined or left, until the next build sorts again.
 	order []*serverState
+	// last is the snapshot of the last successful build, from which the
+	// next copies the entries of servers that did not change; reindex says
+	// m.order changed since, so that the servers' idx must follow.
+	last    *Snapshot
+	reindex bool
 	// orphans are the ids with a health record but no registration, as of
 	// the last build; orphansStale says a server or a record came or went.
 	orphans      []string
@@ -135,30 +140,22 @@ type serverState struct {
 	picks *balancer.Counter
 
 	// dirty says a key of the server or its health record changed since
-	// base was derived; a build derives it again (see refresh). Builds
-	// copy base for the others: a change of k servers costs O(k) work
-	// beyond flat copies.
+	// its entry was derived; a build derives it again (see refresh) and
+	// copies the others from the last snapshot (m.last.Servers[idx]): a
+	// change of k servers costs O(k) work beyond flat copies, and the
+	// entry is kept once, in the snapshot, not a second time here.
 	dirty bool
-	// base is the server's snapshot entry before the weight policy and
-	// before time-dependent report expiry apply; rep is the load report of
-	// its verdict, applied while fresh.
-	base Server
-	rep  loadReport
+	idx   int
+	// draining is the entry's Draining before a report's own flag.
+	draining bool
+	// report is the health record in force when it carries a load report,
+	// applied while fresh; nil otherwise. It points into m.health, and a
+	// change there marks the server dirty.
+	report *Health
 	// answerAddr is the addr answer and answerText encode; they are shared
 	// by every snapshot until the addr changes.
 	answerAddr         string
 	answer, answerText []byte
-}
-
-// loadReport is the load report part of a health record.
-type loadReport struct {
-	ReportedAt, Expires time.Time
-	Load                float64
-	Conns, MaxConns     int64
-	Overloaded          bool
-	Draining            bool
-	RebalanceTarget     int64
-	ShedTotal           int64
 }
 
 func (s *serverState) empty() bool {
@@ -258,7 +255,7 @@ func (m *model) fieldOf(kind keyKind, id, name string, create bool) valueField {
 			if !create {
 				return nil
 			}
-			s = &serverState{id: id, dirty: true}
+			s = &serverState{id: id, dirty: true, idx: -1}
 			m.servers[id] = s
 			m.order, m.orphansStale = nil, true
 		}
@@ -477,24 +474,27 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 
 	if m.order == nil {
 		m.order = slices.SortedFunc(maps.Values(m.servers), func(a, b *serverState) int { return strings.Compare(a.id, b.id) })
+		m.reindex = true
 	}
 	s.Servers = make([]Server, len(m.order))
 	var rebuild time.Time
 	for i, st := range m.order {
-		if st.dirty {
-			m.refresh(st)
-		}
 		srv := &s.Servers[i]
-		*srv = st.base
-		if r := &st.rep; !r.ReportedAt.IsZero() {
+		if st.dirty || st.idx < 0 || m.last == nil {
+			m.refresh(st, srv)
+		} else {
+			*srv = m.last.Servers[st.idx]
+			srv.underive(st.draining)
+		}
+		if r := st.report; r != nil {
 			srv.ReportedAt = r.ReportedAt
 			srv.Report = "expired"
-			if now.Before(r.Expires) {
+			if now.Before(r.ReportExpires) {
 				srv.Report = "fresh"
 				srv.Load, srv.Conns, srv.MaxConns, srv.Overloaded = r.Load, r.Conns, r.MaxConns, r.Overloaded
 				srv.RebalanceTarget, srv.ShedTotal = r.RebalanceTarget, r.ShedTotal
 				srv.Draining = srv.Draining || r.Draining
-				rebuild = earliest(rebuild, r.Expires)
+				rebuild = earliest(rebuild, r.ReportExpires)
 			}
 		}
 	}
@@ -528,15 +528,37 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 	s.orphans = m.orphans
 	s.RebuildAt = rebuild
 	s, err := newSnapshot(s, m.lastPicker)
-	if err == nil {
-		m.lastPicker = s.picker
+	if err != nil {
+		// Entries derived for this build are lost with it: derive every
+		// one again next time.
+		for _, st := range m.order {
+			st.dirty = true
+		}
+		return nil, err
 	}
-	return s, err
+	m.lastPicker, m.last = s.picker, s
+	if m.reindex {
+		for i, st := range m.order {
+			st.idx = i
+		}
+		m.reindex = false
+	}
+	return s, nil
 }
 
-// refresh derives st.base and st.rep from the server's keys and health
-// record, and clears st.dirty.
-func (m *model) refresh(st *serverState) {
+// underive takes an entry copied from the last snapshot back to what the
+// keys and verdict alone say: no report applied (draining is the entry's
+// Draining without one), no policy, no answer.
+func (srv *Server) underive(draining bool) {
+	srv.Report, srv.ReportedAt, srv.Load, srv.Conns, srv.MaxConns, srv.Overloaded = "none", time.Time{}, 0, 0, 0, false
+	srv.RebalanceTarget, srv.ShedTotal, srv.Draining = 0, 0, draining
+	srv.SlowStart, srv.EffectiveWeight, srv.Eligible, srv.Held, srv.Degraded = 1, 0, false, false, false
+	srv.answer, srv.answerText = nil, nil
+}
+
+// refresh derives the entry of st into srv from the server's keys and
+// health record, as underive leaves a copied one, and clears st.dirty.
+func (m *model) refresh(st *serverState, out *Server) {
 	id := st.id
 	srv := Server{ID: id, Weight: DefaultWeight, State: "unknown", Report: "none", SlowStart: 1}
 	if st.addr.hasGood {
@@ -571,9 +593,13 @@ func (m *model) refresh(st *serverState) {
 		srv.Errors = append(srv.Errors, st.drain.problem())
 	}
 	var h Health
+	st.report = nil
 	if hf := m.health[id]; hf != nil {
 		if hf.hasGood && hf.good.Addr == srv.Addr && srv.Addr != "" {
 			h = hf.good
+			if h.HasReport() {
+				st.report = &hf.good
+			}
 			srv.Healthy = h.Healthy
 			srv.Since = h.Since
 			srv.Reason = h.Reason
@@ -597,16 +623,11 @@ func (m *model) refresh(st *serverState) {
 		st.picks = new(balancer.Counter)
 	}
 	srv.picks = st.picks
-	st.rep = loadReport{}
-	if h.HasReport() {
-		st.rep = loadReport{ReportedAt: h.ReportedAt, Expires: h.ReportExpires, Load: h.Load, Conns: h.Conns,
-			MaxConns: h.MaxConns, Overloaded: h.Overloaded, Draining: h.Draining,
-			RebalanceTarget: h.RebalanceTarget, ShedTotal: h.ShedTotal}
-	}
 	if srv.Addr != "" && (st.answer == nil || st.answerAddr != srv.Addr) {
 		st.answerAddr, st.answer, st.answerText = srv.Addr, encodeAnswer(id, srv.Addr), []byte(srv.Addr)
 	}
-	st.base, st.dirty = srv, false
+	st.draining, st.dirty = srv.Draining, false
+	*out = srv
 }
 
 func earliest(a, b time.Time) time.Time {
