@@ -148,7 +148,9 @@ func guard(servers []Server, bal Balancing, prev guardState) (string, guardState
 	removedFrom := func(base []idWeight) (out []int, n int) {
 		i := 0
 		for _, b := range base {
-			for i < len(servers) && servers[i].ID < b.id {
+			// Ids usually match at once (the same string, so == is cheap);
+			// ordering compares only when servers left or joined.
+			for i < len(servers) && servers[i].ID != b.id && servers[i].ID < b.id {
 				i++
 			}
 			switch {
