@@ -372,10 +372,46 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 	// have removed the history that resolved them (see resolve.go).
 	recheck := time.NewTicker(w.cfg.ResolveInterval)
 	defer recheck.Stop()
+	// A burst of watch responses (a leader writing many verdicts, one
+	// transaction each) is published as one snapshot per publishGap:
+	// events are applied as they come, and the build waits for the gap.
+	// pending says applied events are not published yet; anything that
+	// confirms a revision, or ends the watch, publishes them first.
+	coalesce := time.NewTimer(time.Hour)
+	coalesce.Stop()
+	defer coalesce.Stop()
+	pending := false
+	var published time.Time
+	flush := func() error {
+		if !pending {
+			return nil
+		}
+		pending = false
+		coalesce.Stop()
+		w.resolve(ctx, m, false)
+		if err := w.publish(m, m.rev); err != nil {
+			return err
+		}
+		published = w.cfg.Now()
+		schedule()
+		return nil
+	}
+	defer func() {
+		// Events applied but not published when the watch ends: publish
+		// them, so the snapshot never lags a revision m has applied.
+		if err := flush(); err != nil && ctx.Err() == nil {
+			w.log.WithError(err).Warn("publish the events applied before the watch ended")
+		}
+	}()
 	for {
 		var resp clientv3.WatchResponse
 		var ok bool
 		select {
+		case <-coalesce.C:
+			if err := flush(); err != nil {
+				return false, delivered, err
+			}
+			continue
 		case <-recheck.C:
 			if w.resolve(ctx, m, true) {
 				if err := w.publishQuiet(m); err != nil {
@@ -408,6 +444,9 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 		}
 		delivered = true
 		if resp.IsProgressNotify() {
+			if err := flush(); err != nil {
+				return false, delivered, err
+			}
 			w.confirm(resp.Header.Revision)
 			continue
 		}
@@ -432,17 +471,30 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 		// response's header revision can run ahead of events still queued
 		// for this watcher, so it is not used to advance m.rev.
 		m.rev = resp.Events[len(resp.Events)-1].Kv.ModRevision
-		w.resolve(ctx, m, false)
-		if err := w.publish(m, m.rev); err != nil {
+		if wait := publishGap - w.cfg.Now().Sub(published); wait > 0 {
+			if !pending {
+				coalesce.Reset(wait)
+			}
+			pending = true
+			continue
+		}
+		pending = true
+		if err := flush(); err != nil {
 			return false, delivered, err
 		}
-		schedule()
 	}
 	if ctx.Err() != nil {
 		return false, delivered, nil
 	}
 	return false, delivered, errors.New("watch channel closed")
 }
+
+// publishGap is the least time between two snapshots published for watch
+// events. A lone change is published at once; during a burst, a replica
+// of 10,000 servers builds at most 1/publishGap snapshots a second (a few
+// milliseconds each) instead of one per transaction, and a change waits
+// at most publishGap.
+const publishGap = 20 * time.Millisecond
 
 // publish builds and installs a snapshot of m, known current at rev.
 func (w *Watcher) publish(m *model, rev int64) error {
@@ -484,6 +536,7 @@ func (w *Watcher) install(m *model) error {
 			w.log.WithField("revision", m.rev).Error("ELECTION BLOCKED: " + p)
 		}
 	}
+	w.metrics.builds.Inc()
 	if prev := w.snap.Swap(s); prev != nil && prev.LeaderEpoch != s.LeaderEpoch {
 		w.metrics.leaderChanges.Inc()
 	}
@@ -542,6 +595,7 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 type metrics struct {
 	invalid, lists, compactions, staleEvents prometheus.Counter
 	massRemovals, timedRebuilds, unresolved  prometheus.Counter
+	builds                                   prometheus.Counter
 	leaderChanges                            prometheus.Counter
 	revision, servers, eligible, panic       prometheus.Gauge
 	allDown                                  prometheus.Gauge
@@ -570,6 +624,8 @@ func newMetrics(reg prometheus.Registerer, verdictAge func() float64) (*metrics,
 			Help: "Servers get-tcp-ip may return."}),
 		massRemovals: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_mass_removals_total",
 			Help: "Updates that took more than half of the eligible servers out at once."}),
+		builds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_builds_total",
+			Help: "Snapshots built and published (listings, watch events, timed rebuilds); a burst of watch events is built once per 20ms."}),
 		timedRebuilds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_timed_rebuilds_total",
 			Help: "Snapshots rebuilt without an etcd event (slow start, report expiry)."}),
 		unresolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_unresolved_values_total",
@@ -581,7 +637,7 @@ func newMetrics(reg prometheus.Registerer, verdictAge func() float64) (*metrics,
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.invalid, m.lists, m.compactions, m.staleEvents, m.revision, m.servers, m.eligible,
-			m.massRemovals, m.timedRebuilds, m.panic, m.unresolved, m.allDown, m.verdictAge, m.leaderChanges} {
+			m.massRemovals, m.timedRebuilds, m.panic, m.unresolved, m.allDown, m.verdictAge, m.leaderChanges, m.builds} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register store metrics: %w", err)
 			}
