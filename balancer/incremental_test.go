@@ -95,3 +95,40 @@ func TestWRRWithoutTable(t *testing.T) {
 		t.Fatalf("Pick allocates %v", got)
 	}
 }
+
+// BenchmarkNewOneChanged measures rebuilding a 10,000-backend picker after
+// one backend's eligibility changed (a health verdict), with the previous
+// picker and static ring weights as the store passes them: the case every
+// replica meets on every watch event.
+func BenchmarkNewOneChanged(b *testing.B) {
+	const n = 10000
+	backends := make([]Backend, n)
+	ringW := make([]int, n)
+	loads := make([]Load, n)
+	for i := range backends {
+		backends[i] = Backend{ID: fmt.Sprintf("s%05d", i), Weight: 50 + i%200}
+		ringW[i] = backends[i].Weight
+		loads[i] = Load{Assigned: new(Counter)}
+	}
+	for _, st := range []Strategy{WRR, Hash, P2C} {
+		b.Run(string(st), func(b *testing.B) {
+			prev, err := NewWith(st, backends, Options{RingWeights: ringW, Loads: loads})
+			if err != nil {
+				b.Fatal(err)
+			}
+			next := make([]Backend, n)
+			copy(next, backends)
+			b.ReportAllocs()
+			round := 0
+			for b.Loop() {
+				round++
+				i := round * 7919 % n
+				next[i].Weight = 0
+				if prev, err = NewWith(st, next, Options{RingWeights: ringW, Loads: loads, Previous: prev}); err != nil {
+					b.Fatal(err)
+				}
+				next[i].Weight = backends[i].Weight
+			}
+		})
+	}
+}
