@@ -40,6 +40,9 @@ type model struct {
 	// the last build; orphansStale says a server or a record came or went.
 	orphans      []string
 	orphansStale bool
+	// leaderName is the leader named by the last health record decoded;
+	// see share.
+	leaderName string
 	// election maps election keys to their owner and create revision.
 	election map[string]electionKey
 	// lastPicker is the picker of the last build, whose schedule or ring
@@ -152,10 +155,10 @@ type serverState struct {
 	// applied while fresh; nil otherwise. It points into m.health, and a
 	// change there marks the server dirty.
 	report *Health
-	// answerAddr is the addr answer and answerText encode; they are shared
-	// by every snapshot until the addr changes.
-	answerAddr         string
-	answer, answerText []byte
+	// answer is the get-tcp-ip body for the addr in force, shared by every
+	// snapshot until the addr changes; answers returns it with the text
+	// form, which is its tail.
+	answer []byte
 }
 
 func (s *serverState) empty() bool {
@@ -234,6 +237,9 @@ func (m *model) putAt(key string, value []byte, v version) *rejected {
 		return nil
 	}
 	val, err := parseValue(m.targets, kind, name, value)
+	if h, ok := val.(Health); ok && err == nil {
+		val = m.share(id, h)
+	}
 	f.set(val, err)
 	if err != nil {
 		m.bad[key] = v
@@ -241,6 +247,21 @@ func (m *model) putAt(key string, value []byte, v version) *rejected {
 	}
 	delete(m.bad, key)
 	return nil
+}
+
+// share points the strings of a decoded health record at equal ones the
+// model already holds, the server's addr and the last leader name, rather
+// than keep a copy of each per record.
+func (m *model) share(id string, h Health) Health {
+	if s := m.servers[id]; s != nil && s.addr.hasGood && s.addr.good == h.Addr {
+		h.Addr = s.addr.good
+	}
+	if h.Leader == m.leaderName {
+		h.Leader = m.leaderName
+	} else {
+		m.leaderName = h.Leader
+	}
+	return h
 }
 
 // fieldOf returns the field holding the value of a key of kind, creating
@@ -508,7 +529,7 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 	// only, which are all get-tcp-ip may return.
 	for i, st := range m.order {
 		if srv := &s.Servers[i]; srv.Eligible {
-			srv.answer, srv.answerText = st.answer, st.answerText
+			srv.answer, srv.answerText = answers(st.answer, srv.Addr)
 		}
 	}
 	s.OldestVerdict = oldestVerdict(s.Servers)
@@ -623,8 +644,8 @@ func (m *model) refresh(st *serverState, out *Server) {
 		st.picks = new(balancer.Counter)
 	}
 	srv.picks = st.picks
-	if srv.Addr != "" && (st.answer == nil || st.answerAddr != srv.Addr) {
-		st.answerAddr, st.answer, st.answerText = srv.Addr, encodeAnswer(id, srv.Addr), []byte(srv.Addr)
+	if a, _ := answers(st.answer, srv.Addr); srv.Addr != "" && a == nil {
+		st.answer = encodeAnswer(id, srv.Addr)
 	}
 	st.draining, st.dirty = srv.Draining, false
 	*out = srv

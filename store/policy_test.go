@@ -204,3 +204,21 @@ func fullDigest(s *Snapshot) string {
 	}
 	return b.String()
 }
+
+func TestAnswers(t *testing.T) {
+	for _, addr := range []string{"10.0.0.1:9000", "[::1]:80", "h.example:1"} {
+		body := encodeAnswer("tcp1", addr)
+		a, text := answers(body, addr)
+		if string(a) != string(body) || string(text) != addr || cap(text) != len(text) {
+			t.Errorf("answers(%s) = %s, %q (cap %d)", body, a, text, cap(text))
+		}
+		for _, other := range []string{"", "0.0.0.1:9000", "x" + addr, addr[1:]} {
+			if a, text := answers(body, other); a != nil || text != nil {
+				t.Errorf("answers(%s, %q) = %s, %q; want nil: made for another addr", body, other, a, text)
+			}
+		}
+	}
+	if a, _ := answers(encodeAnswer("t", "a<b:1"), "a<b:1"); a != nil {
+		t.Error("an escaped addr read back from the body")
+	}
+}

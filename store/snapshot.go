@@ -289,7 +289,10 @@ func newSnapshot(s *Snapshot, prev *balancer.Picker) (*Snapshot, error) {
 			continue
 		}
 		if srv.answer == nil {
-			srv.answer, srv.answerText = encodeAnswer(srv.ID, srv.Addr), []byte(srv.Addr)
+			body := encodeAnswer(srv.ID, srv.Addr)
+			if srv.answer, srv.answerText = answers(body, srv.Addr); srv.answer == nil {
+				srv.answer, srv.answerText = body, []byte(srv.Addr)
+			}
 		}
 		backends[i].Weight = srv.EffectiveWeight
 		if srv.counter == nil {
@@ -328,4 +331,20 @@ func encodeAnswer(id, addr string) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// answers returns the JSON body encodeAnswer made for addr and the plain
+// text one, addr itself, read from the body's tail (`..."addr":"<addr>"}`)
+// so that a server costs one buffer; an addr that JSON escapes (valid
+// addrs never need it) gets a buffer of its own. Both are nil when body
+// was not made for addr.
+func answers(body []byte, addr string) (answer, text []byte) {
+	const before, after = `,"addr":"`, `"}`
+	end := len(body) - len(after)
+	start := end - len(addr)
+	if addr == "" || start < len(before) || strings.ContainsAny(addr, `"\`) ||
+		string(body[start-len(before):start]) != before || string(body[start:end]) != addr || string(body[end:]) != after {
+		return nil, nil
+	}
+	return body, body[start:end:end]
 }
