@@ -183,6 +183,10 @@ type wrr struct {
 	// built holds the weights seq was built from, for reuse by a later
 	// picker (Options.Previous).
 	built []int64
+	// Without seq, buckets[b] is the backend owning the first weight unit
+	// of the b-th of len(buckets) equal slices of the total weight: a slot
+	// starts its search there instead of a binary search over all.
+	buckets []int32
 }
 
 // newWRR builds the schedule for weights, or reuses prev's when prev is a
@@ -194,6 +198,19 @@ func newWRR(p *Picker, weights []int64, prev *Picker) *wrr {
 		s.seq = old.seq
 	case exactAffordable(weights):
 		s.seq = buildSchedule(weights)
+	}
+	if s.seq == nil && p.eligible > 0 {
+		s.buckets = make([]int32, p.eligible)
+		total, n := uint64(p.total()), uint64(len(s.buckets))
+		i := 0
+		for b := range s.buckets {
+			hi, lo := bits.Mul64(uint64(b), total)
+			u, _ := bits.Div64(hi, lo, n) // first unit of slice b: b·total/n
+			for p.prefix[i+1] <= int64(u) {
+				i++
+			}
+			s.buckets[b] = int32(i)
+		}
 	}
 	if n := s.period(p); n > 0 {
 		// A random start keeps replicas, and successive snapshots in one
@@ -235,8 +252,16 @@ func (s *wrr) at(p *Picker, pos uint64) int32 {
 	if s.seq != nil {
 		return s.seq[pos%uint64(len(s.seq))]
 	}
-	hi, _ := bits.Mul64(pos*weylStep, uint64(p.total()))
-	return int32(p.locate(int64(hi)))
+	x := pos * weylStep // the point, as a fraction of 2^64
+	r, _ := bits.Mul64(x, uint64(p.total()))
+	b, _ := bits.Mul64(x, uint64(len(s.buckets)))
+	// Slice b starts at or before unit r, so the owner is at most a few
+	// ranges (the slice's share of backends) further on.
+	i := int(s.buckets[b])
+	for uint64(p.prefix[i+1]) <= r {
+		i++
+	}
+	return int32(i)
 }
 
 func (s *wrr) first(p *Picker, _ string) int {
