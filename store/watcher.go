@@ -382,6 +382,7 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 	defer coalesce.Stop()
 	pending := false
 	var published time.Time
+	gap := publishGap
 	flush := func() error {
 		if !pending {
 			return nil
@@ -389,9 +390,11 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 		pending = false
 		coalesce.Stop()
 		w.resolve(ctx, m, false)
+		began := time.Now()
 		if err := w.publish(m, m.rev); err != nil {
 			return err
 		}
+		gap = min(max(publishGap, 4*time.Since(began)), maxPublishGap)
 		published = w.cfg.Now()
 		schedule()
 		return nil
@@ -471,7 +474,7 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 		// response's header revision can run ahead of events still queued
 		// for this watcher, so it is not used to advance m.rev.
 		m.rev = resp.Events[len(resp.Events)-1].Kv.ModRevision
-		if wait := publishGap - w.cfg.Now().Sub(published); wait > 0 {
+		if wait := gap - w.cfg.Now().Sub(published); wait > 0 {
 			if !pending {
 				coalesce.Reset(wait)
 			}
@@ -490,11 +493,16 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 }
 
 // publishGap is the least time between two snapshots published for watch
-// events. A lone change is published at once; during a burst, a replica
-// of 10,000 servers builds at most 1/publishGap snapshots a second (a few
-// milliseconds each) instead of one per transaction, and a change waits
-// at most publishGap.
-const publishGap = 20 * time.Millisecond
+// events. A lone change is published at once; during a burst a replica
+// builds one snapshot per gap instead of one per transaction, and a change
+// waits at most one gap. The gap is publishGap, or four times the last
+// build's duration where that is longer (a large fleet on a slow or busy
+// machine), up to maxPublishGap: builds then take at most about a quarter
+// of a core however long the burst.
+const (
+	publishGap    = 20 * time.Millisecond
+	maxPublishGap = 250 * time.Millisecond
+)
 
 // publish builds and installs a snapshot of m, known current at rev.
 func (w *Watcher) publish(m *model, rev int64) error {
