@@ -51,7 +51,7 @@ func newMetrics(reg prometheus.Registerer, requests *prometheus.CounterVec, s *S
 	degraded := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tcpdispatch_degraded_answers_total",
 		Help: "get-tcp-ip answers given from the all-down fallback (header " + DegradedHeader + ")."},
 		func() float64 { return float64(s.degraded.Load()) })
-	for _, c := range []prometheus.Collector{requests, degraded, m.latency, buildInfo, newStateCollector(s)} {
+	for _, c := range []prometheus.Collector{requests, degraded, m.latency, buildInfo, newStateCollector(s), s.badAdmin} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register api metrics: %w", err)
 		}

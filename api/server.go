@@ -156,6 +156,8 @@ type Server struct {
 	sec      security
 
 	picks, noServer, badRequest, heads prometheus.Counter
+	// badAdmin counts admin requests rejected for bad parameters, by route.
+	badAdmin *prometheus.CounterVec
 }
 
 // New returns a server answering from src. gatherer serves /metrics when
@@ -169,7 +171,9 @@ func New(cfg Config, src Source, leader LeaderState, log *logrus.Entry, reg prom
 	requests := newRequestsCounter()
 	s := &Server{cfg: cfg, src: src, leader: leader, log: log,
 		picks: requests.WithLabelValues("ok"), noServer: requests.WithLabelValues("no_server"),
-		badRequest: requests.WithLabelValues("bad_request"), heads: requests.WithLabelValues("head")}
+		badRequest: requests.WithLabelValues("bad_request"), heads: requests.WithLabelValues("head"),
+		badAdmin: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tcpdispatch_admin_bad_requests_total",
+			Help: "Admin requests answered 400 for bad parameters, by route."}, []string{"route"})}
 	m, err := newMetrics(reg, requests, s)
 	if err != nil {
 		return nil, err
@@ -330,6 +334,9 @@ type serversResponse struct {
 	Panic     bool          `json:"panic"`
 	Balancing balancingView `json:"balancing"`
 	Servers   []serverView  `json:"servers"`
+	// Next, when ?limit= cut the list, is the cursor of the next page: pass
+	// it as ?after= (with the same state filter).
+	Next string `json:"next,omitempty"`
 }
 
 // serverView is one server in /v1/servers: the server as the dispatcher
@@ -364,10 +371,16 @@ func (s *Server) servers(c echo.Context) error {
 	if snap == nil {
 		return writeError(c, http.StatusServiceUnavailable, noSnapshotReason)
 	}
-	views := make([]serverView, len(snap.Servers))
-	for i := range snap.Servers {
-		views[i] = serverView{ServerInfo: snap.Servers[i].Info(), Assigned: snap.Servers[i].Assigned()}
-		if u := snap.Servers[i].StatusURL; u != "" {
+	pg, err := parseServersPage(c.QueryParams())
+	if err != nil {
+		s.badAdmin.WithLabelValues("/v1/servers").Inc()
+		return writeError(c, http.StatusBadRequest, err.Error())
+	}
+	page, next := pg.page(snap.Servers)
+	views := make([]serverView, len(page))
+	for i, srv := range page {
+		views[i] = serverView{ServerInfo: srv.Info(), Assigned: srv.Assigned()}
+		if u := srv.StatusURL; u != "" {
 			views[i].StatusURL = keyspace.RedactURL(u)
 		}
 	}
@@ -379,7 +392,7 @@ func (s *Server) servers(c echo.Context) error {
 			OverloadThreshold: b.OverloadThreshold, OverloadRecover: b.OverloadRecover, HashLoadFactor: b.HashLoadFactor,
 			Accounting: b.Accounting, MassRemoval: string(b.MassRemoval), AllDown: string(b.AllDown),
 			Rebalance: string(b.Rebalance.Mode), RebalanceTolerance: b.Rebalance.Tolerance, RebalanceRate: b.Rebalance.Rate.String()},
-		Servers: views,
+		Servers: views, Next: next,
 	})
 }
 

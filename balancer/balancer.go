@@ -5,11 +5,16 @@
 // and make no allocations. Five strategies are offered:
 //
 //   - WRR: nginx's smooth weighted round robin, precomputed as a schedule so
-//     a pick is one atomic add and one slice read.
+//     a pick is one atomic add and one slice read. Where that schedule would
+//     be costly to build (large fleets, load-adjusted weights), slot k is
+//     instead the backend owning the golden-ratio point k of the total
+//     weight: as smooth, O(log n) per pick, and nothing to build.
 //   - Random: weighted random, O(log n) per pick.
 //   - Hash: consistent hashing (a ketama-like ring) on a caller-supplied key.
 //     Ring positions depend only on backend IDs, weights and the key, so every
-//     dispatcher replica maps a key to the same backend. With a load factor
+//     dispatcher replica maps a key to the same backend. With
+//     Options.RingWeights, backends of weight 0 keep their points and picks
+//     step over them, so eligibility changes reuse the ring. With a load factor
 //     (Options.HashLoadFactor) it is consistent hashing with bounded loads
 //     (Mirrokni, Thorup, Zadimoghaddam 2017): a key whose backend is full
 //     walks on to the next backend with room.
@@ -161,10 +166,14 @@ type Options struct {
 	// only decides eligibility (> 0) and each backend's share of the load
 	// bound. Callers pass static weights here and load-adjusted ones as
 	// Weight, so that load changes move no keys on the ring. Entries <= 0
-	// of eligible backends count as 1.
+	// of eligible backends count as 1. A backend of Weight 0 with a
+	// positive entry keeps its points, and picks step over them: its keys
+	// go where removing it would send them, and when only eligibility
+	// changes, Previous's ring is reused instead of placed again.
 	RingWeights []int
 	// Previous, when not nil, is a picker built earlier (typically for the
-	// snapshot this one replaces). Its WRR schedule or hash ring, the
+	// snapshot this one replaces). Its ID index is shared when the IDs are
+	// the same, in the same order, and its WRR schedule or hash ring, the
 	// costly parts (a 10,000-backend ring takes ~160ms), is reused when
 	// built from the same IDs and weights; nothing else is shared.
 	Previous *Picker
@@ -303,23 +312,30 @@ func NewWith(s Strategy, backends []Backend, o Options) (*Picker, error) {
 	}
 	p := &Picker{
 		strategy: s,
-		ids:      make([]string, len(backends)),
-		index:    make(map[string]int32, len(backends)),
 		prefix:   make([]int64, len(backends)+1),
 		conns:    make([]int64, len(backends)),
 		counters: make([]*Counter, len(backends)),
 		invW:     make([]float64, len(backends)),
 	}
+	// The ID list and its index change only when backends join or leave;
+	// a rebuild for changed weights or loads shares the previous ones.
+	if prev := o.Previous; prev != nil && sameIDs(prev.ids, backends) {
+		p.ids, p.index = prev.ids, prev.index
+	} else {
+		p.ids, p.index = make([]string, len(backends)), make(map[string]int32, len(backends))
+		for i, b := range backends {
+			if _, dup := p.index[b.ID]; dup {
+				return nil, fmt.Errorf("new picker: backend %q: %w", b.ID, ErrDuplicateID)
+			}
+			p.ids[i] = b.ID
+			p.index[b.ID] = int32(i)
+		}
+	}
 	weights := make([]int64, len(backends))
 	for i, b := range backends {
-		if _, dup := p.index[b.ID]; dup {
-			return nil, fmt.Errorf("new picker: backend %q: %w", b.ID, ErrDuplicateID)
-		}
 		if b.Weight > maxWeight {
 			return nil, fmt.Errorf("new picker: backend %q weight %d: %w (max %d)", b.ID, b.Weight, ErrWeightTooLarge, maxWeight)
 		}
-		p.ids[i] = b.ID
-		p.index[b.ID] = int32(i)
 		if b.Weight > 0 {
 			weights[i] = int64(b.Weight)
 			p.invW[i] = 1 / float64(b.Weight)
@@ -341,6 +357,19 @@ func NewWith(s Strategy, backends []Backend, o Options) (*Picker, error) {
 	}
 	p.s = newChooser(s, p, weights, o)
 	return p, nil
+}
+
+// sameIDs reports whether backends carry exactly ids, in order.
+func sameIDs(ids []string, backends []Backend) bool {
+	if len(ids) != len(backends) {
+		return false
+	}
+	for i := range ids {
+		if ids[i] != backends[i].ID {
+			return false
+		}
+	}
+	return true
 }
 
 // Strategy returns the strategy the Picker was built with.

@@ -71,24 +71,44 @@ func buildRing(ids []string, w []int64) (ring []uint64, owner []int32) {
 
 // ring is consistent hashing, bounded when the Picker's bound is set: ring
 // points sorted by position, each owned by a backend.
+//
+// With Options.RingWeights, every backend of positive ring weight has its
+// points, eligible or not, and walks step over the points of backends of
+// weight 0. Skipping a backend's points sends its keys exactly where
+// removing them would, so a change of eligibility (a health verdict, a
+// drain, a load report) moves no other key and reuses the ring as it is.
 type ring struct {
 	points []uint64
 	owner  []int32 // owner[j] is the backend at points[j]
 	// built holds the weights the ring was built from, for reuse by a later
 	// picker (Options.Previous).
 	built []int64
+	// walk and walkOwner are the points walks read: points itself, or,
+	// when eligible backends own few of them, only theirs (see sparse).
+	walk      []uint64
+	walkOwner []int32
 }
+
+// sparseShare: when backends of weight 0 hold more than this share of the
+// ring's weight, walks get a ring of the eligible points only, so that a
+// walk stays short; filtering keeps every answer the same.
+const sparseShare = 0.75
 
 // newRing places the ring by o.RingWeights when given (static weights, so
 // load changes move no keys) and by weights otherwise, reusing o.Previous's
 // ring when built from the same IDs and weights; it sets p.bound.
 func newRing(p *Picker, weights []int64, o Options) *ring {
 	ringW := weights
+	var placed, idle int64 // ring weight of all backends, of ineligible ones
 	if o.RingWeights != nil {
 		ringW = make([]int64, len(weights))
 		for i, w := range weights {
-			if w > 0 {
-				ringW[i] = min(max(1, int64(o.RingWeights[i])), maxWeight)
+			if rw := int64(o.RingWeights[i]); w > 0 || rw > 0 {
+				ringW[i] = min(max(1, rw), maxWeight)
+				placed += ringW[i]
+				if w <= 0 {
+					idle += ringW[i]
+				}
 			}
 		}
 	}
@@ -98,6 +118,16 @@ func newRing(p *Picker, weights []int64, o Options) *ring {
 	} else {
 		r.points, r.owner = buildRing(p.ids, ringW)
 	}
+	r.walk, r.walkOwner = r.points, r.owner
+	if idle > 0 && float64(idle) > sparseShare*float64(placed) {
+		r.walk, r.walkOwner = nil, nil
+		for j, c := range r.owner {
+			if weights[c] > 0 {
+				r.walk = append(r.walk, r.points[j])
+				r.walkOwner = append(r.walkOwner, c)
+			}
+		}
+	}
 	if o.HashLoadFactor > 0 && p.total() > 0 {
 		p.bound = o.HashLoadFactor / float64(p.total())
 	}
@@ -106,10 +136,16 @@ func newRing(p *Picker, weights []int64, o Options) *ring {
 
 func (r *ring) first(p *Picker, key string) int {
 	switch {
-	case len(r.points) == 0:
+	case p.eligible == 0 || len(r.walk) == 0:
 		return -1
 	case p.bound == 0:
-		return int(r.owner[r.start(key)])
+		n := len(r.walk)
+		for j, start := 0, r.start(key); j < n; j++ {
+			if c := r.walkOwner[(start+j)%n]; p.weight(int(c)) > 0 {
+				return int(c)
+			}
+		}
+		return -1
 	}
 	return r.bounded(p, key, nil)
 }
@@ -122,9 +158,9 @@ func (r *ring) choose(p *Picker, key string, t *taken, dst []int, end int) []int
 	}
 	// Every eligible backend has at least one point, so the walk finds all
 	// remaining ones within one turn of the ring.
-	n := len(r.points)
+	n := len(r.walk)
 	for j, start := 0, r.start(key); j < n && len(dst) < end; j++ {
-		if c := r.owner[(start+j)%n]; !t.has(c) {
+		if c := r.walkOwner[(start+j)%n]; !t.has(c) && p.weight(int(c)) > 0 {
 			dst = p.take(t, dst, int(c))
 		}
 	}
@@ -132,27 +168,31 @@ func (r *ring) choose(p *Picker, key string, t *taken, dst []int, end int) []int
 }
 
 // bounded walks the ring clockwise from key's position to the first
-// backend not in t (t may be nil) whose load is below its bound. If every
-// remaining backend is full, which the bound's definition rules out unless
-// concurrent picks race past it, it returns the key's first remaining
-// backend, as unbounded hashing would.
+// eligible backend not in t (t may be nil) whose load is below its bound.
+// If every remaining backend is full, which the bound's definition rules
+// out unless concurrent picks race past it, it returns the key's first
+// remaining backend, as unbounded hashing would.
 func (r *ring) bounded(p *Picker, key string, t *taken) int {
-	n := len(r.points)
+	n := len(r.walk)
 	total := p.base + p.picked.Load()
 	limit := p.bound * float64(total+1)
 	first := -1
 	for j, start := 0, r.start(key); j < n; j++ {
-		c := r.owner[(start+j)%n]
+		c := r.walkOwner[(start+j)%n]
 		if t != nil && t.has(c) {
 			continue
 		}
 		i := int(c)
+		w := p.weight(i)
+		if w == 0 {
+			continue
+		}
 		if first < 0 {
 			first = i
 		}
 		// Capacity is ceil(limit × weight). The relative epsilon keeps a
 		// product that should be an exact integer from rounding up past it.
-		if x := limit * float64(p.weight(i)); float64(p.load(i)) < math.Ceil(x-x*1e-9) {
+		if x := limit * float64(w); float64(p.load(i)) < math.Ceil(x-x*1e-9) {
 			return i
 		}
 	}
@@ -162,8 +202,8 @@ func (r *ring) bounded(p *Picker, key string, t *taken) int {
 // start returns the index of the first ring point at or after the key's
 // position, wrapping to 0 past the last point. The ring must not be empty.
 func (r *ring) start(key string) int {
-	j, _ := slices.BinarySearch(r.points, hash64(key))
-	if j == len(r.points) {
+	j, _ := slices.BinarySearch(r.walk, hash64(key))
+	if j == len(r.walk) {
 		return 0
 	}
 	return j

@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"math/bits"
 	"math/rand/v2"
 	"slices"
 )
@@ -163,48 +164,122 @@ const (
 	maxWalk  = 64
 )
 
+// weylStep is 2^64 divided by the golden ratio: position k of a schedule
+// without a table sits at frac(k·step/2^64) of the total weight. By the
+// three-gap theorem these points stay evenly spread for any number of
+// picks, so successive picks interleave backends in proportion to their
+// weights, as a precomputed schedule does.
+const weylStep = 0x9E3779B97F4A7C15
+
 // wrr is smooth weighted round robin: a precomputed schedule of backend
-// indices, one per slot, read at the Picker's atomic position.
+// indices, one per slot, read at the Picker's atomic position. When the
+// exact nginx schedule would cost more than nginxBudget to build (large
+// fleets, or weights without a large common divisor, such as load-adjusted
+// ones), seq is nil and slot k is the backend owning the golden-ratio point
+// k of the total weight: no table, O(log n) per pick, and a rebuild for
+// changed weights costs only the prefix sums every Picker has.
 type wrr struct {
 	seq []int32
 	// built holds the weights seq was built from, for reuse by a later
 	// picker (Options.Previous).
 	built []int64
+	// Without seq, buckets[b] is the backend owning the first weight unit
+	// of the b-th of len(buckets) equal slices of the total weight: a slot
+	// starts its search there instead of a binary search over all.
+	buckets []int32
 }
 
 // newWRR builds the schedule for weights, or reuses prev's when prev is a
 // WRR picker over the same IDs and weights.
 func newWRR(p *Picker, weights []int64, prev *Picker) *wrr {
 	s := &wrr{built: weights}
-	if old, ok := prevChooser[*wrr](p, prev); ok && slices.Equal(old.built, weights) {
+	switch old, ok := prevChooser[*wrr](p, prev); {
+	case ok && slices.Equal(old.built, weights):
 		s.seq = old.seq
-	} else {
+	case exactAffordable(weights):
 		s.seq = buildSchedule(weights)
 	}
-	if len(s.seq) > 0 {
+	if s.seq == nil && p.eligible > 0 {
+		s.buckets = make([]int32, p.eligible)
+		total, n := uint64(p.total()), uint64(len(s.buckets))
+		i := 0
+		for b := range s.buckets {
+			hi, lo := bits.Mul64(uint64(b), total)
+			u, _ := bits.Div64(hi, lo, n) // first unit of slice b: b·total/n
+			for p.prefix[i+1] <= int64(u) {
+				i++
+			}
+			s.buckets[b] = int32(i)
+		}
+	}
+	if n := s.period(p); n > 0 {
 		// A random start keeps replicas, and successive snapshots in one
 		// replica, from all sending their next client to the same backend.
-		p.next.Store(rand.Uint64N(uint64(len(s.seq))))
+		p.next.Store(rand.Uint64N(n))
 	}
 	return s
 }
 
+// exactAffordable reports whether nginx's exact schedule for weights takes
+// at most nginxBudget steps to build: period (sum of the weights over their
+// common divisor) × backends.
+func exactAffordable(weights []int64) bool {
+	var g, sum, n int64
+	for _, x := range weights {
+		if x > 0 {
+			for y := x; y != 0; {
+				g, y = y, g%y
+			}
+			sum += x
+			n++
+		}
+	}
+	return n == 0 || sum/g <= nginxBudget/n
+}
+
+// period returns the number of distinct slots: the schedule's length, or
+// for the golden-ratio sequence the total weight; 0 when nothing is
+// eligible.
+func (s *wrr) period(p *Picker) uint64 {
+	if s.seq != nil || p.eligible == 0 {
+		return uint64(len(s.seq))
+	}
+	return uint64(p.total())
+}
+
+// at returns the backend in slot pos; the caller has checked period > 0.
+func (s *wrr) at(p *Picker, pos uint64) int32 {
+	if s.seq != nil {
+		return s.seq[pos%uint64(len(s.seq))]
+	}
+	x := pos * weylStep // the point, as a fraction of 2^64
+	r, _ := bits.Mul64(x, uint64(p.total()))
+	b, _ := bits.Mul64(x, uint64(len(s.buckets)))
+	// Slice b starts at or before unit r, so the owner is at most a few
+	// ranges (the slice's share of backends) further on.
+	i := int(s.buckets[b])
+	for uint64(p.prefix[i+1]) <= r {
+		i++
+	}
+	return int32(i)
+}
+
 func (s *wrr) first(p *Picker, _ string) int {
-	if len(s.seq) == 0 {
+	if s.period(p) == 0 {
 		return -1
 	}
-	return int(s.seq[p.tick()%uint64(len(s.seq))])
+	return int(s.at(p, p.tick()))
 }
 
 func (s *wrr) choose(p *Picker, _ string, t *taken, dst []int, end int) []int {
-	l := uint64(len(s.seq))
+	l := s.period(p)
 	// The first choice claims successive slots until one holds an allowed
 	// backend. Skipped slots are used up rather than handed to whichever
 	// backend follows them in the schedule, so requests that exclude a
 	// backend see the others in their weight proportions.
 	pos, i := p.tick(), -1
 	for skips := 0; ; skips++ {
-		if c := s.seq[pos%l]; !t.has(c) {
+		if c := s.at(p, pos); !t.has(c) {
 			i = int(c)
 			break
 		}
@@ -222,7 +297,7 @@ func (s *wrr) choose(p *Picker, _ string, t *taken, dst []int, end int) []int {
 	for len(dst) < end {
 		i = -1
 		for limit := min(step+maxWalk, l); step < limit && i < 0; step++ {
-			if c := s.seq[(pos+step)%l]; !t.has(c) {
+			if c := s.at(p, pos+step); !t.has(c) {
 				i = int(c)
 			}
 		}

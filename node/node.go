@@ -33,7 +33,6 @@ import (
 	"github.com/tcpdispatch/tcpdispatch/api"
 	"github.com/tcpdispatch/tcpdispatch/election"
 	"github.com/tcpdispatch/tcpdispatch/etcdconn"
-	"github.com/tcpdispatch/tcpdispatch/internal/backoff"
 	"github.com/tcpdispatch/tcpdispatch/internal/logging"
 	"github.com/tcpdispatch/tcpdispatch/prober"
 	"github.com/tcpdispatch/tcpdispatch/store"
@@ -301,12 +300,20 @@ func (n *Node) restore(w *store.Watcher, path string) {
 	}
 }
 
-// saveSnapshots writes the current snapshot to path whenever it changes,
-// at most once a second, until ctx is cancelled.
+// snapshotSaveInterval is the least time between two writes of the saved
+// snapshot. At 10,000 servers the file is a few megabytes of JSON, so it is
+// not rewritten for every change: a replica restarted without quorum serves
+// a copy at most this much older than what it last served, and its true
+// age is reported either way.
+const snapshotSaveInterval = 5 * time.Second
+
+// saveSnapshots writes the current snapshot to path when it changed, at
+// most once per snapshotSaveInterval, until ctx is cancelled; then it
+// writes the last one if it is not on disk yet, so that a clean stop
+// leaves the newest copy.
 func (n *Node) saveSnapshots(ctx context.Context, w *store.Watcher, path string) {
 	var saved *store.Snapshot
-	for {
-		changed := w.Changed()
+	save := func() {
 		if s := w.Snapshot(); s != nil && s != saved {
 			if err := store.SaveSnapshot(path, s, w.Sync().At, time.Now()); err != nil {
 				n.log.WithError(err).Warn("save snapshot")
@@ -314,13 +321,24 @@ func (n *Node) saveSnapshots(ctx context.Context, w *store.Watcher, path string)
 				saved = s
 			}
 		}
+	}
+	t := time.NewTimer(snapshotSaveInterval)
+	defer t.Stop()
+	for {
+		changed := w.Changed()
+		save()
 		select {
 		case <-ctx.Done():
+			save()
 			return
 		case <-changed:
 		}
-		if !backoff.Sleep(ctx, time.Second) {
+		t.Reset(snapshotSaveInterval)
+		select {
+		case <-ctx.Done():
+			save()
 			return
+		case <-t.C:
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 type metrics struct {
 	invalid, lists, compactions, staleEvents prometheus.Counter
 	massRemovals, timedRebuilds, unresolved  prometheus.Counter
+	builds                                   prometheus.Counter
 	leaderChanges                            prometheus.Counter
 	revision, servers, eligible, panic       prometheus.Gauge
 	allDown                                  prometheus.Gauge
@@ -39,6 +40,8 @@ func newMetrics(reg prometheus.Registerer, verdictAge func() float64) (*metrics,
 			Help: "Servers get-tcp-ip may return."}),
 		massRemovals: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_mass_removals_total",
 			Help: "Updates that took more than half of the eligible servers out at once."}),
+		builds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_builds_total",
+			Help: "Snapshots built and published (listings, watch events, timed rebuilds); a burst of watch events is built once per publish gap (20ms or more)."}),
 		timedRebuilds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_timed_rebuilds_total",
 			Help: "Snapshots rebuilt without an etcd event (slow start, report expiry)."}),
 		unresolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_store_unresolved_values_total",
@@ -50,7 +53,7 @@ func newMetrics(reg prometheus.Registerer, verdictAge func() float64) (*metrics,
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.invalid, m.lists, m.compactions, m.staleEvents, m.revision, m.servers, m.eligible,
-			m.massRemovals, m.timedRebuilds, m.panic, m.unresolved, m.allDown, m.verdictAge, m.leaderChanges} {
+			m.massRemovals, m.timedRebuilds, m.panic, m.unresolved, m.allDown, m.verdictAge, m.leaderChanges, m.builds} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register store metrics: %w", err)
 			}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -28,12 +27,23 @@ type model struct {
 	strategy field[balancer.Strategy]
 	// config holds the other config/<name> keys (see Balancing).
 	config map[string]*field[any]
-	// lastEligible maps the servers eligible on their own in the last build
-	// to their effective weights, for the mass-removal guard.
-	lastEligible map[string]int
-	// holdBase, while a hold is in force, is the eligible set from just
-	// before the mass removal, with the effective weights held servers get.
-	holdBase map[string]int
+	// guard is the mass-removal guard's memory of earlier builds.
+	guard guardState
+	// order lists the servers sorted by id, as snapshots list them; nil
+	// after a server joined or left, until the next build sorts again.
+	order []*serverState
+	// last is the snapshot of the last successful build, from which the
+	// next copies the entries of servers that did not change; reindex says
+	// m.order changed since, so that the servers' idx must follow.
+	last    *Snapshot
+	reindex bool
+	// orphans are the ids with a health record but no registration, as of
+	// the last build; orphansStale says a server or a record came or went.
+	orphans      []string
+	orphansStale bool
+	// leaderName is the leader named by the last health record decoded;
+	// see share.
+	leaderName string
 	// election maps election keys to their owner and create revision.
 	election map[string]electionKey
 	// lastPicker is the picker of the last build, whose schedule or ring
@@ -117,6 +127,7 @@ type valueField interface {
 }
 
 type serverState struct {
+	id        string
 	addr      field[string]
 	weight    field[int]
 	statusURL field[string]
@@ -131,6 +142,24 @@ type serverState struct {
 	// picks counts this replica's picks of the server for as long as it
 	// stays registered; successive snapshots share it.
 	picks *balancer.Counter
+
+	// dirty says a key of the server or its health record changed since
+	// its entry was derived; a build derives it again (see refresh) and
+	// copies the others from the last snapshot (m.last.Servers[idx]): a
+	// change of k servers costs O(k) work beyond flat copies, and the
+	// entry is kept once, in the snapshot, not a second time here.
+	dirty bool
+	idx   int
+	// draining is the entry's Draining before a report's own flag.
+	draining bool
+	// report is the health record in force when it carries a load report,
+	// applied while fresh; nil otherwise. It points into m.health, and a
+	// change there marks the server dirty.
+	report *Health
+	// answer is the get-tcp-ip body for the addr in force, shared by every
+	// snapshot until the addr changes; answers returns it with the text
+	// form, which is its tail.
+	answer []byte
 }
 
 func (s *serverState) empty() bool {
@@ -146,6 +175,19 @@ func newModel(keys keyspace.Layout) *model {
 		config:   make(map[string]*field[any]),
 		invalid:  make(map[string]string),
 		bad:      make(map[string]version),
+
+		orphansStale: true,
+	}
+}
+
+// touch marks the entry of server id for refresh after a change of one of
+// its keys or of its health record (kind).
+func (m *model) touch(kind keyspace.Kind, id string) {
+	switch kind {
+	case keyspace.KindServerField, keyspace.KindHealth:
+		if s := m.servers[id]; s != nil {
+			s.dirty = true
+		}
 	}
 }
 
@@ -186,6 +228,7 @@ func (m *model) putAt(key string, value []byte, v version) *rejected {
 		return nil
 	}
 	f := m.fieldOf(kind, id, name, true)
+	m.touch(kind, id)
 	if f == nil { // a server field this version does not interpret
 		s := m.servers[id]
 		if s.unknown == nil {
@@ -195,6 +238,9 @@ func (m *model) putAt(key string, value []byte, v version) *rejected {
 		return nil
 	}
 	val, err := parseValue(m.targets, kind, name, value)
+	if h, ok := val.(Health); ok && err == nil {
+		val = m.share(id, h)
+	}
 	f.set(val, err)
 	if err != nil {
 		m.bad[key] = v
@@ -202,6 +248,21 @@ func (m *model) putAt(key string, value []byte, v version) *rejected {
 	}
 	delete(m.bad, key)
 	return nil
+}
+
+// share points the strings of a decoded health record at equal ones the
+// model already holds, the server's addr and the last leader name, rather
+// than keep a copy of each per record.
+func (m *model) share(id string, h Health) Health {
+	if s := m.servers[id]; s != nil && s.addr.hasGood && s.addr.good == h.Addr {
+		h.Addr = s.addr.good
+	}
+	if h.Leader == m.leaderName {
+		h.Leader = m.leaderName
+	} else {
+		m.leaderName = h.Leader
+	}
+	return h
 }
 
 // fieldOf returns the field holding the value of a key of kind, creating
@@ -216,8 +277,9 @@ func (m *model) fieldOf(kind keyspace.Kind, id, name string, create bool) valueF
 			if !create {
 				return nil
 			}
-			s = &serverState{}
+			s = &serverState{id: id, dirty: true, idx: -1}
 			m.servers[id] = s
+			m.order, m.orphansStale = nil, true
 		}
 		switch name {
 		case keyspace.FieldAddr:
@@ -249,6 +311,7 @@ func (m *model) fieldOf(kind keyspace.Kind, id, name string, create bool) valueF
 			}
 			f = &field[Health]{}
 			m.health[id] = f
+			m.orphansStale = true
 		}
 		return f
 	}
@@ -311,6 +374,7 @@ func (m *model) del(key string) {
 		if s == nil {
 			return
 		}
+		s.dirty = true
 		switch name {
 		case keyspace.FieldAddr:
 			s.addr.clear()
@@ -325,13 +389,18 @@ func (m *model) del(key string) {
 		}
 		if s.empty() {
 			delete(m.servers, id)
+			m.order, m.orphansStale = nil, true
 		}
 	case keyspace.KindStrategy:
 		m.strategy.clear()
 	case keyspace.KindConfig:
 		delete(m.config, name)
 	case keyspace.KindHealth:
-		delete(m.health, id)
+		if _, ok := m.health[id]; ok {
+			delete(m.health, id)
+			m.touch(kind, id)
+			m.orphansStale = true
+		}
 	case keyspace.KindElection:
 		delete(m.election, key)
 	}
@@ -394,21 +463,15 @@ func (m *model) endRelist() {
 	m.relisting, m.seen = false, nil
 }
 
-// Bounds on how often a snapshot is rebuilt without an etcd event while a
-// server ramps up: often enough for a smooth ramp, rarely enough to cost
-// nothing.
-const (
-	minRebuildStep = 100 * time.Millisecond
-	maxRebuildStep = time.Second
-)
-
-// minLoadFactor is the smallest factor reported load takes a weight down to
-// while the server is not overloaded.
-const minLoadFactor = 0.05
-
 // build returns an immutable snapshot of the model. Effective weights depend
 // on now (slow start, report expiry); the snapshot's RebuildAt says when
 // they next change without any etcd event.
+//
+// Cost: the servers whose keys changed since the last build are derived
+// again (refresh); every other entry is copied as it was. What remains
+// proportional to the fleet is flat: one copy of the entries, the weight
+// policy's arithmetic over them, and the picker's prefix sums. Sorting the
+// ids, and placing a hash ring, happen only when servers join or leave.
 func (m *model) build(now time.Time) (*Snapshot, error) {
 	s := &Snapshot{Revision: m.rev, BuiltAt: now, Strategy: balancer.WRR}
 	if m.strategy.hasGood {
@@ -430,230 +493,163 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 		s.Candidates = append(s.Candidates, Candidate{Name: e.name, Epoch: e.createRev})
 	}
 	slices.SortFunc(s.Candidates, func(a, b Candidate) int { return cmp.Compare(a.Epoch, b.Epoch) })
-	ids := make([]string, 0, len(m.servers))
-	for id := range m.servers {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	s.Servers = make([]Server, 0, len(ids))
-	// servable marks servers that are registered, healthy, not drained and
-	// of positive static weight: those panic mode spreads over.
-	servable := make([]bool, 0, len(ids))
-	established := false // some servable server is past its slow-start window
-	var rebuild time.Time
-	for _, id := range ids {
-		st := m.servers[id]
-		srv := Server{ID: id, Weight: keyspace.DefaultWeight, State: HealthUnknown, Report: ReportNone, SlowStart: 1}
-		usable := true
-		if st.addr.hasGood {
-			srv.Addr = st.addr.good
-		} else {
-			usable = false
-			if !st.addr.present {
-				srv.Errors = append(srv.Errors, "addr: not registered ("+m.keys.ServerField(id, keyspace.FieldAddr)+" is missing)")
-			}
-		}
-		if st.addr.err != "" {
-			srv.Errors = append(srv.Errors, st.addr.problem())
-		}
-		// A weight key that never held a valid value leaves the documented
-		// default in force: the default is the server's last good weight,
-		// and a typo must not take a served server out.
-		if st.weight.hasGood {
-			srv.Weight = st.weight.good
-		}
-		if st.weight.err != "" {
-			srv.Errors = append(srv.Errors, st.weight.problem())
-		}
-		if st.statusURL.hasGood {
-			srv.StatusURL = st.statusURL.good
-		}
-		if st.statusURL.err != "" {
-			srv.Errors = append(srv.Errors, st.statusURL.problem())
-		}
-		srv.Draining = st.drain.hasGood && st.drain.good || srv.Weight == 0
-		if v, ok := st.unknown[keyspace.FieldDrainReason]; ok {
-			n := keyspace.ParseDrainNote(v)
-			srv.DrainReason = &n
-		}
-		if st.drain.err != "" {
-			srv.Errors = append(srv.Errors, st.drain.problem())
-		}
-		var h Health
-		if hf := m.health[id]; hf != nil {
-			if hf.hasGood && hf.good.Addr == srv.Addr && srv.Addr != "" {
-				h = hf.good
-				srv.Healthy = h.Healthy
-				srv.Since = h.Since
-				srv.Reason = h.Reason
-				srv.CheckedAt, srv.VerdictEpoch = h.CheckedAt, h.Epoch
-				srv.State = HealthDown
-				if srv.Healthy {
-					srv.State = HealthUp
-				}
-			}
-			if hf.err != "" {
-				srv.Errors = append(srv.Errors, hf.problem())
-			}
-		}
-		// A new report starts a new assignment count: the report already
-		// includes the clients counted so far.
-		if st.assigned == nil || !st.reportedAt.Equal(h.ReportedAt) {
-			st.assigned, st.reportedAt = new(balancer.Counter), h.ReportedAt
-		}
-		srv.counter = st.assigned
-		if st.picks == nil {
-			st.picks = new(balancer.Counter)
-		}
-		srv.picks = st.picks
-		if h.HasReport() {
-			srv.ReportedAt = h.ReportedAt
-			srv.Report = ReportExpired
-			if now.Before(h.ReportExpires) {
-				srv.Report = ReportFresh
-				srv.Load, srv.Conns, srv.MaxConns, srv.Overloaded = h.Load, h.Conns, h.MaxConns, h.Overloaded
-				srv.RebalanceTarget, srv.ShedTotal = h.RebalanceTarget, h.ShedTotal
-				srv.Draining = srv.Draining || h.Draining
-				rebuild = earliest(rebuild, h.ReportExpires)
-			}
-		}
-		ok := usable && srv.Healthy && srv.Weight > 0 && !srv.Draining
-		if ok && (bal.SlowStart == 0 || srv.Since.IsZero() || now.Sub(srv.Since) >= bal.SlowStart) {
-			established = true
-		}
-		servable = append(servable, ok)
-		s.Servers = append(s.Servers, srv)
-	}
 
-	// Effective weights: static × load factor × slow start.
-	step := min(max(bal.SlowStart/20, minRebuildStep), maxRebuildStep)
-	eligible, healthy := 0, 0
-	for i := range s.Servers {
+	if m.order == nil {
+		m.order = slices.SortedFunc(maps.Values(m.servers), func(a, b *serverState) int { return strings.Compare(a.id, b.id) })
+		m.reindex = true
+	}
+	s.Servers = make([]Server, len(m.order))
+	var rebuild time.Time
+	for i, st := range m.order {
 		srv := &s.Servers[i]
-		if !servable[i] {
-			continue
+		if st.dirty || st.idx < 0 || m.last == nil {
+			m.refresh(st, srv)
+		} else {
+			*srv = m.last.Servers[st.idx]
+			srv.underive(st.draining)
 		}
-		healthy++
-		if established && bal.SlowStart > 0 && !srv.Since.IsZero() {
-			if age := now.Sub(srv.Since); age < bal.SlowStart {
-				srv.SlowStart = max(MinRampShare, float64(max(age, 0))/float64(bal.SlowStart))
-				rebuild = earliest(rebuild, now.Add(step))
-			}
-		}
-		lf := 1.0
-		if srv.Report == ReportFresh {
-			lf = max(minLoadFactor, 1-srv.Load)
-			if srv.Overloaded {
-				lf = 0
-			}
-		}
-		srv.EffectiveWeight = scaleWeight(srv.Weight, lf*srv.SlowStart)
-		if srv.EffectiveWeight > 0 {
-			srv.Eligible = true
-			eligible++
-		}
-	}
-	// Panic mode: rather than crushing the few servers that have room,
-	// spread over every healthy, undrained one on its static weight.
-	if healthy > 0 && float64(eligible) < bal.PanicThreshold*float64(healthy) {
-		s.Panic = true
-		for i := range s.Servers {
-			if srv := &s.Servers[i]; servable[i] {
-				srv.EffectiveWeight = scaleWeight(srv.Weight, srv.SlowStart)
-				srv.Eligible = true
+		if r := st.report; r != nil {
+			srv.ReportedAt = r.ReportedAt
+			srv.Report = ReportExpired
+			if now.Before(r.ReportExpires) {
+				srv.Report = ReportFresh
+				srv.Load, srv.Conns, srv.MaxConns, srv.Overloaded = r.Load, r.Conns, r.MaxConns, r.Overloaded
+				srv.RebalanceTarget, srv.ShedTotal = r.RebalanceTarget, r.ShedTotal
+				srv.Draining = srv.Draining || r.Draining
+				rebuild = earliest(rebuild, r.ReportExpires)
 			}
 		}
 	}
-	m.guardMassRemoval(s, bal)
-	if bal.AllDown == AllDownServe {
-		serveAllDown(s)
+	w, guard := weigh(s.Servers, bal, now, m.guard)
+	m.guard = guard
+	s.Panic, s.MassRemoval, s.AllDown = w.panic, w.massRemoval, w.allDown
+	if !w.rebuildAt.IsZero() {
+		rebuild = earliest(rebuild, w.rebuildAt)
+	}
+	// Answers are encoded once per addr and carried by eligible entries
+	// only, which are all get-tcp-ip may return.
+	for i, st := range m.order {
+		if srv := &s.Servers[i]; srv.Eligible {
+			srv.answer, srv.answerText = answers(st.answer, srv.Addr)
+		}
 	}
 	s.OldestVerdict = oldestVerdict(s.Servers)
 	s.electionProblems = m.electionProblems()
 	s.Problems = append(s.Problems, s.electionProblems...)
 
-	for id := range m.health {
-		if m.servers[id] == nil {
-			s.orphans = append(s.orphans, id)
+	if m.orphansStale {
+		m.orphans = nil
+		for id := range m.health {
+			if m.servers[id] == nil {
+				m.orphans = append(m.orphans, id)
+			}
 		}
+		sort.Strings(m.orphans)
+		m.orphansStale = false
 	}
-	sort.Strings(s.orphans)
+	s.orphans = m.orphans
 	s.RebuildAt = rebuild
 	s, err := newSnapshot(s, m.lastPicker)
-	if err == nil {
-		m.lastPicker = s.picker
+	if err != nil {
+		// Entries derived for this build are lost with it: derive every
+		// one again next time.
+		for _, st := range m.order {
+			st.dirty = true
+		}
+		return nil, err
 	}
-	return s, err
+	m.lastPicker, m.last = s.picker, s
+	if m.reindex {
+		for i, st := range m.order {
+			st.idx = i
+		}
+		m.reindex = false
+	}
+	return s, nil
 }
 
-// guardMassRemoval compares the eligible servers of s with those of the last
-// build. When one update takes more than half of them out, it records why in
-// s.MassRemoval (the watcher logs and counts it: once per event) and, under
-// policy hold, keeps serving the ones the leader marked down for as long as
-// more than half of that earlier set stays out; then the verdicts apply.
-// A hold in force is not a new event: it is neither logged nor counted
-// again on later builds.
-func (m *model) guardMassRemoval(s *Snapshot, bal Balancing) {
-	find := func(id string) (int, bool) {
-		return slices.BinarySearchFunc(s.Servers, id, func(srv Server, id string) int { return strings.Compare(srv.ID, id) })
-	}
-	// removedFrom counts the members of base that are not eligible now (or
-	// gone) and lists the indices of those still registered.
-	removedFrom := func(base map[string]int) (out []int, n int) {
-		for id := range base {
-			i, ok := find(id)
-			switch {
-			case !ok:
-				n++
-			case !s.Servers[i].Eligible:
-				out = append(out, i)
-				n++
-			}
-		}
-		return out, n
-	}
-	if bal.MassRemoval != MassRemovalHold {
-		m.holdBase = nil
-	}
-	var hold []int
-	if m.holdBase != nil {
-		removed, n := removedFrom(m.holdBase)
-		if 2*n > len(m.holdBase) {
-			hold = removed
-		} else {
-			m.holdBase = nil // enough came back: the verdicts apply
-		}
-	} else if prev := m.lastEligible; len(prev) >= 2 {
-		removed, n := removedFrom(prev)
-		if 2*n > len(prev) {
-			s.MassRemoval = fmt.Sprintf("%d of %d eligible servers removed by one update (policy %s)", n, len(prev), bal.MassRemoval)
-			if bal.MassRemoval == MassRemovalHold {
-				m.holdBase, hold = prev, removed
-			}
-		}
-	}
-	m.lastEligible = make(map[string]int, len(s.Servers))
-	for i := range s.Servers {
-		if srv := &s.Servers[i]; srv.Eligible {
-			m.lastEligible[srv.ID] = srv.EffectiveWeight
-		}
-	}
-	for _, i := range hold {
-		srv := &s.Servers[i]
-		// Only the leader's down verdicts are held; operator intent (drain,
-		// weight 0, a changed addr) is not second-guessed.
-		if srv.State == HealthDown && !srv.Draining && srv.Weight > 0 {
-			srv.Eligible, srv.Held, srv.EffectiveWeight = true, true, m.holdBase[srv.ID]
-		}
-	}
+// underive takes an entry copied from the last snapshot back to what the
+// keys and verdict alone say: no report applied (draining is the entry's
+// Draining without one), no policy, no answer.
+func (srv *Server) underive(draining bool) {
+	srv.Report, srv.ReportedAt, srv.Load, srv.Conns, srv.MaxConns, srv.Overloaded = ReportNone, time.Time{}, 0, 0, 0, false
+	srv.RebalanceTarget, srv.ShedTotal, srv.Draining = 0, 0, draining
+	srv.SlowStart, srv.EffectiveWeight, srv.Eligible, srv.Held, srv.Degraded = 1, 0, false, false, false
+	srv.answer, srv.answerText = nil, nil
 }
 
-// scaleWeight returns w × f rounded, at least 1 when w × f > 0.
-func scaleWeight(w int, f float64) int {
-	if w <= 0 || !(f > 0) {
-		return 0
+// refresh derives the entry of st into srv from the server's keys and
+// health record, as underive leaves a copied one, and clears st.dirty.
+func (m *model) refresh(st *serverState, out *Server) {
+	id := st.id
+	srv := Server{ID: id, Weight: keyspace.DefaultWeight, State: HealthUnknown, Report: ReportNone, SlowStart: 1}
+	if st.addr.hasGood {
+		srv.Addr = st.addr.good
+	} else if !st.addr.present {
+		srv.Errors = append(srv.Errors, "addr: not registered ("+m.keys.ServerField(id, keyspace.FieldAddr)+" is missing)")
 	}
-	return max(1, int(math.Round(float64(w)*min(f, 1))))
+	if st.addr.err != "" {
+		srv.Errors = append(srv.Errors, st.addr.problem())
+	}
+	// A weight key that never held a valid value leaves the documented
+	// default in force: the default is the server's last good weight,
+	// and a typo must not take a served server out.
+	if st.weight.hasGood {
+		srv.Weight = st.weight.good
+	}
+	if st.weight.err != "" {
+		srv.Errors = append(srv.Errors, st.weight.problem())
+	}
+	if st.statusURL.hasGood {
+		srv.StatusURL = st.statusURL.good
+	}
+	if st.statusURL.err != "" {
+		srv.Errors = append(srv.Errors, st.statusURL.problem())
+	}
+	srv.Draining = st.drain.hasGood && st.drain.good || srv.Weight == 0
+	if v, ok := st.unknown[keyspace.FieldDrainReason]; ok {
+		n := keyspace.ParseDrainNote(v)
+		srv.DrainReason = &n
+	}
+	if st.drain.err != "" {
+		srv.Errors = append(srv.Errors, st.drain.problem())
+	}
+	var h Health
+	st.report = nil
+	if hf := m.health[id]; hf != nil {
+		if hf.hasGood && hf.good.Addr == srv.Addr && srv.Addr != "" {
+			h = hf.good
+			if h.HasReport() {
+				st.report = &hf.good
+			}
+			srv.Healthy = h.Healthy
+			srv.Since = h.Since
+			srv.Reason = h.Reason
+			srv.CheckedAt, srv.VerdictEpoch = h.CheckedAt, h.Epoch
+			srv.State = HealthDown
+			if srv.Healthy {
+				srv.State = HealthUp
+			}
+		}
+		if hf.err != "" {
+			srv.Errors = append(srv.Errors, hf.problem())
+		}
+	}
+	// A new report starts a new assignment count: the report already
+	// includes the clients counted so far.
+	if st.assigned == nil || !st.reportedAt.Equal(h.ReportedAt) {
+		st.assigned, st.reportedAt = new(balancer.Counter), h.ReportedAt
+	}
+	srv.counter = st.assigned
+	if st.picks == nil {
+		st.picks = new(balancer.Counter)
+	}
+	srv.picks = st.picks
+	if a, _ := answers(st.answer, srv.Addr); srv.Addr != "" && a == nil {
+		st.answer = encodeAnswer(id, srv.Addr)
+	}
+	st.draining, st.dirty = srv.Draining, false
+	*out = srv
 }
 
 func earliest(a, b time.Time) time.Time {

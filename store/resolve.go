@@ -121,6 +121,7 @@ func (w *Watcher) resolve(ctx context.Context, m *model, all bool) bool {
 			val, _ = parseValue(w.cfg.Targets, kind, name, lv.value)
 		}
 		if f.resolve(val, lv.found, lv.note) {
+			m.touch(kind, id)
 			changed = true
 			w.log.WithField("key", key).Warn("invalid value resolved: " + lv.note)
 		}

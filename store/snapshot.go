@@ -163,9 +163,11 @@ type Snapshot struct {
 	// electionProblems are the Problems about election keys that block
 	// every election; the watcher logs them when they change.
 	electionProblems []string
-	picker           *balancer.Picker
-	eligible         []int32 // picker index -> index in Servers
-	index            map[string]int
+	// picker holds every server, at the same index as in Servers, with
+	// weight 0 when not eligible: its ID list then changes only when
+	// servers join or leave, and a hash ring only then.
+	picker   *balancer.Picker
+	eligible int
 }
 
 // Candidate is one replica holding an election key.
@@ -178,7 +180,7 @@ type Candidate struct {
 
 // Lookup returns the server with id, or nil.
 func (s *Snapshot) Lookup(id string) *Server {
-	if i, ok := s.index[id]; ok {
+	if i, ok := slices.BinarySearchFunc(s.Servers, id, func(srv Server, id string) int { return strings.Compare(srv.ID, id) }); ok {
 		return &s.Servers[i]
 	}
 	return nil
@@ -194,7 +196,7 @@ func (s *Snapshot) Eligible() int {
 	if s.AllDown {
 		return 0
 	}
-	return len(s.eligible)
+	return s.eligible
 }
 
 // Pick chooses one eligible server for key (client IP or the caller's
@@ -208,7 +210,7 @@ func (s *Snapshot) Pick(key string, exclude []string) *Server {
 	if i < 0 {
 		return nil
 	}
-	srv := &s.Servers[s.eligible[i]]
+	srv := &s.Servers[i]
 	srv.picks.Add(1)
 	return srv
 }
@@ -222,7 +224,7 @@ func (s *Snapshot) PickN(key string, exclude []string, n int, dst []*Server) []*
 	var buf [16]int
 	idx := s.picker.PickN(key, exclude, n, buf[:0])
 	for _, i := range idx {
-		dst = append(dst, &s.Servers[s.eligible[i]])
+		dst = append(dst, &s.Servers[i])
 	}
 	if len(idx) > 0 {
 		dst[len(dst)-len(idx)].picks.Add(1)
@@ -267,35 +269,37 @@ func newSnapshotFrom(revision int64, strategy balancer.Strategy, bal Balancing, 
 	return newSnapshot(s, nil)
 }
 
-// newSnapshot finishes a snapshot whose exported fields are set: it indexes
-// the servers, pre-encodes answers and builds the picker, reusing the costly
-// parts of prev (the picker of the snapshot this one replaces) when they
-// still apply.
+// newSnapshot finishes a snapshot whose exported fields are set: it
+// pre-encodes the answers servers do not carry yet and builds the picker,
+// reusing the costly parts of prev (the picker of the snapshot this one
+// replaces) when they still apply.
 func newSnapshot(s *Snapshot, prev *balancer.Picker) (*Snapshot, error) {
-	s.index = make(map[string]int, len(s.Servers))
-	backends := make([]balancer.Backend, 0, len(s.Servers))
-	loads := make([]balancer.Load, 0, len(s.Servers))
-	ring := make([]int, 0, len(s.Servers))
+	backends := make([]balancer.Backend, len(s.Servers))
+	loads := make([]balancer.Load, len(s.Servers))
+	ring := make([]int, len(s.Servers))
 	for i := range s.Servers {
 		srv := &s.Servers[i]
-		s.index[srv.ID] = i
+		backends[i].ID = srv.ID
 		if srv.picks == nil {
 			srv.picks = new(balancer.Counter)
+		}
+		// The ring is placed on static weights of every server with an
+		// addr, eligible or not, so neither load nor health changes move
+		// keys or rebuild it; effective weights size the load bounds.
+		// At least 1: the all-down set may hold servers of weight 0.
+		if srv.Addr != "" {
+			ring[i] = max(srv.Weight, 1)
 		}
 		if !srv.Eligible {
 			continue
 		}
-		body, err := json.Marshal(tcpdispatch.Server{ID: srv.ID, Addr: srv.Addr})
-		if err != nil {
-			return nil, err
+		if srv.answer == nil {
+			body := encodeAnswer(srv.ID, srv.Addr)
+			if srv.answer, srv.answerText = answers(body, srv.Addr); srv.answer == nil {
+				srv.answer, srv.answerText = body, []byte(srv.Addr)
+			}
 		}
-		srv.answer = body
-		srv.answerText = []byte(srv.Addr)
-		backends = append(backends, balancer.Backend{ID: srv.ID, Weight: srv.EffectiveWeight})
-		// The ring is placed on static weights, so load changes move no
-		// keys; effective weights size the load bounds.
-		// At least 1: the all-down set may hold servers of weight 0.
-		ring = append(ring, max(srv.Weight, 1))
+		backends[i].Weight = srv.EffectiveWeight
 		if srv.counter == nil {
 			srv.counter = new(balancer.Counter)
 		}
@@ -310,8 +314,8 @@ func newSnapshot(s *Snapshot, prev *balancer.Picker) (*Snapshot, error) {
 		if s.Balancing.Accounting && (s.Strategy != balancer.Hash || srv.Report == ReportFresh) {
 			l.Assigned = srv.counter
 		}
-		loads = append(loads, l)
-		s.eligible = append(s.eligible, int32(i))
+		loads[i] = l
+		s.eligible++
 	}
 	p, err := balancer.NewWith(s.Strategy, backends, balancer.Options{Loads: loads, RingWeights: ring,
 		HashLoadFactor: s.Balancing.HashLoadFactor, Previous: prev})
@@ -320,4 +324,32 @@ func newSnapshot(s *Snapshot, prev *balancer.Picker) (*Snapshot, error) {
 	}
 	s.picker = p
 	return s, nil
+}
+
+// encodeAnswer returns the get-tcp-ip JSON body for a server.
+func encodeAnswer(id, addr string) []byte {
+	b, err := json.Marshal(struct {
+		ID   string `json:"id"`
+		Addr string `json:"addr"`
+	}{id, addr})
+	if err != nil { // two strings always encode
+		panic(err)
+	}
+	return b
+}
+
+// answers returns the JSON body encodeAnswer made for addr and the plain
+// text one, addr itself, read from the body's tail (`..."addr":"<addr>"}`)
+// so that a server costs one buffer; an addr that JSON escapes (valid
+// addrs never need it) gets a buffer of its own. Both are nil when body
+// was not made for addr.
+func answers(body []byte, addr string) (answer, text []byte) {
+	const before, after = `,"addr":"`, `"}`
+	end := len(body) - len(after)
+	start := end - len(addr)
+	if addr == "" || start < len(before) || strings.ContainsAny(addr, `"\`) ||
+		string(body[start-len(before):start]) != before || string(body[start:end]) != addr || string(body[end:]) != after {
+		return nil, nil
+	}
+	return body, body[start:end:end]
 }

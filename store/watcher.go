@@ -368,10 +368,49 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 	// have removed the history that resolved them (see resolve.go).
 	recheck := time.NewTicker(w.cfg.ResolveInterval)
 	defer recheck.Stop()
+	// A burst of watch responses (a leader writing many verdicts, one
+	// transaction each) is published as one snapshot per publishGap:
+	// events are applied as they come, and the build waits for the gap.
+	// pending says applied events are not published yet; anything that
+	// confirms a revision, or ends the watch, publishes them first.
+	coalesce := time.NewTimer(time.Hour)
+	coalesce.Stop()
+	defer coalesce.Stop()
+	pending := false
+	var published time.Time
+	gap := publishGap
+	flush := func() error {
+		if !pending {
+			return nil
+		}
+		pending = false
+		coalesce.Stop()
+		w.resolve(ctx, m, false)
+		began := time.Now()
+		if err := w.publish(m, m.rev); err != nil {
+			return err
+		}
+		gap = min(max(publishGap, 4*time.Since(began)), maxPublishGap)
+		published = w.cfg.Now()
+		schedule()
+		return nil
+	}
+	defer func() {
+		// Events applied but not published when the watch ends: publish
+		// them, so the snapshot never lags a revision m has applied.
+		if err := flush(); err != nil && ctx.Err() == nil {
+			w.log.WithError(err).Warn("publish the events applied before the watch ended")
+		}
+	}()
 	for {
 		var resp clientv3.WatchResponse
 		var ok bool
 		select {
+		case <-coalesce.C:
+			if err := flush(); err != nil {
+				return false, delivered, err
+			}
+			continue
 		case <-recheck.C:
 			if w.resolve(ctx, m, true) {
 				if err := w.publishQuiet(m); err != nil {
@@ -404,6 +443,9 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 		}
 		delivered = true
 		if resp.IsProgressNotify() {
+			if err := flush(); err != nil {
+				return false, delivered, err
+			}
 			w.confirm(resp.Header.Revision)
 			continue
 		}
@@ -428,17 +470,35 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 		// response's header revision can run ahead of events still queued
 		// for this watcher, so it is not used to advance m.rev.
 		m.rev = resp.Events[len(resp.Events)-1].Kv.ModRevision
-		w.resolve(ctx, m, false)
-		if err := w.publish(m, m.rev); err != nil {
+		if wait := gap - w.cfg.Now().Sub(published); wait > 0 {
+			if !pending {
+				coalesce.Reset(wait)
+			}
+			pending = true
+			continue
+		}
+		pending = true
+		if err := flush(); err != nil {
 			return false, delivered, err
 		}
-		schedule()
 	}
 	if ctx.Err() != nil {
 		return false, delivered, nil
 	}
 	return false, delivered, errors.New("watch channel closed")
 }
+
+// publishGap is the least time between two snapshots published for watch
+// events. A lone change is published at once; during a burst a replica
+// builds one snapshot per gap instead of one per transaction, and a change
+// waits at most one gap. The gap is publishGap, or four times the last
+// build's duration where that is longer (a large fleet on a slow or busy
+// machine), up to maxPublishGap: builds then take at most about a quarter
+// of a core however long the burst.
+const (
+	publishGap    = 20 * time.Millisecond
+	maxPublishGap = 250 * time.Millisecond
+)
 
 // publish builds and installs a snapshot of m, known current at rev.
 func (w *Watcher) publish(m *model, rev int64) error {
@@ -480,6 +540,7 @@ func (w *Watcher) install(m *model) error {
 			w.log.WithField("revision", m.rev).Error("ELECTION BLOCKED: " + p)
 		}
 	}
+	w.metrics.builds.Inc()
 	if prev := w.snap.Swap(s); prev != nil && prev.LeaderEpoch != s.LeaderEpoch {
 		w.metrics.leaderChanges.Inc()
 	}

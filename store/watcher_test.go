@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -713,5 +714,57 @@ func TestWaitSyncedRestoredAhead(t *testing.T) {
 	defer cancel()
 	if err := w.WaitSynced(ctx, fileRev); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("WaitSynced(%d) with etcd at %d = %v; want it to wait", fileRev, rev, err)
+	}
+}
+
+// TestWatcherCoalescesBursts checks that a burst of transactions, one
+// watch response each, is published as fewer snapshots than transactions,
+// that the last snapshot holds every change, and that the revision is
+// confirmed only once it is published.
+func TestWatcherCoalescesBursts(t *testing.T) {
+	m := etcdtest.Start(t)
+	cli := m.Client(t)
+	k, _ := keyspace.New(testPrefix)
+	rev := etcdtest.Put(t, cli, k.ServerField("s000", keyspace.FieldAddr), "127.0.0.1:1000")
+
+	reg := prometheus.NewRegistry()
+	w := newTestWatcher(t, cli, Config{ProgressInterval: 100 * time.Millisecond, StaleAfter: time.Second}, reg)
+	runWatcher(t, w)
+	waitRev(t, w, rev)
+	before := testutil.ToFloat64(w.metrics.builds)
+
+	const burst = 200
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	revs := make(chan int64, burst)
+	for i := range burst {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := cli.Put(ctx, k.ServerField(fmt.Sprintf("s%03d", i+1), keyspace.FieldAddr), fmt.Sprintf("127.0.0.1:%d", 1001+i))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			revs <- resp.Header.Revision
+		}()
+	}
+	wg.Wait()
+	close(revs)
+	last := rev
+	for r := range revs {
+		last = max(last, r)
+	}
+	if err := w.WaitSynced(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if s := w.Snapshot(); len(s.Servers) != burst+1 || s.Revision < last {
+		t.Fatalf("after the burst: %d servers at revision %d; want %d at %d", len(s.Servers), s.Revision, burst+1, last)
+	}
+	builds := testutil.ToFloat64(w.metrics.builds) - before
+	t.Logf("%d transactions published in %v snapshots", burst, builds)
+	if builds >= burst {
+		t.Errorf("%v snapshots for %d transactions; want them coalesced", builds, burst)
 	}
 }
