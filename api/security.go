@@ -8,11 +8,9 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -199,16 +197,6 @@ func parseHop(s string) (netip.Addr, string, bool) {
 		return a, s, true
 	}
 	return netip.Addr{}, "", false
-}
-
-// tooMany answers 429 with Retry-After in whole seconds.
-func (s *Server) tooMany(c echo.Context, retry time.Duration) error {
-	s.sec.limited.Inc()
-	secs := max(1, int((retry+time.Second-1)/time.Second))
-	c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
-	c.Response().Header()["Cache-Control"] = noStore
-	return writeError(c, http.StatusTooManyRequests,
-		fmt.Sprintf("rate limit: more than %g requests/s from this address; retry after %ds", s.cfg.RateLimit, secs))
 }
 
 // peerAddr returns the IP of a connection's remote address.
