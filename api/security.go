@@ -143,14 +143,19 @@ func (sec *security) trusts(peer netip.Addr) bool {
 // the walk at the last trusted one. It allocates nothing unless a header
 // is malformed.
 func (s *Server) realIP(req *http.Request) string {
-	ip := clientIP(req.RemoteAddr)
+	return s.forwardedIP(clientIP(req.RemoteAddr), req.Header["X-Forwarded-For"], req.Header["X-Real-Ip"])
+}
+
+// forwardedIP is realIP for a peer address ip and the values of its
+// X-Forwarded-For and X-Real-IP headers, whichever server read them.
+func (s *Server) forwardedIP(ip string, xs, xri []string) string {
 	if len(s.sec.trusted) == 0 {
 		return ip
 	}
 	if a, err := netip.ParseAddr(ip); err != nil || !s.sec.trusts(a) {
 		return ip
 	}
-	if xs := req.Header["X-Forwarded-For"]; len(xs) > 0 {
+	if len(xs) > 0 {
 		for i := len(xs) - 1; i >= 0; i-- {
 			v := xs[i]
 			for v != "" {
@@ -175,8 +180,8 @@ func (s *Server) realIP(req *http.Request) string {
 		}
 		return ip
 	}
-	if v := req.Header["X-Real-Ip"]; len(v) > 0 {
-		if _, host, ok := parseHop(strings.TrimSpace(v[0])); ok {
+	if len(xri) > 0 {
+		if _, host, ok := parseHop(strings.TrimSpace(xri[0])); ok {
 			return host
 		}
 	}

@@ -1,4 +1,5 @@
-// Package api serves the dispatcher's HTTP contract with echo:
+// Package api serves the dispatcher's HTTP contract (echo; the public
+// listener's lookup routes on fasthttp, see fast.go):
 //
 //	GET /get-tcp-ip   one tcp-server for this client (?key= ?exclude= ?format= ?n=)
 //	GET /v1/servers   this replica's view of every registered server
