@@ -37,13 +37,17 @@ integration:
 	TCPDISPATCH_BIN=$(CURDIR)/$(BIN)/race $(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./integration/
 
 # One table (internal/benchtable): get-tcp-ip vs bare net/http vs nginx
-# `return 200` (pinned with taskset), pick ns/op, failover, detection,
-# propagation, reconnect storm. nginx is installed when missing; without it
-# its column says why. See docs/BENCHMARKS.md.
+# `return 200` (pinned with taskset, loaded by wrk -t1 -c64), pick ns/op,
+# failover, detection, propagation, reconnect storm. nginx and wrk are
+# installed when missing; without nginx its column says why, without wrk
+# the built-in load generator is used. See docs/BENCHMARKS.md.
 bench: build ## benchmarks: one table, each figure beside its baseline from the same run
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; } >/dev/null 2>&1 || \
 		echo 'bench: nginx could not be installed; its column is skipped'
+	@command -v wrk >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; } >/dev/null 2>&1 || \
+		echo 'bench: wrk could not be installed; the built-in load generator is used'
 	$(GO) run ./internal/benchtable -bin $(BIN)
 
 # The 10,000-server scenario of issue 11 (about 6 minutes, stops by itself):

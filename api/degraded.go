@@ -3,8 +3,6 @@ package api
 import (
 	"net/http"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -22,34 +20,30 @@ const DegradedAllDown = "all-down"
 // setting it allocates nothing.
 var degradedAllDown = []string{DegradedAllDown}
 
-// markDegraded sets the degraded header on an answer from snap and counts
-// it, if snap is all down.
-func (s *Server) markDegraded(h http.Header, snap *store.Snapshot) {
+// countDegraded reports whether an answer from snap is degraded (snap is
+// all down), and counts it if so.
+func (s *Server) countDegraded(snap *store.Snapshot) bool {
 	if snap.AllDown {
-		h[DegradedHeader] = degradedAllDown
 		s.degraded.Add(1)
 	}
+	return snap.AllDown
 }
 
 // headTCPIP answers a HEAD of get-tcp-ip: the status and headers a GET
 // would get, without picking a server. A pick advances round-robin and
 // counts an assignment toward load balancing; a health check by HEAD must
 // do neither.
-func (s *Server) headTCPIP(c echo.Context, snap *store.Snapshot, q *query, exclude []string) error {
+func (s *Server) headTCPIP(r *reply, snap *store.Snapshot, q *query, exclude []string) {
 	s.heads.Inc()
 	if !anyServable(snap, exclude) {
-		return c.NoContent(http.StatusServiceUnavailable)
+		r.status = http.StatusServiceUnavailable
+		return
 	}
-	h := c.Response().Header()
-	h["Cache-Control"] = noStore
-	h["Content-Type"] = contentJSON
+	r.status, r.noStore, r.contentType = http.StatusOK, true, contentJSON
 	if q.text {
-		h["Content-Type"] = contentText
+		r.contentType = contentText
 	}
-	if snap.AllDown {
-		h[DegradedHeader] = degradedAllDown
-	}
-	return c.NoContent(http.StatusOK)
+	r.degraded = snap.AllDown
 }
 
 // anyServable reports whether a GET would find a server in snap that is not

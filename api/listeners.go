@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -36,39 +37,74 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 	if ls.Public == nil {
 		return errors.New("serve http: no public listener")
 	}
+	// served is one listener's server: serve returns http.ErrServerClosed
+	// once shutdown was called.
 	type served struct {
-		name string
-		hs   *http.Server
-		tls  bool
+		name     string
+		serve    func() error
+		shutdown func(context.Context) error
 	}
 	var all []served
-	public := s.httpServer(s.echo, s.sec.publicCert, nil)
+
+	// The public listener: fasthttp (fast.go), with the PROXY protocol
+	// under TLS as net/http had it.
+	fallback := http.Handler(s.echo)
+	if ls.Admin != nil {
+		fallback = s.public
+	}
+	fs := s.fastServer(fallback)
 	publicLn := ls.Public
 	if s.cfg.ProxyProtocol {
 		publicLn = s.proxyListener(publicLn)
 	}
-	if ls.Admin != nil {
-		public.Handler = s.public
+	publicLn = peerListener{publicLn}
+	if s.sec.publicCert != nil {
+		publicLn = tls.NewListener(publicLn, &tls.Config{MinVersion: tls.VersionTLS12,
+			GetCertificate: s.sec.publicCert.getCertificate, NextProtos: []string{"http/1.1"}})
 	}
-	all = append(all, served{"public", public, s.sec.publicCert != nil})
-	lns := []net.Listener{publicLn}
+	var stopping atomic.Bool
+	all = append(all, served{name: "public",
+		serve: func() error {
+			err := fs.Serve(publicLn)
+			switch {
+			case err != nil:
+				return err
+			case !stopping.Load():
+				// fasthttp returns nil when its listener is closed.
+				return fmt.Errorf("accept: %w", net.ErrClosed)
+			}
+			return http.ErrServerClosed
+		},
+		shutdown: func(ctx context.Context) error {
+			stopping.Store(true)
+			// Closing the listener first also stops a Serve that has not
+			// yet registered it with fasthttp, whose shutdown would then
+			// miss it.
+			_ = publicLn.Close()
+			if err := fs.ShutdownWithContext(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			return nil
+		},
+	})
 	if ls.Admin != nil {
 		admin := s.httpServer(s.admin, s.sec.adminCert, s.sec.adminCAs)
-		all = append(all, served{"admin", admin, s.sec.adminCert != nil})
-		lns = append(lns, ls.Admin)
+		all = append(all, served{name: "admin",
+			serve: func() error {
+				if s.sec.adminCert != nil {
+					// Certificates come from TLSConfig.GetCertificate.
+					return admin.ServeTLS(ls.Admin, "", "")
+				}
+				return admin.Serve(ls.Admin)
+			},
+			shutdown: admin.Shutdown,
+		})
 	}
 
 	errc := make(chan error, len(all))
-	for i, sv := range all {
+	for _, sv := range all {
 		go func() {
-			var err error
-			if sv.tls {
-				// Certificates come from TLSConfig.GetCertificate.
-				err = sv.hs.ServeTLS(lns[i], "", "")
-			} else {
-				err = sv.hs.Serve(lns[i])
-			}
-			errc <- fmt.Errorf("serve %s http: %w", sv.name, err)
+			errc <- fmt.Errorf("serve %s http: %w", sv.name, sv.serve())
 		}()
 	}
 	pending := len(all)
@@ -81,7 +117,7 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := sv.hs.Shutdown(sctx); err != nil {
+				if err := sv.shutdown(sctx); err != nil {
 					errs[i] = fmt.Errorf("shut down %s http: %w", sv.name, err)
 				}
 			}()

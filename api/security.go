@@ -8,11 +8,9 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -142,14 +140,19 @@ func (sec *security) trusts(peer netip.Addr) bool {
 // the walk at the last trusted one. It allocates nothing unless a header
 // is malformed.
 func (s *Server) realIP(req *http.Request) string {
-	ip := clientIP(req.RemoteAddr)
+	return s.forwardedIP(clientIP(req.RemoteAddr), req.Header["X-Forwarded-For"], req.Header["X-Real-Ip"])
+}
+
+// forwardedIP is realIP for a peer address ip and the values of its
+// X-Forwarded-For and X-Real-IP headers, whichever server read them.
+func (s *Server) forwardedIP(ip string, xs, xri []string) string {
 	if len(s.sec.trusted) == 0 {
 		return ip
 	}
 	if a, err := netip.ParseAddr(ip); err != nil || !s.sec.trusts(a) {
 		return ip
 	}
-	if xs := req.Header["X-Forwarded-For"]; len(xs) > 0 {
+	if len(xs) > 0 {
 		for i := len(xs) - 1; i >= 0; i-- {
 			v := xs[i]
 			for v != "" {
@@ -174,8 +177,8 @@ func (s *Server) realIP(req *http.Request) string {
 		}
 		return ip
 	}
-	if v := req.Header["X-Real-Ip"]; len(v) > 0 {
-		if _, host, ok := parseHop(strings.TrimSpace(v[0])); ok {
+	if len(xri) > 0 {
+		if _, host, ok := parseHop(strings.TrimSpace(xri[0])); ok {
 			return host
 		}
 	}
@@ -196,16 +199,6 @@ func parseHop(s string) (netip.Addr, string, bool) {
 		return a, s, true
 	}
 	return netip.Addr{}, "", false
-}
-
-// tooMany answers 429 with Retry-After in whole seconds.
-func (s *Server) tooMany(c echo.Context, retry time.Duration) error {
-	s.sec.limited.Inc()
-	secs := max(1, int((retry+time.Second-1)/time.Second))
-	c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
-	c.Response().Header()["Cache-Control"] = noStore
-	return writeError(c, http.StatusTooManyRequests,
-		fmt.Sprintf("rate limit: more than %g requests/s from this address; retry after %ds", s.cfg.RateLimit, secs))
 }
 
 // peerAddr returns the IP of a connection's remote address.

@@ -1,4 +1,5 @@
-// Package api serves the dispatcher's HTTP contract with echo:
+// Package api serves the dispatcher's HTTP contract (echo; the public
+// listener's lookup routes on fasthttp, see fast.go):
 //
 //	GET /get-tcp-ip   one tcp-server for this client (?key= ?exclude= ?format= ?n=)
 //	GET /v1/servers   this replica's view of every registered server
@@ -230,84 +231,13 @@ var (
 	noStore     = []string{"no-store"}
 )
 
+// getTCPIP answers get-tcp-ip through echo (admin listener, Handler);
+// the public listener answers it in fast.go. Both write lookup's reply.
 func (s *Server) getTCPIP(c echo.Context) error {
 	req := c.Request()
-	ip := s.realIP(req)
-	if s.sec.limiter != nil {
-		if retry, ok := s.sec.limiter.allow(ip); !ok {
-			return s.tooMany(c, retry)
-		}
-	}
-	var (
-		q   query
-		buf [8]string
-	)
-	exclude, err := parseQuery(req.URL.RawQuery, &q, buf[:])
-	if err != nil {
-		s.badRequest.Inc()
-		return writeError(c, http.StatusBadRequest, err.Error())
-	}
-	snap := s.src.Snapshot()
-	if snap == nil {
-		s.noServer.Inc()
-		return writeError(c, http.StatusServiceUnavailable, noSnapshotReason)
-	}
-	if req.Method == http.MethodHead {
-		return s.headTCPIP(c, snap, &q, exclude)
-	}
-	key := q.key
-	if key == "" {
-		key = ip
-	}
-	if q.n > 1 {
-		return s.pickN(c, snap, key, &q, exclude)
-	}
-	srv := snap.Pick(key, exclude)
-	if srv == nil {
-		s.noServer.Inc()
-		return writeError(c, http.StatusServiceUnavailable, noServerReason(snap, len(exclude)))
-	}
-	s.picks.Inc()
-	h := c.Response().Header()
-	h["Cache-Control"] = noStore
-	s.markDegraded(h, snap)
-	if q.text {
-		h["Content-Type"] = contentText
-		c.Response().WriteHeader(http.StatusOK)
-		_, err = c.Response().Write(srv.AnswerText())
-		return err
-	}
-	h["Content-Type"] = contentJSON
-	c.Response().WriteHeader(http.StatusOK)
-	_, err = c.Response().Write(srv.Answer())
-	return err
-}
-
-func (s *Server) pickN(c echo.Context, snap *store.Snapshot, key string, q *query, exclude []string) error {
-	var buf [tcpdispatch.MaxN]*store.Server
-	got := snap.PickN(key, exclude, q.n, buf[:0])
-	if len(got) == 0 {
-		s.noServer.Inc()
-		return writeError(c, http.StatusServiceUnavailable, noServerReason(snap, len(exclude)))
-	}
-	s.picks.Inc()
-	c.Response().Header()["Cache-Control"] = noStore
-	s.markDegraded(c.Response().Header(), snap)
-	if q.text {
-		var b []byte
-		for i, srv := range got {
-			if i > 0 {
-				b = append(b, '\n')
-			}
-			b = append(b, srv.Addr...)
-		}
-		return c.Blob(http.StatusOK, contentText[0], b)
-	}
-	resp := tcpdispatch.Answer{Server: tcpdispatch.Server{ID: got[0].ID, Addr: got[0].Addr}, Alternatives: make([]tcpdispatch.Server, 0, len(got)-1)}
-	for _, srv := range got[1:] {
-		resp.Alternatives = append(resp.Alternatives, tcpdispatch.Server{ID: srv.ID, Addr: srv.Addr})
-	}
-	return c.JSON(http.StatusOK, resp)
+	var r reply
+	s.lookup(req.Method == http.MethodHead, req.URL.RawQuery, s.realIP(req), &r)
+	return r.writeEcho(c)
 }
 
 // noSnapshotReason is the 503 reason of every route that needs a snapshot
@@ -440,13 +370,9 @@ func (s *Server) status(c echo.Context) error {
 }
 
 func (s *Server) readyz(c echo.Context) error {
-	switch {
-	case s.draining.Load():
-		return c.String(http.StatusServiceUnavailable, "shutting down\n")
-	case s.src.Snapshot() == nil:
-		return c.String(http.StatusServiceUnavailable, "no snapshot yet: waiting for etcd\n")
-	}
-	return c.String(http.StatusOK, "ok\n")
+	var r reply
+	s.ready(&r)
+	return r.writeEcho(c)
 }
 
 func ageMs(d time.Duration) int64 {

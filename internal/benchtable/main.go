@@ -3,7 +3,8 @@
 //
 //   - get-tcp-ip on one replica vs a bare net/http handler vs nginx
 //     `return 200`, each pinned to core 0 with taskset while the load
-//     generator (httpload, 64 keep-alive connections) runs on core 1;
+//     generator (wrk -t1 -c64 when installed, else httpload with 64
+//     keep-alive connections) runs on core 1;
 //   - pick ns/op by strategy at 10/1k/10k servers (balancer benchmarks);
 //   - failover, detection, put-to-serve and reconnect storm (integration
 //     benchmarks on real processes).
@@ -272,17 +273,42 @@ func httpComparison(t *table, bin string, rounds, conns int, dur time.Duration) 
 		servers = append(servers, ngx)
 	}
 
+	// wrk when installed (make bench installs it), as issue 11 measured;
+	// else this binary's own load generator (httpload).
+	wrk, _ := exec.LookPath("wrk")
+	load := func(s *server, d time.Duration) (loadResult, error) {
+		if wrk != "" {
+			out, err := pinned(1, wrk, "-t1", "-c"+strconv.Itoa(conns), "-d"+d.String(), "--latency", "http://"+s.addr+s.path).Output()
+			if err != nil {
+				return loadResult{}, fmt.Errorf("wrk %s: %w", s.name, err)
+			}
+			return parseWrk(string(out))
+		}
+		cmd := pinned(1, self, "-load", s.addr, "-path", s.path, "-conns", strconv.Itoa(conns), "-duration", d.String())
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return loadResult{}, fmt.Errorf("load %s: %w", s.name, err)
+		}
+		var r loadResult
+		if err := json.Unmarshal(out, &r); err != nil {
+			return loadResult{}, fmt.Errorf("load %s: %w", s.name, err)
+		}
+		return r, nil
+	}
+	if wrk != "" {
+		// wrk has no warm-up of its own.
+		for _, s := range servers {
+			if _, err := load(s, time.Second); err != nil {
+				return err
+			}
+		}
+	}
 	for range rounds {
 		for _, s := range servers {
-			cmd := pinned(1, self, "-load", s.addr, "-path", s.path, "-conns", strconv.Itoa(conns), "-duration", dur.String())
-			cmd.Stderr = os.Stderr
-			out, err := cmd.Output()
+			r, err := load(s, dur)
 			if err != nil {
-				return fmt.Errorf("load %s: %w", s.name, err)
-			}
-			var r loadResult
-			if err := json.Unmarshal(out, &r); err != nil {
-				return fmt.Errorf("load %s: %w", s.name, err)
+				return err
 			}
 			s.runs = append(s.runs, r)
 		}
@@ -293,7 +319,11 @@ func httpComparison(t *table, bin string, rounds, conns int, dur time.Duration) 
 		return rs[len(rs)/2]
 	}
 	fig := func(r loadResult) string {
-		return fmt.Sprintf("%.1fk req/s, p50 %.0f µs, p99 %.0f µs", r.Rate/1000, r.P50, r.P99)
+		f := fmt.Sprintf("%.1fk req/s, p50 %.0f µs, p99 %.0f µs", r.Rate/1000, r.P50, r.P99)
+		if r.Errors > 0 || r.Non200 > 0 {
+			f += fmt.Sprintf(" (%d socket errors, %d non-200)", r.Errors, r.Non200)
+		}
+		return f
 	}
 	d, b := med(disp), med(bareS)
 	base := fmt.Sprintf("bare net/http: %s (%.2f×)", fig(b), d.Rate/b.Rate)
@@ -304,8 +334,56 @@ func httpComparison(t *table, bin string, rounds, conns int, dur time.Duration) 
 	} else {
 		base += "; nginx: " + note
 	}
-	t.add(fmt.Sprintf("get-tcp-ip, one replica, %d conns, server core 0 / load core 1, median of %d × %v", conns, rounds, dur), fig(d), base, target)
+	gen := "httpload"
+	if wrk != "" {
+		gen = "wrk -t1"
+	}
+	t.add(fmt.Sprintf("get-tcp-ip, one replica, %s -c%d, server core 0 / load core 1, median of %d × %v", gen, conns, rounds, dur), fig(d), base, target)
 	return nil
+}
+
+// parseWrk reads wrk --latency output: Requests/sec, the 50% and 99%
+// latency lines, socket errors and non-2xx answers.
+func parseWrk(out string) (loadResult, error) {
+	var r loadResult
+	var seen int
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 2 && f[0] == "Requests/sec:":
+			v, err := strconv.ParseFloat(f[1], 64)
+			if err != nil {
+				return r, fmt.Errorf("wrk: %q: %w", line, err)
+			}
+			r.Rate, seen = v, seen+1
+		case len(f) == 2 && (f[0] == "50%" || f[0] == "99%"):
+			d, err := time.ParseDuration(f[1])
+			if err != nil {
+				return r, fmt.Errorf("wrk: %q: %w", line, err)
+			}
+			us := float64(d.Nanoseconds()) / 1000
+			if f[0] == "50%" {
+				r.P50 = us
+			} else {
+				r.P99 = us
+			}
+			seen++
+		case len(f) >= 3 && f[1] == "requests" && f[2] == "in":
+			r.Requests, _ = strconv.Atoi(f[0])
+		case strings.HasPrefix(strings.TrimSpace(line), "Non-2xx or 3xx responses:"):
+			r.Non200, _ = strconv.Atoi(f[len(f)-1])
+		case strings.HasPrefix(strings.TrimSpace(line), "Socket errors:"):
+			// "Socket errors: connect 0, read 0, write 0, timeout 0"
+			for i := 2; i+1 < len(f); i += 2 {
+				n, _ := strconv.Atoi(strings.TrimSuffix(f[i+1], ","))
+				r.Errors += n
+			}
+		}
+	}
+	if seen != 3 {
+		return r, fmt.Errorf("wrk: unexpected output %q", out)
+	}
+	return r, nil
 }
 
 // startNginx starts nginx answering `return 200` with body, single worker
