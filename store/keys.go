@@ -96,6 +96,8 @@ const (
 	kindConfig
 	kindHealth
 	kindElection
+	// kindHeartbeat is the leader's heartbeat key (see Heartbeat).
+	kindHeartbeat
 	// kindInvalid is a key in an operator part of the layout (servers/,
 	// config/, health/) that the layout does not allow: a typo in a key's
 	// name is reported like a bad value, not silently ignored.
@@ -137,6 +139,8 @@ func (k Keys) parse(key string) (kind keyKind, id, field string) {
 		return kindHealth, id, ""
 	case strings.HasPrefix(rest, "election/"):
 		return kindElection, "", ""
+	case rest == "leader/heartbeat":
+		return kindHeartbeat, "", ""
 	}
 	return kindUnknown, "", ""
 }

@@ -35,6 +35,8 @@ type model struct {
 	holdBase map[string]int
 	// election maps election keys to their owner and create revision.
 	election map[string]electionKey
+	// heartbeat is the leader's last heartbeat (see verdict.go).
+	heartbeat Heartbeat
 	// lastPicker is the picker of the last build, whose schedule or ring
 	// the next build reuses when its inputs did not change.
 	lastPicker *balancer.Picker
@@ -180,6 +182,9 @@ func (m *model) putAt(key string, value []byte, v version) *rejected {
 		return &rejected{key, errors.New(name)}
 	case kindElection:
 		m.election[key] = electionKey{name: string(value), createRev: v.create, lease: v.lease}
+		return nil
+	case kindHeartbeat:
+		m.heartbeat = parseHeartbeat(value)
 		return nil
 	case kindUnknown:
 		return nil
@@ -333,6 +338,8 @@ func (m *model) del(key string) {
 		delete(m.health, id)
 	case kindElection:
 		delete(m.election, key)
+	case kindHeartbeat:
+		m.heartbeat = Heartbeat{}
 	}
 }
 
@@ -508,12 +515,12 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 		if h.HasReport() {
 			srv.ReportedAt = h.ReportedAt
 			srv.Report = "expired"
-			if now.Before(h.ReportExpires) {
+			if expires := reportExpires(h, m.heartbeat); now.Before(expires) {
 				srv.Report = "fresh"
 				srv.Load, srv.Conns, srv.MaxConns, srv.Overloaded = h.Load, h.Conns, h.MaxConns, h.Overloaded
 				srv.RebalanceTarget, srv.ShedTotal = h.RebalanceTarget, h.ShedTotal
 				srv.Draining = srv.Draining || h.Draining
-				rebuild = earliest(rebuild, h.ReportExpires)
+				rebuild = earliest(rebuild, expires)
 			}
 		}
 		ok := usable && srv.Healthy && srv.Weight > 0 && !srv.Draining
@@ -567,7 +574,7 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 	if bal.AllDown == AllDownServe {
 		serveAllDown(s)
 	}
-	s.OldestVerdict = oldestVerdict(s.Servers)
+	s.setVerdicts(m.heartbeat)
 	s.electionProblems = m.electionProblems()
 	s.Problems = append(s.Problems, s.electionProblems...)
 

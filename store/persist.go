@@ -29,13 +29,21 @@ type savedSnapshot struct {
 	// versions, which then load with DefaultBalancing.
 	Balancing *Balancing `json:"balancing,omitempty"`
 	AllDown   bool       `json:"all_down,omitempty"`
+	// Heartbeat is the leader's newest heartbeat when the file was saved,
+	// which confirms the verdicts of its epoch (see verdict.go); absent in
+	// files of earlier versions.
+	Heartbeat *Heartbeat `json:"heartbeat,omitempty"`
 }
 
 // SaveSnapshot writes s to path atomically (temporary file, fsync,
 // rename), so a crash leaves either the old file or the new one.
 // confirmedAt is when etcd last confirmed s was current.
 func SaveSnapshot(path string, s *Snapshot, confirmedAt, now time.Time) error {
-	b, err := json.Marshal(savedSnapshot{Version: persistVersion, Revision: s.Revision, SavedAt: now,
+	var hb *Heartbeat
+	if h := s.Heartbeat(); h.Epoch != 0 {
+		hb = &h
+	}
+	b, err := json.Marshal(savedSnapshot{Heartbeat: hb, Version: persistVersion, Revision: s.Revision, SavedAt: now,
 		ConfirmedAt: confirmedAt, Strategy: string(s.Strategy), Leader: s.Leader, LeaderEpoch: s.LeaderEpoch,
 		Servers: s.Servers, Balancing: &s.Balancing, AllDown: s.AllDown})
 	if err != nil {
@@ -104,5 +112,8 @@ func LoadSnapshot(path string, now time.Time) (*Snapshot, time.Time, error) {
 		return nil, time.Time{}, fmt.Errorf("load snapshot %s: %w", path, err)
 	}
 	s.Leader, s.LeaderEpoch = saved.Leader, saved.LeaderEpoch
+	if saved.Heartbeat != nil {
+		s.setVerdicts(*saved.Heartbeat)
+	}
 	return s, saved.ConfirmedAt, nil
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -115,6 +116,11 @@ type Watcher struct {
 	// loggedElection is the election problems last logged (watcher
 	// goroutine only).
 	loggedElection string
+
+	// beat is the leader's newest heartbeat, shared by every snapshot
+	// this watcher publishes: a heartbeat moves verdict ages on without
+	// a rebuild (see verdict.go).
+	beat atomic.Pointer[Heartbeat]
 }
 
 // NewWatcher returns a watcher of cli under cfg.Prefix. Zero fields of cfg
@@ -317,6 +323,7 @@ func (w *Watcher) list(ctx context.Context, m *model) error {
 	}
 	m.endRelist()
 	m.rev = resp.Header.Revision
+	w.storeHeartbeat(m)
 	w.metrics.lists.Inc()
 	w.resolve(ctx, m, true)
 	return w.publish(m, resp.Header.Revision)
@@ -336,6 +343,7 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 	// once its revision reaches every watch's start revision, so a watch
 	// starting in the future would leave the copy's age growing on a quiet
 	// cluster. The event at m.rev itself is dropped below.
+	heartbeatKey := []byte(w.keys.Heartbeat())
 	wch := w.cli.Watch(wctx, w.keys.Prefix(), clientv3.WithPrefix(), clientv3.WithRev(m.rev), clientv3.WithProgressNotify())
 
 	var wg sync.WaitGroup
@@ -411,12 +419,15 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 			w.confirm(resp.Header.Revision)
 			continue
 		}
-		applied := false
+		applied, rebuild := false, false
 		for _, ev := range resp.Events {
 			if ev.Kv.ModRevision <= m.rev {
 				w.metrics.staleEvents.Inc()
 				continue
 			}
+			// The heartbeat alone changes no server: it is taken in
+			// without a rebuild.
+			rebuild = rebuild || !bytes.Equal(ev.Kv.Key, heartbeatKey)
 			if ev.Type == mvccpb.DELETE {
 				m.del(string(ev.Kv.Key))
 			} else {
@@ -432,6 +443,11 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 		// response's header revision can run ahead of events still queued
 		// for this watcher, so it is not used to advance m.rev.
 		m.rev = resp.Events[len(resp.Events)-1].Kv.ModRevision
+		w.storeHeartbeat(m)
+		if !rebuild {
+			w.confirm(m.rev)
+			continue
+		}
 		w.resolve(ctx, m, false)
 		if err := w.publish(m, m.rev); err != nil {
 			return false, delivered, err
@@ -465,6 +481,15 @@ func (w *Watcher) publishQuiet(m *model) error {
 	return nil
 }
 
+// storeHeartbeat makes m's heartbeat the one every published snapshot
+// reports ages with.
+func (w *Watcher) storeHeartbeat(m *model) {
+	if cur := w.beat.Load(); cur == nil || *cur != m.heartbeat {
+		hb := m.heartbeat
+		w.beat.Store(&hb)
+	}
+}
+
 // install builds and stores a snapshot of m; the caller notifies.
 func (w *Watcher) install(m *model) error {
 	s, err := m.build(w.cfg.Now())
@@ -473,6 +498,7 @@ func (w *Watcher) install(m *model) error {
 		// serving the previous snapshot.
 		return fmt.Errorf("build snapshot at revision %d: %w", m.rev, err)
 	}
+	s.verdicts.live = &w.beat
 	if s.MassRemoval != "" {
 		w.metrics.massRemovals.Inc()
 		w.log.WithFields(logrus.Fields{"revision": m.rev, "policy": s.Balancing.MassRemoval}).
