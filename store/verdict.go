@@ -18,8 +18,9 @@ import (
 // still its current verdicts with one heartbeat key per probe interval
 // (Keys.Heartbeat), fenced like every leader write and carrying its epoch.
 // A record counts as confirmed as of the newest heartbeat of the record's
-// own epoch: confirmedAt is max(CheckedAt, heartbeat time) when the
-// heartbeat's epoch is the record's. A heartbeat of another epoch confirms
+// own epoch: its confirmation time is max(CheckedAt, heartbeat time) when
+// the heartbeat's epoch is the record's (verdictState.oldest computes it
+// for a snapshot's oldest verdict, as heartbeats arrive). A heartbeat of another epoch confirms
 // nothing, since that leader has not checked the server yet: a new term
 // rewrites every record with its epoch as it probes them. A leader that
 // holds verdicts back (a suspect round, see the prober) or cannot write
@@ -51,18 +52,6 @@ func parseHeartbeat(value []byte) Heartbeat {
 
 // confirms reports whether hb vouches for verdicts written in epoch.
 func (hb Heartbeat) confirms(epoch int64) bool { return epoch != 0 && hb.Epoch == epoch }
-
-// confirmedAt returns when srv's verdict was last confirmed, with hb the
-// newest heartbeat known; zero without a verdict.
-func confirmedAt(srv *Server, hb Heartbeat) time.Time {
-	if srv.CheckedAt.IsZero() {
-		return time.Time{}
-	}
-	if hb.confirms(srv.VerdictEpoch) && hb.At.After(srv.CheckedAt) {
-		return hb.At
-	}
-	return srv.CheckedAt
-}
 
 // reportExpires returns when replicas stop using h's load report: its
 // ReportExpires, moved on by a heartbeat of the record's epoch by as much
