@@ -37,6 +37,8 @@ type model struct {
 	election map[string]electionKey
 	// heartbeat is the leader's last heartbeat (see verdict.go).
 	heartbeat Heartbeat
+	// alarms describes etcd's raised alarms (see alarms.go).
+	alarms []string
 	// lastPicker is the picker of the last build, whose schedule or ring
 	// the next build reuses when its inputs did not change.
 	lastPicker *balancer.Picker
@@ -577,6 +579,7 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 	s.setVerdicts(m.heartbeat)
 	s.electionProblems = m.electionProblems()
 	s.Problems = append(s.Problems, s.electionProblems...)
+	s.Problems = append(s.Problems, m.alarms...)
 
 	for id := range m.health {
 		if m.servers[id] == nil {

@@ -1,10 +1,19 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
 )
@@ -114,5 +123,38 @@ func TestWatcherHeartbeatNoRebuild(t *testing.T) {
 	}
 	if age := got.OldestVerdictAge(time.Now()); age > time.Minute {
 		t.Errorf("age of the restored snapshot = %v; want the heartbeat's, under a minute", age)
+	}
+}
+
+// TestWatcherReportsNoSpace fills a member past its quota: the NOSPACE
+// alarm shows in the snapshot's problems and in tcpdispatch_etcd_alarms.
+func TestWatcherReportsNoSpace(t *testing.T) {
+	m := etcdtest.Start(t, etcdtest.WithQuota(1<<20))
+	cli := m.Client(t)
+	reg := prometheus.NewRegistry()
+	w := newTestWatcher(t, cli, Config{ProgressInterval: 100 * time.Millisecond, ResolveInterval: 100 * time.Millisecond}, reg)
+	runWatcher(t, w)
+	waitRev(t, w, etcdtest.Put(t, cli, testPrefix+"servers/a/addr", "127.0.0.1:1001"))
+	big := strings.Repeat("x", 100<<10)
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := cli.Put(ctx, fmt.Sprintf("/filler/%d", i), big)
+		cancel()
+		if err != nil {
+			if !errors.Is(err, rpctypes.ErrNoSpace) {
+				t.Fatalf("put %d: %v; want NOSPACE", i, err)
+			}
+			break
+		}
+		if i > 200 {
+			t.Fatal("no NOSPACE after 20 MB against a 1 MB quota")
+		}
+	}
+	etcdtest.WaitFor(t, 10*time.Second, "the NOSPACE alarm in the problems", func() bool {
+		s := w.Snapshot()
+		return slices.ContainsFunc(s.Problems, func(p string) bool { return strings.Contains(p, "NOSPACE") })
+	})
+	if v := testutil.ToFloat64(w.alarms.WithLabelValues("NOSPACE")); v != 1 {
+		t.Errorf("tcpdispatch_etcd_alarms{alarm=NOSPACE} = %v; want 1", v)
 	}
 }

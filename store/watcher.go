@@ -121,6 +121,8 @@ type Watcher struct {
 	// this watcher publishes: a heartbeat moves verdict ages on without
 	// a rebuild (see verdict.go).
 	beat atomic.Pointer[Heartbeat]
+	// alarms is tcpdispatch_etcd_alarms (see alarms.go).
+	alarms *prometheus.GaugeVec
 }
 
 // NewWatcher returns a watcher of cli under cfg.Prefix. Zero fields of cfg
@@ -169,6 +171,9 @@ func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometh
 		return nil, err
 	}
 	w.metrics = m
+	if w.alarms, err = newAlarmMetric(reg); err != nil {
+		return nil, err
+	}
 	w.sync.Store(&Sync{})
 	return w, nil
 }
@@ -377,7 +382,8 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 	}
 	schedule()
 	// Invalid values are resolved again now and then: a compaction may
-	// have removed the history that resolved them (see resolve.go).
+	// have removed the history that resolved them (see resolve.go). etcd's
+	// alarms are listed as often (see alarms.go).
 	recheck := time.NewTicker(w.cfg.ResolveInterval)
 	defer recheck.Stop()
 	for {
@@ -385,7 +391,8 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 		var ok bool
 		select {
 		case <-recheck.C:
-			if w.resolve(ctx, m, true) {
+			resolved, alarms := w.resolve(ctx, m, true), w.checkAlarms(ctx, m)
+			if resolved || alarms {
 				if err := w.publishQuiet(m); err != nil {
 					return false, delivered, err
 				}

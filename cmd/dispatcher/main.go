@@ -55,6 +55,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.UintVar(&e.HeartbeatMs, "heartbeat-interval", e.HeartbeatMs, "embedded member: raft heartbeat interval in milliseconds")
 	fs.UintVar(&e.ElectionMs, "election-timeout", e.ElectionMs, "embedded member: raft election timeout in milliseconds")
 	fs.StringVar(&e.AutoCompactionRetention, "auto-compaction-retention", e.AutoCompactionRetention, "embedded member: periodic compaction retention (e.g. 1h); 0 disables")
+	fs.Int64Var(&e.QuotaBackendBytes, "quota-backend-bytes", e.QuotaBackendBytes, "embedded member: database size at which etcd raises the NOSPACE alarm and refuses writes (reported in /v1/status problems and tcpdispatch_etcd_alarms); 0 is etcd's default, 2 GiB")
 
 	// The embedded member's TLS, with etcd's flag names and meaning; the
 	// etcd client's TLS files and user (--etcd-*), shared by every
