@@ -98,6 +98,15 @@ func (p *Prober) judge(ctx context.Context, targets []target, trackers map[strin
 	case token == "":
 		return hold("the opinion token is not written yet")
 	}
+	if len(cands) > MaxOpinionAddrs {
+		// What one request may carry; the rest wait for their next
+		// probe, when they are candidates again.
+		for _, i := range cands[MaxOpinionAddrs:] {
+			targets[i].skip = true
+		}
+		p.metrics.heldVerdicts.Add(float64(len(cands) - MaxOpinionAddrs))
+		cands = cands[:MaxOpinionAddrs]
+	}
 	addrs := make([]string, 0, len(cands))
 	for _, i := range cands {
 		addrs = append(addrs, targets[i].addr)
