@@ -162,6 +162,7 @@ func (t *term) linkClosed(ctx context.Context, ev linkEvent) {
 		// The server answered a probe but not this connect: try again
 		// after its next good probe.
 		e.linkAfter = now.Add(t.p.cfg.Interval)
+		t.round.exhausted = t.round.exhausted || outOfFiles(ev.err)
 		return
 	}
 	if ev.l.closed {
@@ -195,4 +196,10 @@ func (t *term) linkClosed(ctx context.Context, ev linkEvent) {
 // host answered the connect with a reset.
 func refused(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// outOfFiles reports whether err says the process or system is out of
+// file descriptors.
+func outOfFiles(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }

@@ -372,6 +372,9 @@ type target struct {
 	// refused is set when the connect was refused or reset: nothing
 	// listens at addr.
 	refused bool
+	// exhausted is set when no socket could be opened: the prober's host
+	// is out of descriptors.
+	exhausted bool
 }
 
 // seed initialises trackers from the records a previous leader wrote.
@@ -432,6 +435,7 @@ func (p *Prober) probeOne(ctx context.Context, t *target, lag time.Duration) {
 	var err error
 	t.ok, t.reason, t.local, err = p.dial(ctx, t.addr, lag)
 	t.refused = err != nil && !t.local && refused(err)
+	t.exhausted = outOfFiles(err)
 	if !t.ok || t.statusURL == "" {
 		return
 	}

@@ -34,6 +34,14 @@ import (
 // of a pass.
 const batchGap = 5 * time.Millisecond
 
+// noticeGather is how long a death notice's result waits for others: the
+// links of servers that die together (a rack, a deploy gone wrong) close
+// within milliseconds of one another, and judging them in one batch lets
+// the suspect check see them together and writes them in one transaction,
+// so that replicas' mass-removal guard sees one update, as it did when a
+// round's verdicts were written together.
+const noticeGather = 30 * time.Millisecond
+
 // entry is one server's place in the schedule. Only Run's goroutine uses it.
 type entry struct {
 	id, addr, statusURL string
@@ -105,14 +113,17 @@ type term struct {
 	urgent bool
 	// flushAfter delays writes after a failed one.
 	flushAfter time.Time
-	snap       *store.Snapshot // the last snapshot synced
-	rb         *rebalancer
-	token      string
-	faults     int // consecutive rounds with a self-fault
-	round      roundStats
-	inflight   int
-	capacity   int
-	linkCount  int // links open or opening
+	// noticeAt is when a death notice's result was first seen; results
+	// are held until noticeGather after it.
+	noticeAt  time.Time
+	snap      *store.Snapshot // the last snapshot synced
+	rb        *rebalancer
+	token     string
+	faults    int // consecutive rounds with a self-fault
+	round     roundStats
+	inflight  int
+	capacity  int
+	linkCount int // links open or opening
 
 	// links is closed-link notices from persistent connections.
 	links chan linkEvent
@@ -131,6 +142,7 @@ type roundStats struct {
 	probes, local int
 	fault         string // the first self-fault found by judge
 	held          bool   // some verdict was held back
+	exhausted     bool   // a socket could not be opened: out of descriptors
 	deferred      int    // probes started late for want of room
 }
 
@@ -227,6 +239,11 @@ func (t *term) run(ctx context.Context) error {
 		next := roundEnd
 		if len(t.queue) > 0 && t.queue[0].due.Before(next) {
 			next = t.queue[0].due
+		}
+		if !t.noticeAt.IsZero() {
+			if at := t.noticeAt.Add(noticeGather); at.Before(next) {
+				next = at
+			}
 		}
 		if t.inflight >= t.capacity && next.Before(now.Add(10*time.Millisecond)) {
 			// No room: wait for results to free some, or a little.
@@ -361,6 +378,20 @@ func (t *term) complete(r result) {
 func (t *term) pass(ctx context.Context, now time.Time) error {
 	t.mu.Lock()
 	done := t.done
+	if t.noticeAt.IsZero() {
+		for _, r := range done {
+			if r.notice {
+				t.noticeAt = now
+				break
+			}
+		}
+	}
+	if !t.noticeAt.IsZero() && now.Sub(t.noticeAt) < noticeGather {
+		// Let the notices of servers dying together gather.
+		t.mu.Unlock()
+		return nil
+	}
+	t.noticeAt = time.Time{}
 	t.done = nil
 	t.mu.Unlock()
 	batch := make([]target, 0, len(done))
@@ -402,6 +433,7 @@ func (t *term) apply(ctx context.Context, batch []target, now time.Time) {
 		if tg.local {
 			t.round.local++
 		}
+		t.round.exhausted = t.round.exhausted || tg.exhausted
 		if tg.skip {
 			if !tg.local {
 				t.round.held = true
@@ -462,6 +494,12 @@ func (t *term) endRound(ctx context.Context, now time.Time) error {
 	fault := r.fault
 	if r.local > 0 && float64(r.local) > p.cfg.SuspectShare*float64(r.probes) {
 		fault = fmt.Sprintf("%d of %d probes failed on this host", r.local, r.probes)
+	}
+	if fault == "" && r.exhausted {
+		// Probes spread over the interval rarely overlap, so a host that
+		// frees one descriptor now and then passes the share test while
+		// it cannot hold a fleet's sockets.
+		fault = "this host ran out of file descriptors"
 	}
 	if fault != "" {
 		t.faults++
