@@ -10,8 +10,11 @@ import (
 	"time"
 )
 
-// Persistent connections ("links", issue 11). After a successful probe the
-// leader keeps one idle TCP connection open to the server's addr. A process
+// Persistent connections ("links", issue 11). After a successful probe of
+// a server without a status URL the leader keeps one idle TCP connection
+// open to the server's addr. (A server with a status URL reports its
+// connections, and a link would count among them; its persistent
+// connection is the kept-alive one its status is pulled on.) A process
 // that dies while its host stays up has its sockets closed by the kernel at
 // once, so the link reads EOF or a reset within milliseconds: a death
 // notice. When the link had held for at least an interval, the leader

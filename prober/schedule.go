@@ -407,7 +407,7 @@ func (t *term) pass(ctx context.Context, now time.Time) error {
 			continue // removed or re-addressed meanwhile
 		}
 		batch = append(batch, r.target)
-		if r.ok && !r.local && e.link == nil && !t.p.cfg.DisableLinks && !now.Before(e.linkAfter) {
+		if r.ok && !r.local && e.link == nil && e.statusURL == "" && !t.p.cfg.DisableLinks && !now.Before(e.linkAfter) {
 			t.openLink(ctx, e)
 		}
 	}
