@@ -163,6 +163,8 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 		t.closeLinks()
 		t.probes.Wait()
 		p.http.CloseIdleConnections()
+		p.metrics.links.Set(0)
+		p.metrics.capacity.Set(0)
 	}()
 	return t.run(ctx)
 }
