@@ -489,9 +489,18 @@ func (p *Prober) hasPeers(ctx context.Context) bool {
 // longer registered, in fenced transactions of at most BatchSize writes.
 // Records that were written are removed from pending.
 func (p *Prober) flush(ctx context.Context, w Writer, snap *store.Snapshot, pending map[string]store.Health) error {
+	return p.flushSome(ctx, w, snap, pending, 0)
+}
+
+// flushSome is flush in at most maxTxns transactions (0: as many as it
+// takes); what does not fit stays pending.
+func (p *Prober) flushSome(ctx context.Context, w Writer, snap *store.Snapshot, pending map[string]store.Health, maxTxns int) error {
 	var ops []clientv3.Op
 	var ids []string
 	for id, h := range pending {
+		if maxTxns > 0 && len(ops) >= maxTxns*p.cfg.BatchSize {
+			break
+		}
 		b, err := json.Marshal(h)
 		if err != nil {
 			return fmt.Errorf("encode health of %s: %w", id, err)
@@ -500,6 +509,9 @@ func (p *Prober) flush(ctx context.Context, w Writer, snap *store.Snapshot, pend
 		ids = append(ids, id)
 	}
 	for _, id := range snap.OrphanHealth() {
+		if maxTxns > 0 && len(ops) >= maxTxns*p.cfg.BatchSize {
+			break
+		}
 		// Only if the server is still unregistered when the write lands:
 		// the snapshot may be behind a registration made meanwhile.
 		unregistered := clientv3.Compare(clientv3.CreateRevision(p.keys.Server(id)), "=", 0).WithPrefix()

@@ -34,6 +34,10 @@ import (
 // of a pass.
 const batchGap = 5 * time.Millisecond
 
+// flushTxns is the most transactions one pass writes; the rest waits for
+// the next pass.
+const flushTxns = 2
+
 // noticeGather is how long a death notice's result waits for others: the
 // links of servers that die together (a rack, a deploy gone wrong) close
 // within milliseconds of one another, and judging them in one batch lets
@@ -561,9 +565,12 @@ func (t *term) planRound(now time.Time) {
 // flush writes the pending records; on failure it holds writes back for
 // a round (retrying sooner would only add load to a struggling etcd).
 func (t *term) flush(ctx context.Context, now time.Time) error {
-	err := t.p.flush(ctx, t.w, t.snap, t.pending)
+	// A few transactions per pass: a term's first writes (one per server)
+	// must not hold up the probes due meanwhile, whose lateness would
+	// count as the leader's own fault.
+	err := t.p.flushSome(ctx, t.w, t.snap, t.pending, flushTxns)
 	if err == nil {
-		t.urgent = false
+		t.urgent = len(t.pending) > 0
 		return nil
 	}
 	if errors.Is(err, election.ErrNotLeader) {
