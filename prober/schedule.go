@@ -119,15 +119,17 @@ type term struct {
 	flushAfter time.Time
 	// noticeAt is when a death notice's result was first seen; results
 	// are held until noticeGather after it.
-	noticeAt  time.Time
-	snap      *store.Snapshot // the last snapshot synced
-	rb        *rebalancer
-	token     string
-	faults    int // consecutive rounds with a self-fault
-	round     roundStats
-	inflight  int
-	capacity  int
-	linkCount int // links open or opening
+	noticeAt time.Time
+	// exhaustedAt is when a socket last failed for want of descriptors.
+	exhaustedAt time.Time
+	snap        *store.Snapshot // the last snapshot synced
+	rb          *rebalancer
+	token       string
+	faults      int // consecutive rounds with a self-fault
+	round       roundStats
+	inflight    int
+	capacity    int
+	linkCount   int // links open or opening
 
 	// links is closed-link notices from persistent connections.
 	links chan linkEvent
@@ -501,10 +503,14 @@ func (t *term) endRound(ctx context.Context, now time.Time) error {
 	if r.local > 0 && float64(r.local) > p.cfg.SuspectShare*float64(r.probes) {
 		fault = fmt.Sprintf("%d of %d probes failed on this host", r.local, r.probes)
 	}
-	if fault == "" && r.exhausted {
-		// Probes spread over the interval rarely overlap, so a host that
-		// frees one descriptor now and then passes the share test while
-		// it cannot hold a fleet's sockets.
+	if r.exhausted {
+		t.exhaustedAt = now
+	}
+	if fault == "" && !t.exhaustedAt.IsZero() && now.Sub(t.exhaustedAt) < time.Duration(p.cfg.SelfFaultRounds)*p.cfg.Interval {
+		// Probes spread over the interval rarely overlap, so a host at
+		// its descriptor limit that frees one now and then passes the
+		// share test while it cannot hold a fleet's sockets: having run
+		// out within the last self-fault-rounds rounds is a fault.
 		fault = "this host ran out of file descriptors"
 	}
 	if fault != "" {
