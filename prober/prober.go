@@ -375,6 +375,9 @@ type target struct {
 	// exhausted is set when no socket could be opened: the prober's host
 	// is out of descriptors.
 	exhausted bool
+	// confirmed marks a failing server that other replicas confirmed down
+	// in a suspect batch (see judge): it goes down at once.
+	confirmed bool
 }
 
 // seed initialises trackers from the records a previous leader wrote.

@@ -431,13 +431,17 @@ func (t *term) pass(ctx context.Context, now time.Time) error {
 // apply judges one batch of results and records the verdicts to write.
 func (t *term) apply(ctx context.Context, batch []target, now time.Time) {
 	p := t.p
-	if fault := p.judge(ctx, batch, t.trackers, t.token); fault != "" && t.round.fault == "" {
+	fault, extra := p.judge(ctx, batch, t.trackers, t.token)
+	if fault != "" && t.round.fault == "" {
 		t.round.fault = fault
 	}
+	batch = append(batch, extra...)
 	snap := t.snap
 	for i := range batch {
 		tg := &batch[i]
-		t.round.probes++
+		if !tg.confirmed {
+			t.round.probes++
+		}
 		if tg.local {
 			t.round.local++
 		}
@@ -455,9 +459,9 @@ func (t *term) apply(ctx context.Context, batch []target, now time.Time) {
 			continue
 		}
 		var changed bool
-		if tg.notice && tg.refused {
+		if tg.notice && tg.refused || tg.confirmed {
 			changed = tr.down(tg.reason, now)
-			if changed {
+			if changed && tg.notice {
 				p.metrics.deathNotices.Inc()
 			}
 		} else {

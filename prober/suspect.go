@@ -40,7 +40,14 @@ var ErrSelfFault = errors.New("prober: the leader cannot probe")
 // verdicts apply as they are; if replicas are registered but none answers,
 // every down-verdict of the batch is held (up-verdicts are always
 // applied).
-func (p *Prober) judge(ctx context.Context, targets []target, trackers map[string]*tracker, token string) (fault string) {
+//
+// When other replicas are asked, they are also asked about the other up
+// servers whose latest probe failed (probes are spread, so servers that
+// died together reach fall failures at different times): those confirmed
+// down are returned in extra, marked confirmed, to go down in this batch,
+// so that a mass failure is written in one update as when a round's
+// verdicts were (replicas' mass-removal guard looks at one update).
+func (p *Prober) judge(ctx context.Context, targets []target, trackers map[string]*tracker, token string) (fault string, extra []target) {
 	var cands []int
 	failingNow := 0 // up servers failing in this batch for the first time
 	for i := range targets {
@@ -61,7 +68,7 @@ func (p *Prober) judge(ctx context.Context, targets []target, trackers map[strin
 		}
 	}
 	if len(cands) == 0 {
-		return ""
+		return "", nil
 	}
 	up, failing := 0, failingNow
 	for _, tr := range trackers {
@@ -73,7 +80,7 @@ func (p *Prober) judge(ctx context.Context, targets []target, trackers map[strin
 		}
 	}
 	if failing < p.cfg.SuspectMin || float64(failing) <= p.cfg.SuspectShare*float64(up) {
-		return ""
+		return "", nil
 	}
 	p.metrics.suspectRounds.Inc()
 	hold := func(why string) string {
@@ -85,18 +92,18 @@ func (p *Prober) judge(ctx context.Context, targets []target, trackers map[strin
 		return why
 	}
 	if p.peers == nil {
-		return fault
+		return fault, nil
 	}
 	peers, err := p.listPeers(ctx)
 	switch {
 	case err != nil:
-		return hold(fmt.Sprintf("%d of %d up servers failed at once and the replica list is unreadable: %v", failing, up, err))
+		return hold(fmt.Sprintf("%d of %d up servers failed at once and the replica list is unreadable: %v", failing, up, err)), nil
 	case len(peers) == 0:
 		// Nobody to ask: a lone replica trusts its probes.
 		p.log.WithField("servers", len(cands)).Warn("suspect round: no other replica is listed; applying the down-verdicts")
-		return fault
+		return fault, nil
 	case token == "":
-		return hold("the opinion token is not written yet")
+		return hold("the opinion token is not written yet"), nil
 	}
 	if len(cands) > MaxOpinionAddrs {
 		// What one request may carry; the rest wait for their next
@@ -108,12 +115,26 @@ func (p *Prober) judge(ctx context.Context, targets []target, trackers map[strin
 		cands = cands[:MaxOpinionAddrs]
 	}
 	addrs := make([]string, 0, len(cands))
+	inBatch := make(map[string]bool, len(targets))
+	for _, t := range targets {
+		inBatch[t.id] = true
+	}
 	for _, i := range cands {
 		addrs = append(addrs, targets[i].addr)
 	}
+	var others []target
+	for id, tr := range trackers {
+		if len(addrs) >= MaxOpinionAddrs {
+			break
+		}
+		if tr.status == statusUp && tr.streak > 0 && !inBatch[id] {
+			others = append(others, target{id: id, addr: tr.addr, reason: "failing, and confirmed down by other replicas in a mass failure", confirmed: true})
+			addrs = append(addrs, tr.addr)
+		}
+	}
 	tally, answered := p.askPeers(ctx, peers, token, addrs)
 	if answered == 0 {
-		return hold(fmt.Sprintf("%d of %d up servers failed at once and none of %d other replicas answered", failing, up, len(peers)))
+		return hold(fmt.Sprintf("%d of %d up servers failed at once and none of %d other replicas answered", failing, up, len(peers))), nil
 	}
 	var confirmed, contradicted, unknown int
 	for _, i := range cands {
@@ -129,19 +150,24 @@ func (p *Prober) judge(ctx context.Context, targets []target, trackers map[strin
 		}
 		targets[i].skip = true
 	}
+	for _, o := range others {
+		if v := tally[o.addr]; 2*v.down > v.up+v.down {
+			extra = append(extra, o)
+		}
+	}
 	p.metrics.heldVerdicts.Add(float64(contradicted + unknown))
 	log := p.log.WithField("confirmed", confirmed).WithField("contradicted", contradicted).
 		WithField("unknown", unknown).WithField("replicas", answered)
 	switch {
 	case contradicted > 0:
 		log.Warn("suspect round: other replicas reach servers this leader cannot; holding those verdicts")
-		return fmt.Sprintf("other replicas reach %d servers this leader cannot", contradicted)
+		return fmt.Sprintf("other replicas reach %d servers this leader cannot", contradicted), nil
 	case unknown > 0:
 		log.Warn("suspect round: no other replica could probe some servers; holding those verdicts")
-		return fmt.Sprintf("no other replica could confirm %d down-verdicts", unknown)
+		return fmt.Sprintf("no other replica could confirm %d down-verdicts", unknown), extra
 	}
 	log.Info("suspect round: other replicas confirm the down-verdicts")
-	return fault
+	return fault, extra
 }
 
 // peerMemory is how long a prober keeps asking the replicas it last saw
