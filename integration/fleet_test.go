@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -21,7 +22,9 @@ import (
 // set (see TestMain): one cheap process holding thousands of tcp-servers on
 // loopback, so that the dispatchers and the fleet are measured apart.
 //
-//	FLEET_LIVE    listeners that accept and close at once (default 7000)
+//	FLEET_LIVE    listeners that accept and hold connections until the
+//	              client closes them, as a server of long-lived clients
+//	              does (default 7000)
 //	FLEET_STATUS  how many of the live ones also serve a status document
 //	FLEET_BLACK   blackholed listeners: backlog 0, filled by one connection
 //	              that is never accepted, so further SYNs are dropped and a
@@ -29,9 +32,10 @@ import (
 //	FLEET_IPS     loopback addresses 127.0.1.1.. to spread them over
 //
 // It prints "live <addr> <status-url|->" and "black <addr>" lines, then
-// "ready"; on stdin "kill <addr>" closes that live listener (as a crashed
-// process whose host stays up: connects are refused at once) and answers
-// "killed <addr>". It exits when stdin closes.
+// "ready"; on stdin "kill <addr>" closes that live listener and every
+// connection it holds (as the kernel does for a crashed process whose host
+// stays up: held connections get a FIN, connects are refused at once) and
+// answers "killed <addr>". It exits when stdin closes.
 const fleetEnv = "FAKEFLEET_PROCESS"
 
 // runFleet is the fake fleet's main.
@@ -67,16 +71,9 @@ func runFleet() int {
 			go func() { _ = srv.Serve(ln) }()
 			closers[addr] = srv
 		} else {
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
-			closers[addr] = ln
+			h := &holder{ln: ln, conns: map[net.Conn]bool{}}
+			go h.serve()
+			closers[addr] = h
 		}
 		fmt.Fprintf(out, "live %s %s\n", addr, url)
 	}
@@ -107,6 +104,51 @@ func runFleet() int {
 		out.Flush()
 	}
 	return 0
+}
+
+// holder is a live listener of the fleet that holds what it accepts.
+type holder struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	conns  map[net.Conn]bool
+	closed bool
+}
+
+func (h *holder) serve() {
+	for {
+		c, err := h.ln.Accept()
+		if err != nil {
+			return
+		}
+		h.mu.Lock()
+		if h.closed {
+			// Accepted just as the listener was killed.
+			h.mu.Unlock()
+			c.Close()
+			return
+		}
+		h.conns[c] = true
+		h.mu.Unlock()
+		go func() {
+			_, _ = io.Copy(io.Discard, c)
+			h.mu.Lock()
+			delete(h.conns, c)
+			h.mu.Unlock()
+			c.Close()
+		}()
+	}
+}
+
+// Close closes the listener and every connection it holds.
+func (h *holder) Close() error {
+	err := h.ln.Close()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for c := range h.conns {
+		c.Close()
+	}
+	return err
 }
 
 // blackhole opens a listener on ip with a backlog of 0 and fills its accept
@@ -220,7 +262,8 @@ func (f *fleet) kill(tb testing.TB, addr string) {
 func (f *fleet) pid() int { return f.cmd.Process.Pid }
 
 // TestFakeFleet checks the fleet's three kinds of server: a live one
-// accepts, a blackholed one lets a connect time out, a killed one refuses.
+// accepts, a blackholed one lets a connect time out, a killed one refuses
+// and closes what it held.
 func TestFakeFleet(t *testing.T) {
 	f := startFleet(t, 3, 1, 2)
 	if len(f.live) != 3 || len(f.black) != 2 || f.live[0].statusURL == "" {
@@ -246,8 +289,18 @@ func TestFakeFleet(t *testing.T) {
 			t.Fatalf("blackholed %s: want a timeout, got %v", addr, err)
 		}
 	}
+	held, err := net.DialTimeout("tcp", f.live[2].addr, time.Second)
+	if err != nil {
+		t.Fatalf("live %s: %v", f.live[2].addr, err)
+	}
+	defer held.Close()
 	f.kill(t, f.live[2].addr)
 	if _, err := net.DialTimeout("tcp", f.live[2].addr, time.Second); err == nil {
 		t.Fatalf("killed %s still accepts", f.live[2].addr)
+	}
+	// The connection it held ends, as a dead process's do.
+	_ = held.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := held.Read(make([]byte, 1)); err != io.EOF && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("connection held by the killed server: read %v; want EOF or a reset", err)
 	}
 }

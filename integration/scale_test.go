@@ -96,7 +96,14 @@ func TestScale(t *testing.T) {
 
 	// Steady state: etcd puts and bytes over a window, CPU per replica.
 	const window = 60 * time.Second
+	deferred0, derr0 := metricValue(leader.http+"/metrics", "tcpdispatch_prober_deferred_probes_total")
 	steady := c.measureSteady(t, window, f)
+	// A round is an interval by construction since probes are spread:
+	// what shows whether every server really got its probe is how many
+	// started late for want of room.
+	if deferred1, err := metricValue(leader.http+"/metrics", "tcpdispatch_prober_deferred_probes_total"); err == nil && derr0 == nil {
+		rep.add("probes started late for want of in-flight room (per s, steady)", fmt.Sprintf("%.1f", (deferred1-deferred0)/window.Seconds()), "0")
+	}
 	rep.add(fmt.Sprintf("etcd puts/s, steady state (watch count over %v)", window), fmt.Sprintf("%.1f", steady.putsPerSec), "≤ 10 when nothing changes")
 	rep.add("etcd history growth per hour (put key+value bytes)", fmt.Sprintf("%.0f MB/h", steady.historyMBh), "proportional to change")
 	rep.add("etcd db size growth per hour (Status.DbSize delta)", fmt.Sprintf("%.0f MB/h (db %.0f MB)", steady.dbMBh, steady.dbMB), "compaction + quota, documented")

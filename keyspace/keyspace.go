@@ -110,6 +110,8 @@ const (
 	KindHealth
 	// KindElection is a key under election/.
 	KindElection
+	// KindHeartbeat is the leader's heartbeat key (see Layout.Heartbeat).
+	KindHeartbeat
 	// KindInvalid is a key in an operator part of the layout (servers/,
 	// config/, health/) that the layout does not allow: a typo in a key's
 	// name is reported like a bad value, not silently ignored.
@@ -146,6 +148,8 @@ func (k Layout) Parse(key string) (kind Kind, id, field string) {
 		return KindHealth, id, ""
 	case strings.HasPrefix(rest, "election/"):
 		return KindElection, "", ""
+	case rest == "leader/heartbeat":
+		return KindHeartbeat, "", ""
 	}
 	return KindUnknown, "", ""
 }

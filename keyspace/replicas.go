@@ -6,6 +6,11 @@ package keyspace
 //
 //	<prefix>replicas/<name>        JSON {"name","http"}: a replica's advertised HTTP URL (leased)
 //	<prefix>leader/opinion-token   the current term's token for the opinion route (leader, fenced)
+//	<prefix>leader/heartbeat       JSON Heartbeat: the leader's proof, once per probe interval,
+//	                               that the records of its epoch are current (leader, fenced)
+//
+// The watcher reads leader/heartbeat (see verdict.go) but a heartbeat alone
+// never rebuilds a snapshot.
 
 // Replicas returns the prefix of the replicas' announcements.
 func (k Layout) Replicas() string { return k.prefix + "replicas/" }
@@ -16,3 +21,6 @@ func (k Layout) Replica(name string) string { return k.Replicas() + name }
 // OpinionToken returns the key of the token that authenticates the leader
 // on other replicas' opinion route.
 func (k Layout) OpinionToken() string { return k.prefix + "leader/opinion-token" }
+
+// Heartbeat returns the key of the leader's heartbeat (see store.Heartbeat).
+func (k Layout) Heartbeat() string { return k.prefix + "leader/heartbeat" }

@@ -100,12 +100,22 @@ type EmbedConfig struct {
 	// AutoCompactionRetention is etcd's --auto-compaction-retention in
 	// periodic mode (e.g. "1h"); "0" disables it.
 	AutoCompactionRetention string
+	// QuotaBackendBytes is etcd's --quota-backend-bytes: the size the
+	// member's database may reach before etcd raises the NOSPACE alarm and
+	// refuses writes (reported in /v1/status problems and
+	// tcpdispatch_etcd_alarms). Default 2 GiB, etcd's own; 0 means that
+	// default too. See docs/OPERATIONS.md for the growth to expect.
+	QuotaBackendBytes int64
 	// ClientTLS and PeerTLS secure the member's client and peer URLs
 	// (etcd's --cert-file ... and --peer-cert-file ...); ClientAutoTLS and
 	// PeerAutoTLS are etcd's --auto-tls and --peer-auto-tls. See tls.go.
 	ClientTLS, PeerTLS         TLSFiles
 	ClientAutoTLS, PeerAutoTLS bool
 }
+
+// DefaultQuotaBackendBytes is the embedded member's default backend quota:
+// etcd's own default, 2 GiB.
+const DefaultQuotaBackendBytes = 2 << 30
 
 // DefaultConfig returns a working one-node configuration.
 func DefaultConfig() Config {
@@ -132,6 +142,7 @@ func DefaultConfig() Config {
 			HeartbeatMs:             50,
 			ElectionMs:              500,
 			AutoCompactionRetention: "1h",
+			QuotaBackendBytes:       DefaultQuotaBackendBytes,
 		},
 		Probe: prober.DefaultConfig(),
 		API:   api.DefaultConfig(),
@@ -194,6 +205,9 @@ func (c Config) Validate() error {
 	}
 	if e.InitialClusterState != "new" && e.InitialClusterState != "existing" {
 		return fmt.Errorf("initial-cluster-state %q: must be new or existing", e.InitialClusterState)
+	}
+	if e.QuotaBackendBytes < 0 {
+		return fmt.Errorf("quota-backend-bytes %d: must not be negative", e.QuotaBackendBytes)
 	}
 	if e.HeartbeatMs == 0 || e.ElectionMs < 5*e.HeartbeatMs {
 		return fmt.Errorf("election-timeout (%dms) must be at least 5 × heartbeat-interval (%dms)", e.ElectionMs, e.HeartbeatMs)

@@ -384,6 +384,7 @@ func (n *Node) startMember() (*embed.Etcd, error) {
 		cfg.AutoCompactionMode = "periodic"
 		cfg.AutoCompactionRetention = e.AutoCompactionRetention
 	}
+	cfg.QuotaBackendBytes = e.QuotaBackendBytes
 	level, err := zapcore.ParseLevel(n.cfg.EtcdLogLevel)
 	if err != nil {
 		return nil, err

@@ -16,6 +16,10 @@ type metrics struct {
 	localFailures, suspectRounds, heldVerdicts, selfFaultRounds prometheus.Counter
 	opinionsServed, opinionsRejected, opinionFailures           prometheus.Counter
 	lag                                                         prometheus.Histogram
+
+	capacity, links                  prometheus.Gauge
+	deferred, linkCloses, heartbeats prometheus.Counter
+	deathNotices                     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -50,9 +54,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Second-opinion requests to other replicas that got no usable answer."}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tcpdispatch_prober_round_lag_seconds",
 			Help: "How late a probe round started (scheduling lag).", Buckets: prometheus.ExponentialBuckets(0.001, 2, 12)}),
+		capacity: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_prober_inflight_capacity",
+			Help: "Probes this leader may have in flight at once: concurrency + servers × timeout ÷ interval, bounded."}),
+		links: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpdispatch_prober_links",
+			Help: "Persistent connections this leader holds to servers (death notices)."}),
+		deferred: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_deferred_probes_total",
+			Help: "Probes started late because the in-flight capacity was full."}),
+		linkCloses: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_link_closes_total",
+			Help: "Persistent connections closed by the server side (each checked at once by a notice probe)."}),
+		deathNotices: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_death_notices_total",
+			Help: "Servers taken down at once: their persistent connection closed and a connect was refused."}),
+		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_heartbeats_total",
+			Help: "Heartbeats written (one per interval while the leader vouches for its records)."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.rounds, m.transitions, m.failures, m.txns, m.writes, m.latency, m.statusFailures,
+		for _, c := range []prometheus.Collector{m.capacity, m.links, m.deferred, m.linkCloses, m.deathNotices, m.heartbeats, m.rounds, m.transitions, m.failures, m.txns, m.writes, m.latency, m.statusFailures,
 			m.localFailures, m.suspectRounds, m.heldVerdicts, m.selfFaultRounds, m.opinionsServed, m.opinionsRejected, m.opinionFailures, m.lag} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register prober metrics: %w", err)

@@ -1,20 +1,26 @@
 // Package prober is the leader's health checker. It probes every registered
-// tcp-server with a TCP connect, applies rise/fall hysteresis, and writes
-// health records to etcd through the leader's fenced writer: only on
-// transitions and on a slow refresh, batched into transactions, never one
-// write per probe.
+// tcp-server with a TCP connect, once per interval at the server's own phase
+// (probes are spread over the interval, so a server that times out delays
+// nobody: see schedule.go), applies rise/fall hysteresis, and writes health
+// records to etcd through the leader's fenced writer: only on transitions
+// and at the start of its term, batched into transactions, never one write
+// per probe. Once per interval it writes a heartbeat (store.Keys.Heartbeat)
+// from which replicas derive how old the verdicts they serve are. After a
+// successful probe it keeps one idle connection to the server open (see
+// link.go): a process that dies with its host up closes it at once, a death
+// notice that takes the server down within milliseconds.
 //
 // A server with a status URL is also pulled for its status document (see
-// Status) after each successful connect; a failed pull counts as a failed
-// probe. The load it reports is smoothed (EWMA), run through overload
-// hysteresis, and written into the same health record, again only when it
-// changed meaningfully (5 points of load, 5% of conns, a state change) or
-// every LoadRefresh.
+// Status) after each successful connect, on a kept-alive connection; a
+// failed pull counts as a failed probe. The load it reports is smoothed
+// (EWMA), run through overload hysteresis, and written into the same health
+// record only when it changed meaningfully (5 points of load, 5% of conns,
+// a state change), batched once per interval.
 //
 // A failed probe is a verdict on the server only when the failure came from
 // the network or the server: errors that describe the prober's own host
-// (see classify.go) leave the server as it was. A round that would take
-// more than Config.SuspectShare of the up servers down at once waits for
+// (see classify.go) leave the server as it was. Results that would take
+// more than Config.SuspectShare of the up servers down at once wait for
 // other replicas to confirm (see judge, OpinionHandler and Directory), and
 // a leader that keeps failing its own checks returns ErrSelfFault so that
 // its caller steps down.
@@ -31,7 +37,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
@@ -60,26 +65,49 @@ type Config struct {
 	// Fall is how many consecutive failures take an up server down.
 	// Default 2.
 	Fall int
-	// Concurrency bounds the probes in flight at once. Default 64.
+	// Concurrency is the fewest probes the prober keeps in flight at once;
+	// the capacity grows with the fleet to Concurrency + 1.5 × servers ×
+	// Timeout ÷ Interval (every server dead and timing out still fits,
+	// with room for phases that bunch up), at most MaxInFlight. Default 64.
 	Concurrency int
-	// RefreshInterval is how often every record is rewritten even without a
-	// transition, so its checked_at shows the leader is alive. Default 30s.
+	// MaxInFlight bounds the probes in flight at once, hence the sockets
+	// they hold (never below Concurrency); it is further capped at half
+	// the process's open-file limit. A probe that finds no room is started late, and its timeout
+	// then counts as the prober's own fault (see classify.go), not the
+	// server's. Default 4096.
+	MaxInFlight int
+	// MaxLinks bounds the persistent connections the leader holds, one
+	// per server (see link.go); it is further capped by the open-file
+	// limit. Default 10000.
+	MaxLinks int
+	// DisableLinks turns persistent connections off: death is then
+	// noticed by the regular probes only.
+	DisableLinks bool
+	// RefreshInterval, when set, rewrites every record this often even
+	// without a transition. Zero (the default) never does: the heartbeat
+	// proves the records current (see HeartbeatInterval).
 	RefreshInterval time.Duration
+	// HeartbeatInterval is how often the leader writes its heartbeat key
+	// (store.Keys.Heartbeat), from which replicas derive verdict ages and
+	// keep load reports in use. Zero means Interval; negative turns the
+	// heartbeat off (verdict ages then grow from each record's
+	// checked_at).
+	HeartbeatInterval time.Duration
 	// BatchSize is the number of writes per transaction, at most
 	// election.MaxTxnOps (what a fenced transaction can carry under etcd's
 	// default --max-txn-ops). Default 100.
 	BatchSize int
 	// OpTimeout bounds each etcd transaction. Default 2s.
 	OpTimeout time.Duration
-	// LoadRefresh is how often a load report is rewritten even without a
-	// meaningful change, so replicas can tell a steady server from a
-	// leader that stopped pulling. Default 10s; below Interval it means
-	// every round.
+	// LoadRefresh, when set, rewrites a load report this often even
+	// without a meaningful change. Zero (the default) never does: the
+	// leader's heartbeat keeps the reports of its epoch in use, and a
+	// leader that stops pulling stops its heartbeat.
 	LoadRefresh time.Duration
-	// ReportTTL is how long replicas use a load report after its pull
-	// (written into the record as report_expires). Default 30s; zero
-	// means 3 × LoadRefresh (30s with the default LoadRefresh); must
-	// exceed LoadRefresh.
+	// ReportTTL is how long replicas use a load report after its pull or
+	// after the last heartbeat of the epoch that wrote it (the record
+	// carries report_expires = pull + ReportTTL). Default 30s (3 ×
+	// LoadRefresh when that is set); must exceed LoadRefresh.
 	ReportTTL time.Duration
 	// LoadSmoothing is the EWMA weight of a new load sample, in (0, 1];
 	// 1 disables smoothing. Default 0.5 (a change is half felt after one
@@ -123,18 +151,18 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Interval:        time.Second,
-		Timeout:         500 * time.Millisecond,
-		Rise:            2,
-		Fall:            2,
-		Concurrency:     64,
-		RefreshInterval: 30 * time.Second,
-		BatchSize:       100,
-		OpTimeout:       2 * time.Second,
-		LoadRefresh:     10 * time.Second,
-		ReportTTL:       30 * time.Second,
-		LoadSmoothing:   0.5,
-		Now:             time.Now,
+		Interval:      time.Second,
+		Timeout:       500 * time.Millisecond,
+		Rise:          2,
+		Fall:          2,
+		Concurrency:   64,
+		MaxInFlight:   4096,
+		MaxLinks:      10000,
+		BatchSize:     100,
+		OpTimeout:     2 * time.Second,
+		ReportTTL:     30 * time.Second,
+		LoadSmoothing: 0.5,
+		Now:           time.Now,
 
 		SuspectShare:     0.5,
 		SuspectMin:       2,
@@ -154,12 +182,16 @@ func (c Config) Validate() error {
 		return errors.New("prober: rise and fall must be at least 1")
 	case c.Concurrency < 1 || c.BatchSize < 1 || c.BatchSize > election.MaxTxnOps:
 		return fmt.Errorf("prober: concurrency must be >= 1 and batch size in 1..%d", election.MaxTxnOps)
-	case c.RefreshInterval < c.Interval:
-		return errors.New("prober: refresh interval must be at least the probe interval")
+	case c.MaxLinks < 0:
+		return errors.New("prober: max links must not be negative")
+	case c.MaxInFlight < 0:
+		return errors.New("prober: max in flight must not be negative")
+	case c.RefreshInterval != 0 && c.RefreshInterval < c.Interval:
+		return errors.New("prober: refresh interval must be 0 (never) or at least the probe interval")
 	case c.OpTimeout <= 0:
 		return errors.New("prober: op timeout must be positive")
-	case c.LoadRefresh <= 0:
-		return errors.New("prober: load refresh must be positive")
+	case c.LoadRefresh < 0:
+		return errors.New("prober: load refresh must not be negative")
 	case c.ReportTTL <= c.LoadRefresh:
 		return fmt.Errorf("prober: report TTL (%v) must exceed the load refresh (%v)", c.ReportTTL, c.LoadRefresh)
 	case !(c.LoadSmoothing > 0 && c.LoadSmoothing <= 1):
@@ -186,11 +218,14 @@ func (c Config) withDefaults() Config {
 	c.Rise = cmp.Or(c.Rise, d.Rise)
 	c.Fall = cmp.Or(c.Fall, d.Fall)
 	c.Concurrency = cmp.Or(c.Concurrency, d.Concurrency)
-	c.RefreshInterval = cmp.Or(c.RefreshInterval, d.RefreshInterval)
+	c.MaxInFlight = max(cmp.Or(c.MaxInFlight, d.MaxInFlight), c.Concurrency)
+	c.MaxLinks = cmp.Or(c.MaxLinks, d.MaxLinks)
+	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, c.Interval)
 	c.BatchSize = cmp.Or(c.BatchSize, d.BatchSize)
 	c.OpTimeout = cmp.Or(c.OpTimeout, d.OpTimeout)
-	c.LoadRefresh = cmp.Or(c.LoadRefresh, d.LoadRefresh)
-	c.ReportTTL = cmp.Or(c.ReportTTL, 3*c.LoadRefresh)
+	// RefreshInterval and LoadRefresh: zero means off (writes on change
+	// only), so they take no default.
+	c.ReportTTL = cmp.Or(c.ReportTTL, max(d.ReportTTL, 3*c.LoadRefresh))
 	c.LoadSmoothing = cmp.Or(c.LoadSmoothing, d.LoadSmoothing)
 	if c.Now == nil {
 		c.Now = d.Now
@@ -230,6 +265,10 @@ func (c Config) CheckFleet(n int) error {
 	}
 	return err
 }
+
+// statusIdleConns bounds the kept-alive status connections (see link.go's
+// linkReserve, which leaves room for them).
+const statusIdleConns = 1024
 
 // Snapshots is where the prober learns the registered servers and the
 // health already recorded. *store.Watcher implements it.
@@ -289,12 +328,14 @@ func New(cfg Config, keys keyspace.Layout, snaps Snapshots, log *logrus.Entry, r
 	if err != nil {
 		return nil, err
 	}
-	// No keep-alives: a pull per server per interval is cheap, and idle
-	// connections would outlive the leadership term that opened them.
+	// Status pulls keep their connection alive from one interval to the
+	// next (one per server, a bounded pool): a request on an open
+	// connection costs far less than a handshake. Run closes the idle
+	// ones when the term ends.
 	dialer := net.Dialer{Timeout: cfg.Timeout, Control: cfg.Targets.Control}
 	hc := &http.Client{
-		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil,
-			DialContext: dialer.DialContext, MaxResponseHeaderBytes: 16 << 10},
+		Transport: &http.Transport{Proxy: nil, MaxIdleConns: statusIdleConns, MaxIdleConnsPerHost: 1,
+			IdleConnTimeout: 2 * cfg.Interval, DialContext: dialer.DialContext, MaxResponseHeaderBytes: 16 << 10},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	// Other replicas are not targets: the target policy, which bounds
@@ -320,125 +361,18 @@ type target struct {
 	local bool
 	// skip keeps the result from moving the server's tracker (see judge).
 	skip bool
-}
-
-// Run probes until ctx (the leadership context) is cancelled, writing
-// through w. It returns nil on cancellation and election.ErrNotLeader when a
-// write finds leadership lost; other etcd errors are logged and the
-// unwritten records retried next round.
-func (p *Prober) Run(ctx context.Context, w Writer) error {
-	log := p.log.WithField("epoch", w.Epoch())
-	trackers := make(map[string]*tracker)
-	loads := make(map[string]*loadTracker)
-	pending := make(map[string]store.Health) // records not yet written
-	lastRefresh := p.cfg.Now()
-	seeded, firstRound := false, true
-	rb := newRebalancer()
-	token, faults := "", 0
-
-	// Jitter the first round so replicas that win in turn after a flapping
-	// etcd do not probe in lockstep with a fixed phase.
-	first := time.Duration(rand.Int64N(max(1, int64(p.cfg.Interval)/4)))
-	timer := time.NewTimer(first)
-	defer timer.Stop()
-	due := time.Now().Add(first)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-timer.C:
-		}
-		// How late the round starts: scheduling lag of a starved process.
-		lag := max(0, time.Since(due))
-		p.metrics.lag.Observe(lag.Seconds())
-		start := p.cfg.Now()
-		snap := p.snaps.Snapshot()
-		if snap == nil {
-			timer.Reset(p.cfg.Interval)
-			due = time.Now().Add(p.cfg.Interval)
-			continue
-		}
-		if token == "" && p.peers != nil {
-			var err error
-			if token, err = p.writeToken(ctx, w); errors.Is(err, election.ErrNotLeader) {
-				return err
-			} else if err != nil && ctx.Err() == nil {
-				log.WithError(err).Warn("write opinion token; retrying next round")
-			}
-		}
-		if !seeded {
-			p.seed(snap, trackers, loads)
-			seeded = true
-		}
-		targets := p.targets(snap, trackers, loads, pending)
-		p.planRebalance(rb, snap, targets, trackers, loads, start, p.rebalanceMaxAge(), log)
-		p.probe(ctx, targets, lag)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if fault := p.judge(ctx, targets, trackers, token); fault != "" {
-			faults++
-			p.metrics.selfFaultRounds.Inc()
-			log.WithField("rounds", faults).Warn("this leader failed its own checks: " + fault)
-			if faults >= p.cfg.SelfFaultRounds && p.hasPeers(ctx) {
-				return fmt.Errorf("%w: %d rounds in a row, last: %s", ErrSelfFault, faults, fault)
-			}
-		} else {
-			faults = 0
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		now := p.cfg.Now()
-		// The first round of a term rewrites every record: readers then see
-		// which epoch vouches for each verdict, and the term's first fenced
-		// write proves the takeover without waiting for a transition.
-		refresh := firstRound || now.Sub(lastRefresh) >= p.cfg.RefreshInterval
-		for _, t := range targets {
-			if t.skip {
-				// Not a verdict: the record stays as it is, unrefreshed.
-				continue
-			}
-			tr := trackers[t.id]
-			changed := tr.observe(t.ok, t.reason, now, p.cfg.Rise, p.cfg.Fall)
-			if changed {
-				p.metrics.transitions.Inc()
-				log.WithFields(logrus.Fields{"server": t.id, "addr": t.addr, "up": tr.status == statusUp, "reason": t.reason}).Info("server health changed")
-			}
-			lt := loads[t.id]
-			lt.observe(t.status, now, p.cfg.LoadSmoothing, snap.Balancing.OverloadThreshold, snap.Balancing.OverloadRecover)
-			if lt.overloaded != lt.wOverloaded && lt.has {
-				log.WithFields(logrus.Fields{"server": t.id, "overloaded": lt.overloaded, "load": lt.last.Utilization()}).Info("server overload changed")
-			}
-			if changed || refresh || !recorded(snap, t.id, tr) || lt.dirty(now, p.cfg.LoadRefresh) || rb.dirty(&t) {
-				h := store.Health{Addr: tr.addr, Healthy: tr.status == statusUp, Since: tr.since,
-					CheckedAt: now, Reason: tr.reason, Epoch: w.Epoch(), Leader: w.Name()}
-				lt.fill(&h, p.cfg.ReportTTL)
-				rb.fill(&h, &t)
-				// Marked written now: a failed flush keeps h pending and
-				// retries it, and a newer change replaces it.
-				lt.markWritten(h)
-				pending[t.id] = h
-			}
-		}
-		if refresh {
-			lastRefresh = now
-		}
-		firstRound = false
-		if err := p.flush(ctx, w, snap, pending); err != nil {
-			if errors.Is(err, election.ErrNotLeader) {
-				return err
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			log.WithError(err).Warn("write health records; retrying next round")
-		}
-		p.metrics.rounds.Inc()
-		wait := max(0, p.cfg.Interval-p.cfg.Now().Sub(start))
-		timer.Reset(wait)
-		due = time.Now().Add(wait)
-	}
+	// notice marks the probe made when the server closed its persistent
+	// connection (see link.go): a refusal then takes it down at once.
+	notice bool
+	// refused is set when the connect was refused or reset: nothing
+	// listens at addr.
+	refused bool
+	// exhausted is set when no socket could be opened: the prober's host
+	// is out of descriptors.
+	exhausted bool
+	// confirmed marks a failing server that other replicas confirmed down
+	// in a suspect batch (see judge): it goes down at once.
+	confirmed bool
 }
 
 // seed initialises trackers from the records a previous leader wrote.
@@ -467,71 +401,17 @@ func recorded(snap *store.Snapshot, id string, tr *tracker) bool {
 	return s != nil && s.State != store.HealthUnknown && s.Addr == tr.addr && s.Healthy == (tr.status == statusUp)
 }
 
-// targets lists the servers to probe and drops state of removed ones.
-func (p *Prober) targets(snap *store.Snapshot, trackers map[string]*tracker, loads map[string]*loadTracker, pending map[string]store.Health) []target {
-	out := make([]target, 0, len(snap.Servers))
-	live := make(map[string]bool, len(snap.Servers))
-	for _, s := range snap.Servers {
-		if s.Addr == "" {
-			continue
-		}
-		live[s.ID] = true
-		tr := trackers[s.ID]
-		if tr == nil || tr.addr != s.Addr {
-			// A new address starts without a verdict: the old one's
-			// says nothing about it.
-			tr = &tracker{addr: s.Addr}
-			trackers[s.ID] = tr
-			delete(loads, s.ID)
-		}
-		if loads[s.ID] == nil {
-			loads[s.ID] = &loadTracker{}
-		}
-		out = append(out, target{id: s.ID, addr: s.Addr, statusURL: s.StatusURL})
-	}
-	for id := range trackers {
-		if !live[id] {
-			delete(trackers, id)
-		}
-	}
-	for id := range loads {
-		if !live[id] {
-			delete(loads, id)
-		}
-	}
-	for id := range pending {
-		if !live[id] {
-			delete(pending, id)
-		}
-	}
-	return out
-}
-
-// probe runs one TCP connect per target, at most Concurrency at once, and
-// fills in the results.
+// probe runs one probe per target, at most Concurrency at once, and fills
+// in the results. The opinion route uses it; Run schedules probeOne itself.
 func (p *Prober) probe(ctx context.Context, targets []target, lag time.Duration) {
 	work := make(chan int)
 	var wg sync.WaitGroup
 	for range min(p.cfg.Concurrency, len(targets)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range work {
-				t := &targets[i]
-				t.ok, t.reason, t.local = p.check(ctx, t.addr, lag)
-				if t.ok && t.statusURL != "" {
-					start := time.Now()
-					st, err := pullStatus(ctx, p.http, shedURL(t.statusURL, t.shed), p.cfg.Timeout)
-					if err != nil {
-						p.metrics.statusFailures.Inc()
-						t.ok, t.reason = false, err.Error()
-						t.local = p.class.isLocal(t.addr, err, time.Since(start), lag)
-					} else {
-						t.status = &st
-					}
-				}
+				p.probeOne(ctx, &targets[i], lag)
 			}
-		}()
+		})
 	}
 	for i := range targets {
 		select {
@@ -546,9 +426,37 @@ func (p *Prober) probe(ctx context.Context, targets []target, lag time.Duration)
 	wg.Wait()
 }
 
+// probeOne connects to t.addr and, when that works and t has a status URL,
+// pulls its status document; it fills in t's result. lag is how late the
+// probe started.
+func (p *Prober) probeOne(ctx context.Context, t *target, lag time.Duration) {
+	var err error
+	t.ok, t.reason, t.local, err = p.dial(ctx, t.addr, lag)
+	t.refused = err != nil && !t.local && refused(err)
+	t.exhausted = outOfFiles(err)
+	if !t.ok || t.statusURL == "" {
+		return
+	}
+	start := time.Now()
+	st, err := pullStatus(ctx, p.http, shedURL(t.statusURL, t.shed), p.cfg.Timeout)
+	if err != nil {
+		p.metrics.statusFailures.Inc()
+		t.ok, t.reason = false, err.Error()
+		t.local = p.class.isLocal(t.addr, err, time.Since(start), lag)
+		return
+	}
+	t.status = &st
+}
+
 // check connects to addr once. local reports a failure that describes the
-// prober's own host (see classifier); lag is how late the round started.
+// prober's own host (see classifier); lag is how late the probe started.
 func (p *Prober) check(ctx context.Context, addr string, lag time.Duration) (ok bool, reason string, local bool) {
+	ok, reason, local, _ = p.dial(ctx, addr, lag)
+	return ok, reason, local
+}
+
+// dial is check, with the connect's error.
+func (p *Prober) dial(ctx context.Context, addr string, lag time.Duration) (ok bool, reason string, local bool, err error) {
 	start := time.Now()
 	conn, err := p.dialer.DialContext(ctx, "tcp", addr)
 	elapsed := time.Since(start)
@@ -556,13 +464,13 @@ func (p *Prober) check(ctx context.Context, addr string, lag time.Duration) (ok 
 	if err != nil {
 		if p.class.isLocal(addr, err, elapsed, lag) {
 			p.metrics.localFailures.Inc()
-			return false, "prober's own fault: " + err.Error(), true
+			return false, "prober's own fault: " + err.Error(), true, err
 		}
 		p.metrics.failures.Inc()
-		return false, err.Error(), false
+		return false, err.Error(), false, err
 	}
 	conn.Close()
-	return true, "", false
+	return true, "", false, nil
 }
 
 // hasPeers reports whether other replicas are registered that could lead
@@ -579,9 +487,18 @@ func (p *Prober) hasPeers(ctx context.Context) bool {
 // longer registered, in fenced transactions of at most BatchSize writes.
 // Records that were written are removed from pending.
 func (p *Prober) flush(ctx context.Context, w Writer, snap *store.Snapshot, pending map[string]store.Health) error {
+	return p.flushSome(ctx, w, snap, pending, 0)
+}
+
+// flushSome is flush in at most maxTxns transactions (0: as many as it
+// takes); what does not fit stays pending.
+func (p *Prober) flushSome(ctx context.Context, w Writer, snap *store.Snapshot, pending map[string]store.Health, maxTxns int) error {
 	var ops []clientv3.Op
 	var ids []string
 	for id, h := range pending {
+		if maxTxns > 0 && len(ops) >= maxTxns*p.cfg.BatchSize {
+			break
+		}
 		b, err := json.Marshal(h)
 		if err != nil {
 			return fmt.Errorf("encode health of %s: %w", id, err)
@@ -590,6 +507,9 @@ func (p *Prober) flush(ctx context.Context, w Writer, snap *store.Snapshot, pend
 		ids = append(ids, id)
 	}
 	for _, id := range snap.OrphanHealth() {
+		if maxTxns > 0 && len(ops) >= maxTxns*p.cfg.BatchSize {
+			break
+		}
 		// Only if the server is still unregistered when the write lands:
 		// the snapshot may be behind a registration made meanwhile.
 		unregistered := clientv3.Compare(clientv3.CreateRevision(p.keys.Server(id)), "=", 0).WithPrefix()

@@ -34,9 +34,12 @@ const (
 	slack = 30 * time.Millisecond
 )
 
-// testConfig probes fast and never refreshes during a test.
+// testConfig probes fast and never refreshes during a test. The heartbeat
+// is off, so that a steady state shows as no write at all;
+// TestProberHeartbeat covers it.
 func testConfig() Config {
-	return Config{Interval: interval, Timeout: 50 * time.Millisecond, Rise: 2, Fall: 2, RefreshInterval: time.Hour}
+	return Config{Interval: interval, Timeout: 50 * time.Millisecond, Rise: 2, Fall: 2, RefreshInterval: time.Hour,
+		HeartbeatInterval: -1}
 }
 
 func TestConfigValidate(t *testing.T) {

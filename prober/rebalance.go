@@ -206,7 +206,9 @@ func newRebalancer() *rebalancer {
 }
 
 // plan sets the shed of each target for this round's pull from what the
-// leader pulled so far. maxAge is how old a pull may be and still count.
+// leader pulled so far. maxAge is how old a pull may be and still count. A
+// target whose shed is already set holds an ask not delivered yet: it is
+// left as it is.
 func (p *Prober) planRebalance(rb *rebalancer, snap *store.Snapshot, targets []target, trackers map[string]*tracker,
 	loads map[string]*loadTracker, now time.Time, maxAge time.Duration, log *logrus.Entry) {
 	pol := snap.Balancing.Rebalance
@@ -266,7 +268,9 @@ func (p *Prober) planRebalance(rb *rebalancer, snap *store.Snapshot, targets []t
 	}
 	budget := rb.pacer.fleetBudget(now, plan.Total, pol.Rate)
 	for k, tg := range plan.Targets {
-		if tg.Excess == 0 {
+		if tg.Excess == 0 || targets[index[tg.ID]].shed > 0 {
+			// Nothing to shed, or an ask not yet delivered (probes are
+			// spread over the interval): it stands, nothing more.
 			continue
 		}
 		n := rb.pacer.grant(tg.ID, fleet.Servers[k].Conns, tg.Excess, budget, now, pol.Rate)

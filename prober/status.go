@@ -113,7 +113,7 @@ const (
 )
 
 // dirty reports whether etcd's copy of the report is out of date enough to
-// rewrite.
+// rewrite; refresh 0 never rewrites an unchanged report.
 func (l *loadTracker) dirty(now time.Time, refresh time.Duration) bool {
 	if l.has != l.written {
 		return true
@@ -125,7 +125,7 @@ func (l *loadTracker) dirty(now time.Time, refresh time.Duration) bool {
 	return math.Abs(l.ewma-l.wLoad) >= loadDelta ||
 		float64(max(dc, -dc)) >= max(connsDelta*float64(l.wConns), minConnsDelta) ||
 		l.overloaded != l.wOverloaded || l.last.Draining != l.wDraining ||
-		now.Sub(l.wAt) >= refresh
+		refresh > 0 && now.Sub(l.wAt) >= refresh
 }
 
 // fill copies the report into h and marks it written once h is.

@@ -19,46 +19,68 @@ import (
 // SelfFaultBackoff, so that a replica that can probe leads.
 var ErrSelfFault = errors.New("prober: the leader cannot probe")
 
-// judge decides, after a round's probes and before any verdict is applied,
+// judge decides, for a batch of results and before any verdict is applied,
 // which results count. It marks skip on every target whose result must not
 // move its tracker: a failure on the prober's own host, and a failure that
-// is part of a suspect round and was not confirmed by other replicas. It
-// returns why this round counts against the leader itself, or "".
+// would take an up server down while the leader is suspect and was not
+// confirmed by other replicas. It returns why this batch counts against the
+// leader itself, or "". (That most probes of a round failed on the
+// prober's own host is counted per round, by Run.)
 //
-// A round is suspect when the failures that would take up servers down at
-// once number at least SuspectMin and more than SuspectShare of the up
-// servers. The leader then asks every other replica to probe those addrs
-// (askPeers): a down-verdict is applied when a majority of the replicas that
-// could probe the addr failed it too, and held otherwise. Without any other
-// replica registered (nor seen within peerMemory) there is nobody to ask and
-// the round applies as is; if
-// replicas are registered but none answers, every down-verdict of the round
-// is held (up-verdicts are always applied).
-func (p *Prober) judge(ctx context.Context, targets []target, trackers map[string]*tracker, token string) (fault string) {
-	local := 0
-	for i := range targets {
-		if targets[i].local {
-			targets[i].skip = true
-			local++
-		}
-	}
-	if local > 0 && float64(local) > p.cfg.SuspectShare*float64(len(targets)) {
-		fault = fmt.Sprintf("%d of %d probes failed on this host", local, len(targets))
-	}
+// Probes are spread over the interval, so a batch holds only the servers
+// whose turn it was. The leader is suspect when the batch holds a
+// down-verdict and the up servers whose latest probe failed (counting this
+// batch) number at least SuspectMin and more than SuspectShare of the up
+// servers: every server is probed once per interval, so this is the share
+// failing "at once", as a round used to see it. The leader then asks every
+// other replica to probe the batch's down-verdicts (askPeers): a
+// down-verdict is applied when a majority of the replicas that could probe
+// the addr failed it too, and held otherwise. Without any other replica
+// registered (nor seen within peerMemory) there is nobody to ask and the
+// verdicts apply as they are; if replicas are registered but none answers,
+// every down-verdict of the batch is held (up-verdicts are always
+// applied).
+//
+// When other replicas are asked, they are also asked about the other up
+// servers whose latest probe failed (probes are spread, so servers that
+// died together reach fall failures at different times): those confirmed
+// down are returned in extra, marked confirmed, to go down in this batch,
+// so that a mass failure is written in one update as when a round's
+// verdicts were (replicas' mass-removal guard looks at one update).
+func (p *Prober) judge(ctx context.Context, targets []target, trackers map[string]*tracker, token string) (fault string, extra []target) {
 	var cands []int
-	up := 0
-	for i, t := range targets {
-		tr := trackers[t.id]
-		if tr == nil || tr.status != statusUp {
+	failingNow := 0 // up servers failing in this batch for the first time
+	for i := range targets {
+		t := &targets[i]
+		if t.local {
+			t.skip = true
 			continue
 		}
-		up++
-		if !t.ok && !t.local && tr.streak+1 >= p.cfg.Fall {
+		tr := trackers[t.id]
+		if tr == nil || tr.status != statusUp || t.ok {
+			continue
+		}
+		if tr.streak == 0 {
+			failingNow++
+		}
+		if tr.streak+1 >= p.cfg.Fall || t.notice && t.refused {
 			cands = append(cands, i)
 		}
 	}
-	if len(cands) < p.cfg.SuspectMin || float64(len(cands)) <= p.cfg.SuspectShare*float64(up) {
-		return fault
+	if len(cands) == 0 {
+		return "", nil
+	}
+	up, failing := 0, failingNow
+	for _, tr := range trackers {
+		if tr.status == statusUp {
+			up++
+			if tr.streak > 0 {
+				failing++
+			}
+		}
+	}
+	if failing < p.cfg.SuspectMin || float64(failing) <= p.cfg.SuspectShare*float64(up) {
+		return "", nil
 	}
 	p.metrics.suspectRounds.Inc()
 	hold := func(why string) string {
@@ -66,30 +88,53 @@ func (p *Prober) judge(ctx context.Context, targets []target, trackers map[strin
 			targets[i].skip = true
 		}
 		p.metrics.heldVerdicts.Add(float64(len(cands)))
-		p.log.WithField("servers", len(cands)).WithField("up", up).Warn("suspect round: holding down-verdicts: " + why)
+		p.log.WithField("servers", len(cands)).WithField("failing", failing).WithField("up", up).Warn("suspect round: holding down-verdicts: " + why)
 		return why
 	}
 	if p.peers == nil {
-		return fault
+		return fault, nil
 	}
 	peers, err := p.listPeers(ctx)
 	switch {
 	case err != nil:
-		return hold(fmt.Sprintf("%d of %d up servers failed at once and the replica list is unreadable: %v", len(cands), up, err))
+		return hold(fmt.Sprintf("%d of %d up servers failed at once and the replica list is unreadable: %v", failing, up, err)), nil
 	case len(peers) == 0:
 		// Nobody to ask: a lone replica trusts its probes.
 		p.log.WithField("servers", len(cands)).Warn("suspect round: no other replica is listed; applying the down-verdicts")
-		return fault
+		return fault, nil
 	case token == "":
-		return hold("the opinion token is not written yet")
+		return hold("the opinion token is not written yet"), nil
+	}
+	if len(cands) > MaxOpinionAddrs {
+		// What one request may carry; the rest wait for their next
+		// probe, when they are candidates again.
+		for _, i := range cands[MaxOpinionAddrs:] {
+			targets[i].skip = true
+		}
+		p.metrics.heldVerdicts.Add(float64(len(cands) - MaxOpinionAddrs))
+		cands = cands[:MaxOpinionAddrs]
 	}
 	addrs := make([]string, 0, len(cands))
+	inBatch := make(map[string]bool, len(targets))
+	for _, t := range targets {
+		inBatch[t.id] = true
+	}
 	for _, i := range cands {
 		addrs = append(addrs, targets[i].addr)
 	}
+	var others []target
+	for id, tr := range trackers {
+		if len(addrs) >= MaxOpinionAddrs {
+			break
+		}
+		if tr.status == statusUp && tr.streak > 0 && !inBatch[id] {
+			others = append(others, target{id: id, addr: tr.addr, reason: "failing, and confirmed down by other replicas in a mass failure", confirmed: true})
+			addrs = append(addrs, tr.addr)
+		}
+	}
 	tally, answered := p.askPeers(ctx, peers, token, addrs)
 	if answered == 0 {
-		return hold(fmt.Sprintf("%d of %d up servers failed at once and none of %d other replicas answered", len(cands), up, len(peers)))
+		return hold(fmt.Sprintf("%d of %d up servers failed at once and none of %d other replicas answered", failing, up, len(peers))), nil
 	}
 	var confirmed, contradicted, unknown int
 	for _, i := range cands {
@@ -105,19 +150,24 @@ func (p *Prober) judge(ctx context.Context, targets []target, trackers map[strin
 		}
 		targets[i].skip = true
 	}
+	for _, o := range others {
+		if v := tally[o.addr]; 2*v.down > v.up+v.down {
+			extra = append(extra, o)
+		}
+	}
 	p.metrics.heldVerdicts.Add(float64(contradicted + unknown))
 	log := p.log.WithField("confirmed", confirmed).WithField("contradicted", contradicted).
 		WithField("unknown", unknown).WithField("replicas", answered)
 	switch {
 	case contradicted > 0:
 		log.Warn("suspect round: other replicas reach servers this leader cannot; holding those verdicts")
-		return fmt.Sprintf("other replicas reach %d servers this leader cannot", contradicted)
+		return fmt.Sprintf("other replicas reach %d servers this leader cannot", contradicted), nil
 	case unknown > 0:
 		log.Warn("suspect round: no other replica could probe some servers; holding those verdicts")
-		return fmt.Sprintf("no other replica could confirm %d down-verdicts", unknown)
+		return fmt.Sprintf("no other replica could confirm %d down-verdicts", unknown), extra
 	}
 	log.Info("suspect round: other replicas confirm the down-verdicts")
-	return fault
+	return fault, extra
 }
 
 // peerMemory is how long a prober keeps asking the replicas it last saw

@@ -60,3 +60,15 @@ func (t *tracker) observe(ok bool, reason string, now time.Time, rise, fall int)
 	}
 	return true
 }
+
+// down takes an up server down at once, whatever its streak: the death
+// notice of a closed persistent connection followed by a refused connect
+// (see link.go). It reports whether status changed.
+func (t *tracker) down(reason string, now time.Time) bool {
+	t.reason = reason
+	if t.status != statusUp {
+		return false
+	}
+	t.status, t.since, t.streak = statusDown, now, 0
+	return true
+}

@@ -46,6 +46,10 @@ type model struct {
 	leaderName string
 	// election maps election keys to their owner and create revision.
 	election map[string]electionKey
+	// heartbeat is the leader's last heartbeat (see verdict.go).
+	heartbeat Heartbeat
+	// alarms describes etcd's raised alarms (see alarms.go).
+	alarms []string
 	// lastPicker is the picker of the last build, whose schedule or ring
 	// the next build reuses when its inputs did not change.
 	lastPicker *balancer.Picker
@@ -223,6 +227,9 @@ func (m *model) putAt(key string, value []byte, v version) *rejected {
 		return &rejected{key, errors.New(name)}
 	case keyspace.KindElection:
 		m.election[key] = electionKey{name: string(value), createRev: v.create, lease: v.lease}
+		return nil
+	case keyspace.KindHeartbeat:
+		m.heartbeat = parseHeartbeat(value)
 		return nil
 	case keyspace.KindUnknown:
 		return nil
@@ -403,6 +410,8 @@ func (m *model) del(key string) {
 		}
 	case keyspace.KindElection:
 		delete(m.election, key)
+	case keyspace.KindHeartbeat:
+		m.heartbeat = Heartbeat{}
 	}
 }
 
@@ -511,12 +520,13 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 		if r := st.report; r != nil {
 			srv.ReportedAt = r.ReportedAt
 			srv.Report = ReportExpired
-			if now.Before(r.ReportExpires) {
+			// A heartbeat of the report's epoch keeps it in use (verdict.go).
+			if expires := reportExpires(*r, m.heartbeat); now.Before(expires) {
 				srv.Report = ReportFresh
 				srv.Load, srv.Conns, srv.MaxConns, srv.Overloaded = r.Load, r.Conns, r.MaxConns, r.Overloaded
 				srv.RebalanceTarget, srv.ShedTotal = r.RebalanceTarget, r.ShedTotal
 				srv.Draining = srv.Draining || r.Draining
-				rebuild = earliest(rebuild, r.ReportExpires)
+				rebuild = earliest(rebuild, expires)
 			}
 		}
 	}
@@ -533,9 +543,10 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 			srv.answer, srv.answerText = answers(st.answer, srv.Addr)
 		}
 	}
-	s.OldestVerdict = oldestVerdict(s.Servers)
+	s.setVerdicts(m.heartbeat)
 	s.electionProblems = m.electionProblems()
 	s.Problems = append(s.Problems, s.electionProblems...)
+	s.Problems = append(s.Problems, m.alarms...)
 
 	if m.orphansStale {
 		m.orphans = nil

@@ -30,6 +30,10 @@ type savedSnapshot struct {
 	// versions, which then load with DefaultBalancing.
 	Balancing *Balancing `json:"balancing,omitempty"`
 	AllDown   bool       `json:"all_down,omitempty"`
+	// Heartbeat is the leader's newest heartbeat when the file was saved,
+	// which confirms the verdicts of its epoch (see verdict.go); absent in
+	// files of earlier versions.
+	Heartbeat *Heartbeat `json:"heartbeat,omitempty"`
 }
 
 // savedServer is the on-disk form of a Server. It is a format of its own,
@@ -87,7 +91,11 @@ func SaveSnapshot(path string, s *Snapshot, confirmedAt, now time.Time) error {
 	for i := range s.Servers {
 		servers[i] = savedServer(s.Servers[i].Info())
 	}
-	b, err := json.Marshal(savedSnapshot{Version: persistVersion, Revision: s.Revision, SavedAt: now,
+	var hb *Heartbeat
+	if h := s.Heartbeat(); h.Epoch != 0 {
+		hb = &h
+	}
+	b, err := json.Marshal(savedSnapshot{Heartbeat: hb, Version: persistVersion, Revision: s.Revision, SavedAt: now,
 		ConfirmedAt: confirmedAt, Strategy: string(s.Strategy), Leader: s.Leader, LeaderEpoch: s.LeaderEpoch,
 		Servers: servers, Balancing: &s.Balancing, AllDown: s.AllDown})
 	if err != nil {
@@ -160,5 +168,8 @@ func LoadSnapshot(path string, now time.Time) (*Snapshot, time.Time, error) {
 		return nil, time.Time{}, fmt.Errorf("load snapshot %s: %w", path, err)
 	}
 	s.Leader, s.LeaderEpoch = saved.Leader, saved.LeaderEpoch
+	if saved.Heartbeat != nil {
+		s.setVerdicts(*saved.Heartbeat)
+	}
 	return s, saved.ConfirmedAt, nil
 }

@@ -150,7 +150,9 @@ type Snapshot struct {
 	// in the X-Tcpdispatch-Degraded header. Eligible() is 0 meanwhile.
 	AllDown bool
 	// OldestVerdict is when the oldest verdict among the servers get-tcp-ip
-	// may return was last confirmed (see verdict.go); zero when none.
+	// may return was last confirmed, as of the heartbeat known when the
+	// snapshot was built (see verdict.go; OldestVerdictAge also counts the
+	// heartbeats since); zero when none.
 	OldestVerdict time.Time
 	// RebuildAt is when effective weights next change without an etcd
 	// event (a slow-start step, a report expiry); zero when never.
@@ -158,6 +160,9 @@ type Snapshot struct {
 	// Candidates are the replicas campaigning for leadership (each live
 	// replica holds an election key), oldest first: the first is Leader.
 	Candidates []Candidate
+
+	// verdicts holds what OldestVerdictAge needs (see verdict.go).
+	verdicts verdictState
 
 	orphans []string // ids with a health record but no registration
 	// electionProblems are the Problems about election keys that block
@@ -265,7 +270,7 @@ func newSnapshotFrom(revision int64, strategy balancer.Strategy, bal Balancing, 
 			s.Servers[i].EffectiveWeight = srv.Weight
 		}
 	}
-	s.OldestVerdict = oldestVerdict(s.Servers)
+	s.setVerdicts(Heartbeat{})
 	return newSnapshot(s, nil)
 }
 

@@ -1,59 +1,152 @@
 package store
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
-// A verdict's age is how long ago the leader last confirmed it: today that
-// is the health record's checked_at, which the leader rewrites at least
-// every refresh interval while it leads (the prober's RefreshInterval). A
-// replica reports the age of the oldest verdict it serves; when no leader
-// can be elected the ages grow while every replica keeps serving the last
-// verdicts (static stability): nothing expires a verdict.
+// A verdict's age is how long ago the leader last confirmed it. The leader
+// writes a health record only when its verdict or load report changes
+// meaningfully, and at the start of its term (issue 11: writes in
+// proportion to change); between writes it proves that the records are
+// still its current verdicts with one heartbeat key per probe interval
+// (Keys.Heartbeat), fenced like every leader write and carrying its epoch.
+// A record counts as confirmed as of the newest heartbeat of the record's
+// own epoch: its confirmation time is max(CheckedAt, heartbeat time) when
+// the heartbeat's epoch is the record's (verdictState.oldest computes it
+// for a snapshot's oldest verdict, as heartbeats arrive). A heartbeat of another epoch confirms
+// nothing, since that leader has not checked the server yet: a new term
+// rewrites every record with its epoch as it probes them. A leader that
+// holds verdicts back (a suspect round, see the prober) or cannot write
+// stops its heartbeat, so the ages grow.
 //
-// Forward design (issue 11): once the leader stops rewriting unchanged
-// records and instead writes one heartbeat key per interval carrying its
-// epoch, a record's verdict counts as confirmed as of the newest heartbeat
-// of the record's own epoch: confirmedAt becomes max(CheckedAt, heartbeat
-// time) when heartbeat epoch == record epoch. A heartbeat of another epoch
-// confirms nothing, since a new leader has not yet checked that server.
-// Only confirmedAt changes; everything that reports ages goes through it.
+// A replica reports the age of the oldest verdict it serves; when no leader
+// can be elected the ages grow while every replica keeps serving the last
+// verdicts (static stability): nothing expires a verdict. The same
+// heartbeat keeps load reports of its epoch in use (see reportExpires).
 
-// confirmedAt returns when srv's verdict was last confirmed; zero without a
+// Heartbeat is the value of Keys.Heartbeat: the leader of Epoch vouches
+// that, as of At (its clock), every health record of Epoch is its current
 // verdict.
-func confirmedAt(srv *Server) time.Time {
-	return srv.CheckedAt
+type Heartbeat struct {
+	Epoch  int64     `json:"epoch"`
+	Leader string    `json:"leader"`
+	At     time.Time `json:"at"`
 }
 
-// oldestVerdict returns the oldest confirmation time among the verdicts of
-// the servers get-tcp-ip may return; zero when none of them has a verdict.
-func oldestVerdict(servers []Server) time.Time {
-	var oldest time.Time
-	for i := range servers {
-		srv := &servers[i]
-		if !srv.Eligible {
-			continue
+// parseHeartbeat decodes a heartbeat value; a value that does not decode
+// counts as no heartbeat (it confirms nothing).
+func parseHeartbeat(value []byte) Heartbeat {
+	var hb Heartbeat
+	if json.Unmarshal(value, &hb) != nil || hb.Epoch == 0 {
+		return Heartbeat{}
+	}
+	return hb
+}
+
+// confirms reports whether hb vouches for verdicts written in epoch.
+func (hb Heartbeat) confirms(epoch int64) bool { return epoch != 0 && hb.Epoch == epoch }
+
+// reportExpires returns when replicas stop using h's load report: its
+// ReportExpires, moved on by a heartbeat of the record's epoch by as much
+// as the report's own lifetime (the leader rewrites a report that changes
+// meaningfully, so a confirmed record's report is current).
+func reportExpires(h Health, hb Heartbeat) time.Time {
+	if !hb.confirms(h.Epoch) || !h.HasReport() {
+		return h.ReportExpires
+	}
+	if ext := hb.At.Add(h.ReportExpires.Sub(h.ReportedAt)); ext.After(h.ReportExpires) {
+		return ext
+	}
+	return h.ReportExpires
+}
+
+// epochVerdicts is the oldest CheckedAt among the served verdicts of one
+// epoch: with a heartbeat of that epoch, they all count as confirmed at
+// max(oldest, heartbeat).
+type epochVerdicts struct {
+	epoch  int64
+	oldest time.Time
+}
+
+// verdictState is what a snapshot needs to report its oldest verdict's
+// age as heartbeats arrive, without being rebuilt for each.
+type verdictState struct {
+	epochs []epochVerdicts // a few: one per epoch still served
+	built  Heartbeat       // the heartbeat known when the snapshot was built
+	// live is the watcher's newest heartbeat, shared by its snapshots;
+	// nil in snapshots built elsewhere.
+	live *atomic.Pointer[Heartbeat]
+}
+
+// heartbeat returns the newest heartbeat known to s.
+func (v *verdictState) heartbeat() Heartbeat {
+	if v.live != nil {
+		if hb := v.live.Load(); hb != nil {
+			return *hb
 		}
-		if at := confirmedAt(srv); !at.IsZero() && (oldest.IsZero() || at.Before(oldest)) {
+	}
+	return v.built
+}
+
+// oldest returns the oldest confirmation among the summarised verdicts
+// under hb; zero when there is none.
+func (v *verdictState) oldest(hb Heartbeat) time.Time {
+	var oldest time.Time
+	for _, e := range v.epochs {
+		at := e.oldest
+		if hb.confirms(e.epoch) && hb.At.After(at) {
+			at = hb.At
+		}
+		if oldest.IsZero() || at.Before(oldest) {
 			oldest = at
 		}
 	}
 	return oldest
 }
 
-// OldestVerdictAge returns how old, at now, the oldest verdict served is;
-// 0 when no served server has a verdict, and never negative (the leader's
-// clock may run ahead of this replica's).
+// setVerdicts summarises the verdicts of the servers get-tcp-ip may return
+// per epoch and sets OldestVerdict as of hb, the heartbeat known now.
+func (s *Snapshot) setVerdicts(hb Heartbeat) {
+	s.verdicts.epochs = s.verdicts.epochs[:0]
+	s.verdicts.built = hb
+	for i := range s.Servers {
+		srv := &s.Servers[i]
+		if !srv.Eligible || srv.CheckedAt.IsZero() {
+			continue
+		}
+		k := slices.IndexFunc(s.verdicts.epochs, func(e epochVerdicts) bool { return e.epoch == srv.VerdictEpoch })
+		if k < 0 {
+			s.verdicts.epochs = append(s.verdicts.epochs, epochVerdicts{epoch: srv.VerdictEpoch, oldest: srv.CheckedAt})
+		} else if srv.CheckedAt.Before(s.verdicts.epochs[k].oldest) {
+			s.verdicts.epochs[k].oldest = srv.CheckedAt
+		}
+	}
+	s.OldestVerdict = s.verdicts.oldest(hb)
+}
+
+// Heartbeat returns the newest leader heartbeat this snapshot knows of
+// (the watcher's, for snapshots it published); zero when none.
+func (s *Snapshot) Heartbeat() Heartbeat { return s.verdicts.heartbeat() }
+
+// OldestVerdictAge returns how old, at now, the oldest verdict served is,
+// counting the newest heartbeat; 0 when no served server has a verdict,
+// and never negative (the leader's clock may run ahead of this replica's).
 func (s *Snapshot) OldestVerdictAge(now time.Time) time.Duration {
-	if s.OldestVerdict.IsZero() {
+	oldest := s.OldestVerdict
+	if len(s.verdicts.epochs) > 0 {
+		oldest = s.verdicts.oldest(s.verdicts.heartbeat())
+	}
+	if oldest.IsZero() {
 		return 0
 	}
-	return max(now.Sub(s.OldestVerdict), 0)
+	return max(now.Sub(oldest), 0)
 }
 
 // electionProblems reports election keys that block every election: the

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -120,6 +121,13 @@ type Watcher struct {
 	// loggedElection is the election problems last logged (watcher
 	// goroutine only).
 	loggedElection string
+
+	// beat is the leader's newest heartbeat, shared by every snapshot
+	// this watcher publishes: a heartbeat moves verdict ages on without
+	// a rebuild (see verdict.go).
+	beat atomic.Pointer[Heartbeat]
+	// alarms is tcpdispatch_etcd_alarms (see alarms.go).
+	alarms *prometheus.GaugeVec
 }
 
 // withDefaults returns c with each zero field (an empty Prefix, a nil Now)
@@ -157,6 +165,9 @@ func NewWatcher(cfg Config, cli *clientv3.Client, log *logrus.Entry, reg prometh
 		return nil, err
 	}
 	w.metrics = m
+	if w.alarms, err = newAlarmMetric(reg); err != nil {
+		return nil, err
+	}
 	w.sync.Store(&Sync{})
 	return w, nil
 }
@@ -313,6 +324,7 @@ func (w *Watcher) list(ctx context.Context, m *model) error {
 	}
 	m.endRelist()
 	m.rev = resp.Header.Revision
+	w.storeHeartbeat(m)
 	w.metrics.lists.Inc()
 	w.resolve(ctx, m, true)
 	return w.publish(m, resp.Header.Revision)
@@ -332,6 +344,7 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 	// once its revision reaches every watch's start revision, so a watch
 	// starting in the future would leave the copy's age growing on a quiet
 	// cluster. The event at m.rev itself is dropped below.
+	heartbeatKey := []byte(w.keys.Heartbeat())
 	wch := w.cli.Watch(wctx, w.keys.Prefix(), clientv3.WithPrefix(), clientv3.WithRev(m.rev), clientv3.WithProgressNotify())
 
 	var wg sync.WaitGroup
@@ -365,7 +378,8 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 	}
 	schedule()
 	// Invalid values are resolved again now and then: a compaction may
-	// have removed the history that resolved them (see resolve.go).
+	// have removed the history that resolved them (see resolve.go). etcd's
+	// alarms are listed as often (see alarms.go).
 	recheck := time.NewTicker(w.cfg.ResolveInterval)
 	defer recheck.Stop()
 	// A burst of watch responses (a leader writing many verdicts, one
@@ -412,7 +426,8 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 			}
 			continue
 		case <-recheck.C:
-			if w.resolve(ctx, m, true) {
+			resolved, alarms := w.resolve(ctx, m, true), w.checkAlarms(ctx, m)
+			if resolved || alarms {
 				if err := w.publishQuiet(m); err != nil {
 					return false, delivered, err
 				}
@@ -449,12 +464,15 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 			w.confirm(resp.Header.Revision)
 			continue
 		}
-		applied := false
+		applied, servers := false, false // servers: an event other than the heartbeat
 		for _, ev := range resp.Events {
 			if ev.Kv.ModRevision <= m.rev {
 				w.metrics.staleEvents.Inc()
 				continue
 			}
+			// The heartbeat alone changes no server: it is taken in
+			// without a rebuild.
+			servers = servers || !bytes.Equal(ev.Kv.Key, heartbeatKey)
 			if ev.Type == mvccpb.DELETE {
 				m.del(string(ev.Kv.Key))
 			} else {
@@ -470,6 +488,15 @@ func (w *Watcher) watch(ctx context.Context, m *model) (relist, delivered bool, 
 		// response's header revision can run ahead of events still queued
 		// for this watcher, so it is not used to advance m.rev.
 		m.rev = resp.Events[len(resp.Events)-1].Kv.ModRevision
+		w.storeHeartbeat(m)
+		if !servers {
+			// Nothing to rebuild: the snapshot is current at m.rev unless
+			// a coalesced publish is still pending.
+			if !pending {
+				w.confirm(m.rev)
+			}
+			continue
+		}
 		if wait := gap - w.cfg.Now().Sub(published); wait > 0 {
 			if !pending {
 				coalesce.Reset(wait)
@@ -521,6 +548,15 @@ func (w *Watcher) publishQuiet(m *model) error {
 	return nil
 }
 
+// storeHeartbeat makes m's heartbeat the one every published snapshot
+// reports ages with.
+func (w *Watcher) storeHeartbeat(m *model) {
+	if cur := w.beat.Load(); cur == nil || *cur != m.heartbeat {
+		hb := m.heartbeat
+		w.beat.Store(&hb)
+	}
+}
+
 // install builds and stores a snapshot of m; the caller notifies.
 func (w *Watcher) install(m *model) error {
 	s, err := m.build(w.cfg.Now())
@@ -529,6 +565,7 @@ func (w *Watcher) install(m *model) error {
 		// serving the previous snapshot.
 		return fmt.Errorf("build snapshot at revision %d: %w", m.rev, err)
 	}
+	s.verdicts.live = &w.beat
 	if s.MassRemoval != "" {
 		w.metrics.massRemovals.Inc()
 		w.log.WithFields(logrus.Fields{"revision": m.rev, "policy": s.Balancing.MassRemoval}).

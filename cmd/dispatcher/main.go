@@ -55,6 +55,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.UintVar(&e.HeartbeatMs, "heartbeat-interval", e.HeartbeatMs, "embedded member: raft heartbeat interval in milliseconds")
 	fs.UintVar(&e.ElectionMs, "election-timeout", e.ElectionMs, "embedded member: raft election timeout in milliseconds")
 	fs.StringVar(&e.AutoCompactionRetention, "auto-compaction-retention", e.AutoCompactionRetention, "embedded member: periodic compaction retention (e.g. 1h); 0 disables")
+	fs.Int64Var(&e.QuotaBackendBytes, "quota-backend-bytes", e.QuotaBackendBytes, "embedded member: database size at which etcd raises the NOSPACE alarm and refuses writes (reported in /v1/status problems and tcpdispatch_etcd_alarms); 0 is etcd's default, 2 GiB")
 
 	// The embedded member's TLS, with etcd's flag names and meaning; the
 	// etcd client's TLS files and user (--etcd-*), shared by every
@@ -77,10 +78,13 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.DurationVar(&cfg.Probe.Timeout, "probe-timeout", cfg.Probe.Timeout, "timeout of one probe (TCP connect)")
 	fs.IntVar(&cfg.Probe.Rise, "rise", cfg.Probe.Rise, "consecutive successful probes that bring a down server up")
 	fs.IntVar(&cfg.Probe.Fall, "fall", cfg.Probe.Fall, "consecutive failed probes that take an up server down")
-	fs.IntVar(&cfg.Probe.Concurrency, "probe-concurrency", cfg.Probe.Concurrency, "probes in flight at once")
-	fs.DurationVar(&cfg.Probe.RefreshInterval, "health-refresh", cfg.Probe.RefreshInterval, "rewrite every health record this often even without a transition")
-	fs.DurationVar(&cfg.Probe.LoadRefresh, "load-refresh", cfg.Probe.LoadRefresh, "rewrite a server's load report this often even without a meaningful change (servers with a status-url)")
-	fs.DurationVar(&cfg.Probe.ReportTTL, "report-ttl", cfg.Probe.ReportTTL, "how long replicas use a load report after the leader pulled it; must exceed --load-refresh")
+	fs.IntVar(&cfg.Probe.Concurrency, "probe-concurrency", cfg.Probe.Concurrency, "fewest probes allowed in flight at once; the capacity grows with the fleet (1.5 × servers × probe-timeout ÷ probe-interval more) up to --probe-max-inflight")
+	fs.IntVar(&cfg.Probe.MaxInFlight, "probe-max-inflight", cfg.Probe.MaxInFlight, "most probes (sockets) in flight at once; also capped at half the open-file limit")
+	fs.IntVar(&cfg.Probe.MaxLinks, "probe-max-links", cfg.Probe.MaxLinks, "most persistent connections the leader holds to servers for death notices (one per server; capped by the open-file limit)")
+	fs.BoolVar(&cfg.Probe.DisableLinks, "probe-no-links", cfg.Probe.DisableLinks, "hold no persistent connections: deaths are noticed by the regular probes only")
+	fs.DurationVar(&cfg.Probe.RefreshInterval, "health-refresh", cfg.Probe.RefreshInterval, "rewrite every health record this often even without a transition; 0 never does (the leader's heartbeat proves the records current)")
+	fs.DurationVar(&cfg.Probe.LoadRefresh, "load-refresh", cfg.Probe.LoadRefresh, "rewrite a server's load report this often even without a meaningful change (servers with a status-url); 0 never does (the heartbeat keeps reports in use)")
+	fs.DurationVar(&cfg.Probe.ReportTTL, "report-ttl", cfg.Probe.ReportTTL, "how long replicas use a load report after the leader pulled it or last sent its heartbeat; must exceed --load-refresh")
 	fs.DurationVar(&cfg.API.LameDuck, "shutdown-delay", cfg.API.LameDuck, "lame-duck window on shutdown: /readyz fails while get-tcp-ip still answers")
 	fs.BoolVar(&cfg.API.MetricsPerServer, "metrics-per-server", cfg.API.MetricsPerServer, "export the tcpdispatch_server_* series, five per registered server (about 50,000 series at 10,000 servers)")
 	securityFlags(fs, cfg)

@@ -39,6 +39,13 @@ type Option func(*options)
 
 type options struct {
 	certFile, keyFile, caFile string
+	quota                     int64
+}
+
+// WithQuota sets the member's backend quota in bytes (etcd's
+// --quota-backend-bytes), so that a test can raise the NOSPACE alarm.
+func WithQuota(bytes int64) Option {
+	return func(o *options) { o.quota = bytes }
 }
 
 // WithClientTLS serves clients over https with the PEM certificate and key;
@@ -74,6 +81,7 @@ func Start(t testing.TB, opts ...Option) *Member {
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	// Short raft timers keep lease expiry and leader election tests fast;
 	// the minimum lease TTL becomes 1.5 × 250ms.
+	cfg.QuotaBackendBytes = o.quota
 	cfg.TickMs = 25
 	cfg.ElectionMs = 250
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())

@@ -1,0 +1,619 @@
+package prober
+
+import (
+	"container/heap"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tcpdispatch/tcpdispatch/election"
+	"github.com/tcpdispatch/tcpdispatch/store"
+)
+
+// Scheduling (issue 11). Every server has its own phase within the
+// interval, derived from its id, and is probed once per interval at that
+// phase: probes are spread evenly over the interval instead of run in
+// rounds that wait for their slowest member, so a server that times out
+// delays nobody else. Results come back as they complete; Run judges them
+// in small batches (at most every batchGap) and writes a changed verdict at
+// once. A "round" is now one interval of the term: the unit in which load
+// reports are batched, rebalancing is planned, the self-fault checks count
+// and the heartbeat is written.
+
+// batchGap is the shortest time between two passes over completed results:
+// what a verdict may wait to be judged and written, traded against the work
+// of a pass.
+const batchGap = 5 * time.Millisecond
+
+// flushTxns is the most transactions one pass writes; the rest waits for
+// the next pass.
+const flushTxns = 2
+
+// noticeGather is how long a death notice's result waits for others: the
+// links of servers that die together (a rack, a deploy gone wrong) close
+// within milliseconds of one another, and judging them in one batch lets
+// the suspect check see them together and writes them in one transaction,
+// so that replicas' mass-removal guard sees one update, as it did when a
+// round's verdicts were written together.
+const noticeGather = 30 * time.Millisecond
+
+// entry is one server's place in the schedule. Only Run's goroutine uses it.
+type entry struct {
+	id, addr, statusURL string
+	due                 time.Time // next probe
+	index               int       // in the heap; -1 when not queued
+	busy                bool      // a probe is in flight
+	deferred            bool      // due, waiting for room
+	gen                 uint64    // bumped when addr or statusURL change
+	// written is when this term last wrote the record; zero: not yet.
+	written time.Time
+	link    *link // the persistent connection, nil without one
+	// linkFails counts links the server closed although it stayed up;
+	// linkAfter is when the next link may be tried.
+	linkFails int
+	linkAfter time.Time
+}
+
+// schedule is a min-heap of entries by due time.
+type schedule []*entry
+
+func (s schedule) Len() int           { return len(s) }
+func (s schedule) Less(i, j int) bool { return s[i].due.Before(s[j].due) }
+func (s schedule) Swap(i, j int) {
+	s[i], s[j] = s[j], s[i]
+	s[i].index, s[j].index = i, j
+}
+func (s *schedule) Push(x any) {
+	e := x.(*entry)
+	e.index = len(*s)
+	*s = append(*s, e)
+}
+func (s *schedule) Pop() any {
+	old := *s
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	e.index = -1
+	*s = old[:len(old)-1]
+	return e
+}
+
+// phase returns id's offset within the interval: stable across terms and
+// replicas, spread evenly over the fleet.
+func phase(id string, interval time.Duration) time.Duration {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(id))
+	return time.Duration(h.Sum64() % uint64(interval))
+}
+
+// result is one completed probe.
+type result struct {
+	target
+	gen uint64
+}
+
+// term is the state of one Run: one leadership term.
+type term struct {
+	p   *Prober
+	w   Writer
+	log *logrus.Entry
+
+	trackers map[string]*tracker
+	loads    map[string]*loadTracker
+	entries  map[string]*entry
+	queue    schedule
+	sheds    map[string]int64 // this round's rebalancing asks
+	pending  map[string]store.Health
+	// urgent is set when pending holds a verdict change: it is written in
+	// this pass, not at the end of the round.
+	urgent bool
+	// flushAfter delays writes after a failed one.
+	flushAfter time.Time
+	// noticeAt is when a death notice's result was first seen; results
+	// are held until noticeGather after it.
+	noticeAt time.Time
+	// exhaustedAt is when a socket last failed for want of descriptors.
+	exhaustedAt time.Time
+	snap        *store.Snapshot // the last snapshot synced
+	rb          *rebalancer
+	token       string
+	faults      int // consecutive rounds with a self-fault
+	round       roundStats
+	inflight    int
+	capacity    int
+	linkCount   int // links open or opening
+
+	// links is closed-link notices from persistent connections.
+	links chan linkEvent
+
+	mu       sync.Mutex // guards done
+	done     []result
+	ready    chan struct{} // signalled when done grows
+	probes   sync.WaitGroup
+	nofile   int // the open-file limit, for the capacity bound
+	lastBeat time.Time
+}
+
+// roundStats are one round's counts for the self-fault checks and the
+// heartbeat.
+type roundStats struct {
+	probes, local int
+	fault         string // the first self-fault found by judge
+	held          bool   // some verdict was held back
+	exhausted     bool   // a socket could not be opened: out of descriptors
+	deferred      int    // probes started late for want of room
+}
+
+// Run probes until ctx (the leadership context) is cancelled, writing
+// through w. It returns nil on cancellation, election.ErrNotLeader when a
+// write finds leadership lost, and ErrSelfFault (see judge); other etcd
+// errors are logged and the unwritten records retried. Every probe and
+// persistent connection it started has ended when it returns.
+func (p *Prober) Run(ctx context.Context, w Writer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	t := &term{p: p, w: w, log: p.log.WithField("epoch", w.Epoch()),
+		trackers: make(map[string]*tracker), loads: make(map[string]*loadTracker),
+		entries: make(map[string]*entry), sheds: make(map[string]int64),
+		pending: make(map[string]store.Health), rb: newRebalancer(),
+		ready: make(chan struct{}, 1), links: make(chan linkEvent, 64), nofile: openFileLimit()}
+	defer func() {
+		cancel()
+		t.closeLinks()
+		t.probes.Wait()
+		p.http.CloseIdleConnections()
+		p.metrics.links.Set(0)
+		p.metrics.capacity.Set(0)
+	}()
+	return t.run(ctx)
+}
+
+func (t *term) run(ctx context.Context) error {
+	p := t.p
+	// Jitter the first round's end so that replicas that win in turn after
+	// a flapping etcd do not beat in lockstep.
+	now := time.Now()
+	roundEnd := now.Add(p.cfg.Interval + time.Duration(rand.Int64N(max(1, int64(p.cfg.Interval)/4))))
+	seeded := false
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	var wake time.Time // when the timer was set to fire
+	lastPass := time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		case <-t.ready:
+			// Coalesce results arriving close together into one pass.
+			if d := batchGap - time.Since(lastPass); d > 0 {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(d):
+				}
+			}
+		case ev := <-t.links:
+			t.linkClosed(ctx, ev)
+		}
+		now = time.Now()
+		lastPass = now
+		if !wake.IsZero() && now.After(wake) {
+			// How late the timer fired: scheduling lag of a starved
+			// process.
+			p.metrics.lag.Observe(now.Sub(wake).Seconds())
+		}
+		snap := p.snaps.Snapshot()
+		if snap == nil {
+			wake = now.Add(p.cfg.Interval)
+			timer.Reset(p.cfg.Interval)
+			continue
+		}
+		if t.token == "" && p.peers != nil {
+			var err error
+			if t.token, err = p.writeToken(ctx, t.w); errors.Is(err, election.ErrNotLeader) {
+				return err
+			} else if err != nil && ctx.Err() == nil {
+				t.log.WithError(err).Warn("write opinion token; retrying next round")
+			}
+		}
+		if !seeded {
+			p.seed(snap, t.trackers, t.loads)
+			seeded = true
+		}
+		if snap != t.snap {
+			t.sync(snap, now)
+		}
+		if err := t.pass(ctx, now); err != nil {
+			return err
+		}
+		t.dispatch(ctx, now)
+		if !now.Before(roundEnd) {
+			if err := t.endRound(ctx, now); err != nil || ctx.Err() != nil {
+				return err
+			}
+			roundEnd = roundEnd.Add(p.cfg.Interval)
+			if roundEnd.Before(now) {
+				roundEnd = now.Add(p.cfg.Interval)
+			}
+		}
+		next := roundEnd
+		if len(t.queue) > 0 && t.queue[0].due.Before(next) {
+			next = t.queue[0].due
+		}
+		if !t.noticeAt.IsZero() {
+			if at := t.noticeAt.Add(noticeGather); at.Before(next) {
+				next = at
+			}
+		}
+		if t.inflight >= t.capacity && next.Before(now.Add(10*time.Millisecond)) {
+			// No room: wait for results to free some, or a little.
+			next = now.Add(10 * time.Millisecond)
+		}
+		wake = next
+		timer.Reset(max(0, time.Until(next)))
+	}
+}
+
+// sync brings the schedule in line with snap: new servers are queued at
+// their phase, removed ones forgotten, a changed addr starts without a
+// verdict.
+func (t *term) sync(snap *store.Snapshot, now time.Time) {
+	t.snap = snap
+	live := make(map[string]bool, len(snap.Servers))
+	for i := range snap.Servers {
+		s := &snap.Servers[i]
+		if s.Addr == "" {
+			continue
+		}
+		live[s.ID] = true
+		e := t.entries[s.ID]
+		if e == nil {
+			e = &entry{id: s.ID, addr: s.Addr, statusURL: s.StatusURL, index: -1}
+			t.entries[s.ID] = e
+			e.due = now.Truncate(t.p.cfg.Interval).Add(phase(s.ID, t.p.cfg.Interval))
+			if e.due.Before(now) {
+				e.due = e.due.Add(t.p.cfg.Interval)
+			}
+			heap.Push(&t.queue, e)
+		}
+		if e.addr != s.Addr || e.statusURL != s.StatusURL {
+			e.addr, e.statusURL = s.Addr, s.StatusURL
+			e.gen++
+			e.closeLink()
+			e.linkFails, e.linkAfter = 0, time.Time{}
+		}
+		tr := t.trackers[s.ID]
+		if tr == nil || tr.addr != s.Addr {
+			// A new address starts without a verdict: the old one's
+			// says nothing about it.
+			t.trackers[s.ID] = &tracker{addr: s.Addr}
+			delete(t.loads, s.ID)
+		}
+		if t.loads[s.ID] == nil {
+			t.loads[s.ID] = &loadTracker{}
+		}
+	}
+	for id, e := range t.entries {
+		if live[id] {
+			continue
+		}
+		if e.index >= 0 {
+			heap.Remove(&t.queue, e.index)
+		}
+		e.closeLink()
+		e.gen++
+		delete(t.entries, id)
+		delete(t.trackers, id)
+		delete(t.loads, id)
+		delete(t.pending, id)
+		delete(t.sheds, id)
+	}
+	// Room for every server to be timing out at once, with half again
+	// for phases that bunch up, within the bounds.
+	n := len(t.entries)
+	need := t.p.cfg.Concurrency + int((3*int64(n)*int64(t.p.cfg.Timeout)+2*int64(t.p.cfg.Interval)-1)/(2*int64(t.p.cfg.Interval)))
+	t.capacity = min(need, t.p.cfg.MaxInFlight)
+	if t.nofile > 0 {
+		t.capacity = min(t.capacity, max(t.p.cfg.Concurrency, t.nofile/2))
+	}
+	t.p.metrics.capacity.Set(float64(t.capacity))
+	if len(snap.OrphanHealth()) > 0 {
+		t.urgent = true
+	}
+}
+
+// dispatch starts the probes that are due, as room allows.
+func (t *term) dispatch(ctx context.Context, now time.Time) {
+	interval := t.p.cfg.Interval
+	for len(t.queue) > 0 && !t.queue[0].due.After(now) {
+		e := t.queue[0]
+		if e.busy {
+			// Its last probe has not returned (the process is starved:
+			// probes end within Timeout < Interval): skip this turn.
+			e.due = e.due.Add(interval)
+			heap.Fix(&t.queue, 0)
+			continue
+		}
+		if t.inflight >= t.capacity {
+			if !e.deferred {
+				e.deferred = true
+				t.round.deferred++
+				t.p.metrics.deferred.Inc()
+			}
+			return
+		}
+		e.deferred = false
+		lag := now.Sub(e.due)
+		e.due = e.due.Add(interval)
+		if !e.due.After(now) {
+			// More than an interval late: keep the phase, skip the turns
+			// missed.
+			e.due = e.due.Add((now.Sub(e.due)/interval + 1) * interval)
+		}
+		heap.Fix(&t.queue, 0)
+		tg := target{id: e.id, addr: e.addr, statusURL: e.statusURL, shed: t.sheds[e.id]}
+		delete(t.sheds, e.id)
+		e.busy = true
+		t.inflight++
+		gen := e.gen
+		t.probes.Go(func() {
+			t.p.probeOne(ctx, &tg, lag)
+			t.complete(result{target: tg, gen: gen})
+		})
+	}
+}
+
+// complete hands a probe's result to Run.
+func (t *term) complete(r result) {
+	t.mu.Lock()
+	t.done = append(t.done, r)
+	t.mu.Unlock()
+	select {
+	case t.ready <- struct{}{}:
+	default:
+	}
+}
+
+// pass judges the completed results and writes what changed.
+func (t *term) pass(ctx context.Context, now time.Time) error {
+	t.mu.Lock()
+	done := t.done
+	if t.noticeAt.IsZero() {
+		for _, r := range done {
+			if r.notice {
+				t.noticeAt = now
+				break
+			}
+		}
+	}
+	if !t.noticeAt.IsZero() && now.Sub(t.noticeAt) < noticeGather {
+		// Let the notices of servers dying together gather.
+		t.mu.Unlock()
+		return nil
+	}
+	t.noticeAt = time.Time{}
+	t.done = nil
+	t.mu.Unlock()
+	batch := make([]target, 0, len(done))
+	for _, r := range done {
+		e := t.entries[r.id]
+		t.inflight--
+		if e != nil && !r.notice {
+			// One regular probe per server is in flight at a time,
+			// whatever addr it probed.
+			e.busy = false
+		}
+		if e == nil || r.gen != e.gen {
+			continue // removed or re-addressed meanwhile
+		}
+		batch = append(batch, r.target)
+		if r.ok && !r.local && e.link == nil && e.statusURL == "" && !t.p.cfg.DisableLinks && !now.Before(e.linkAfter) {
+			t.openLink(ctx, e)
+		}
+	}
+	if len(batch) > 0 {
+		t.apply(ctx, batch, now)
+	}
+	if t.urgent && !now.Before(t.flushAfter) {
+		return t.flush(ctx, now)
+	}
+	return nil
+}
+
+// apply judges one batch of results and records the verdicts to write.
+func (t *term) apply(ctx context.Context, batch []target, now time.Time) {
+	p := t.p
+	fault, extra := p.judge(ctx, batch, t.trackers, t.token)
+	if fault != "" && t.round.fault == "" {
+		t.round.fault = fault
+	}
+	batch = append(batch, extra...)
+	snap := t.snap
+	for i := range batch {
+		tg := &batch[i]
+		if !tg.confirmed {
+			t.round.probes++
+		}
+		if tg.local {
+			t.round.local++
+		}
+		t.round.exhausted = t.round.exhausted || tg.exhausted
+		if tg.skip {
+			if !tg.local {
+				t.round.held = true
+			}
+			// Not a verdict: the record stays as it is.
+			continue
+		}
+		tr := t.trackers[tg.id]
+		e := t.entries[tg.id]
+		if tr == nil || e == nil {
+			continue
+		}
+		var changed bool
+		if tg.notice && tg.refused || tg.confirmed {
+			changed = tr.down(tg.reason, now)
+			if changed && tg.notice {
+				p.metrics.deathNotices.Inc()
+			}
+		} else {
+			changed = tr.observe(tg.ok, tg.reason, now, p.cfg.Rise, p.cfg.Fall)
+		}
+		if changed {
+			p.metrics.transitions.Inc()
+			t.log.WithFields(logrus.Fields{"server": tg.id, "addr": tg.addr, "up": tr.status == statusUp, "reason": tg.reason}).Info("server health changed")
+		}
+		lt := t.loads[tg.id]
+		if tg.statusURL != "" || lt.has || lt.written {
+			lt.observe(tg.status, now, p.cfg.LoadSmoothing, snap.Balancing.OverloadThreshold, snap.Balancing.OverloadRecover)
+		}
+		if lt.overloaded != lt.wOverloaded && lt.has {
+			t.log.WithFields(logrus.Fields{"server": tg.id, "overloaded": lt.overloaded, "load": lt.last.Utilization()}).Info("server overload changed")
+		}
+		refresh := p.cfg.RefreshInterval > 0 && now.Sub(e.written) >= p.cfg.RefreshInterval
+		verdict := changed || e.written.IsZero() || !recorded(snap, tg.id, tr)
+		if verdict || refresh || lt.dirty(now, p.cfg.LoadRefresh) || t.rb.dirty(tg) {
+			h := store.Health{Addr: tr.addr, Healthy: tr.status == statusUp, Since: tr.since,
+				CheckedAt: now, Reason: tr.reason, Epoch: t.w.Epoch(), Leader: t.w.Name()}
+			lt.fill(&h, p.cfg.ReportTTL)
+			t.rb.fill(&h, tg)
+			// Marked written now: a failed flush keeps h pending and
+			// retries it, and a newer change replaces it.
+			lt.markWritten(h)
+			t.pending[tg.id] = h
+			e.written = now
+			// A verdict is written at once; load reports wait for the
+			// end of the round, batched.
+			t.urgent = t.urgent || verdict
+		}
+	}
+}
+
+// endRound closes one interval of the term: the self-fault checks, the
+// rebalancing plan, the batched writes and the heartbeat.
+func (t *term) endRound(ctx context.Context, now time.Time) error {
+	p := t.p
+	r := t.round
+	t.round = roundStats{}
+	fault := r.fault
+	if r.local > 0 && float64(r.local) > p.cfg.SuspectShare*float64(r.probes) {
+		fault = fmt.Sprintf("%d of %d probes failed on this host", r.local, r.probes)
+	}
+	if r.exhausted {
+		t.exhaustedAt = now
+	}
+	if fault == "" && !t.exhaustedAt.IsZero() && now.Sub(t.exhaustedAt) < time.Duration(p.cfg.SelfFaultRounds)*p.cfg.Interval {
+		// Probes spread over the interval rarely overlap, so a host at
+		// its descriptor limit that frees one now and then passes the
+		// share test while it cannot hold a fleet's sockets: having run
+		// out within the last self-fault-rounds rounds is a fault.
+		fault = "this host ran out of file descriptors"
+	}
+	if fault != "" {
+		t.faults++
+		p.metrics.selfFaultRounds.Inc()
+		t.log.WithField("rounds", t.faults).Warn("this leader failed its own checks: " + fault)
+		if t.faults >= p.cfg.SelfFaultRounds && p.hasPeers(ctx) {
+			return fmt.Errorf("%w: %d rounds in a row, last: %s", ErrSelfFault, t.faults, fault)
+		}
+	} else {
+		t.faults = 0
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	t.planRound(now)
+	p.metrics.rounds.Inc()
+	if len(t.pending) > 0 || len(t.snap.OrphanHealth()) > 0 {
+		if now.Before(t.flushAfter) {
+			return nil
+		}
+		if err := t.flush(ctx, now); err != nil || len(t.pending) > 0 {
+			return err
+		}
+	}
+	// The heartbeat vouches for every record of this epoch: only when all
+	// are written and none is held back, and only after the term wrote
+	// the records it probed (a record of an earlier epoch is not
+	// confirmed by it anyway).
+	if p.cfg.HeartbeatInterval > 0 && fault == "" && !r.held && now.Sub(t.lastBeat) >= p.cfg.HeartbeatInterval-p.cfg.Interval/2 {
+		if err := t.heartbeat(ctx, now); err != nil {
+			if errors.Is(err, election.ErrNotLeader) {
+				return err
+			}
+			if ctx.Err() == nil {
+				t.log.WithError(err).Warn("write heartbeat; retrying next round")
+			}
+		}
+	}
+	return nil
+}
+
+// planRound plans the next round's rebalancing asks from what was pulled.
+func (t *term) planRound(now time.Time) {
+	targets := make([]target, 0, len(t.entries))
+	for id, e := range t.entries {
+		targets = append(targets, target{id: id, addr: e.addr, statusURL: e.statusURL, shed: t.sheds[id]})
+	}
+	t.p.planRebalance(t.rb, t.snap, targets, t.trackers, t.loads, now, t.p.rebalanceMaxAge(), t.log)
+	clear(t.sheds)
+	for _, tg := range targets {
+		if tg.shed > 0 {
+			t.sheds[tg.id] = tg.shed
+		}
+	}
+}
+
+// flush writes the pending records; on failure it holds writes back for
+// a round (retrying sooner would only add load to a struggling etcd).
+func (t *term) flush(ctx context.Context, now time.Time) error {
+	// A few transactions per pass: a term's first writes (one per server)
+	// must not hold up the probes due meanwhile, whose lateness would
+	// count as the leader's own fault.
+	err := t.p.flushSome(ctx, t.w, t.snap, t.pending, flushTxns)
+	if err == nil {
+		t.urgent = len(t.pending) > 0
+		return nil
+	}
+	if errors.Is(err, election.ErrNotLeader) {
+		return err
+	}
+	if ctx.Err() == nil {
+		t.log.WithError(err).Warn("write health records; retrying next round")
+	}
+	t.flushAfter = now.Add(t.p.cfg.Interval)
+	return nil
+}
+
+// heartbeat writes the term's heartbeat key, fenced.
+func (t *term) heartbeat(ctx context.Context, now time.Time) error {
+	b, err := json.Marshal(store.Heartbeat{Epoch: t.w.Epoch(), Leader: t.w.Name(), At: now})
+	if err != nil {
+		return fmt.Errorf("encode heartbeat: %w", err)
+	}
+	tctx, cancel := context.WithTimeout(ctx, t.p.cfg.OpTimeout)
+	defer cancel()
+	if _, err := t.w.Txn(tctx, nil, clientv3.OpPut(t.p.keys.Heartbeat(), string(b))); err != nil {
+		return err
+	}
+	t.lastBeat = now
+	t.p.metrics.heartbeats.Inc()
+	return nil
+}
+
+// openFileLimit returns the soft limit on open files; 0 if unknown.
+func openFileLimit() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<30 {
+		return 0
+	}
+	return int(lim.Cur)
+}

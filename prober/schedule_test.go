@@ -1,0 +1,209 @@
+package prober
+
+import (
+	"context"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
+	"github.com/tcpdispatch/tcpdispatch/store"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestProberSpreadsProbes registers one live server and 30 whose connects
+// hang for the whole timeout, with the smallest concurrency: every server
+// is still probed about once per interval (the capacity grows with the
+// fleet), and the live server's death is noticed within fall intervals,
+// not after rounds paced by the hanging ones.
+func TestProberSpreadsProbes(t *testing.T) {
+	e := newEnv(t)
+	live := listen(t, "")
+	black := map[string]bool{}
+	var rev int64
+	e.register(t, "live", live.addr)
+	for i := range 30 {
+		addr := deadAddr(t)
+		black[addr] = true
+		rev = e.register(t, "black"+string(rune('a'+i%26))+string(rune('a'+i/26)), addr)
+	}
+	e.waitSnapshot(t, rev)
+
+	cfg := testConfig()
+	cfg.Concurrency = 1
+	p, reg := newTestProber(t, cfg, e.keys, e.w)
+	var mu sync.Mutex
+	probes := map[string]int{}
+	p.dialer.Control = func(_, addr string, _ syscall.RawConn) error {
+		mu.Lock()
+		probes[addr]++
+		mu.Unlock()
+		if black[addr] {
+			time.Sleep(cfg.Timeout)
+			return os.ErrDeadlineExceeded
+		}
+		return nil
+	}
+	wr := newFencedWriter(t, e.cli, "leader")
+	runInBackground(t, "prober", func(ctx context.Context) error { return p.Run(ctx, wr) })
+	waitHealth(t, e.cli, e.keys, "live", "up", func(h store.Health, ok bool) bool { return ok && h.Healthy })
+
+	mu.Lock()
+	clear(probes)
+	mu.Unlock()
+	const window = 10 * interval
+	time.Sleep(window)
+	mu.Lock()
+	for addr := range black {
+		if n := probes[addr]; n < 7 {
+			t.Errorf("%s probed %d times in %v; want about once per %v interval", addr, n, window, interval)
+		}
+	}
+	mu.Unlock()
+	if c := gauge(t, reg, "tcpdispatch_prober_inflight_capacity"); c != 25 {
+		t.Errorf("in-flight capacity = %v; want 1 + 1.5 × 31 × 50ms / 100ms = 25", c)
+	}
+
+	closed := time.Now()
+	live.close()
+	h := waitHealth(t, e.cli, e.keys, "live", "down", func(h store.Health, ok bool) bool { return ok && !h.Healthy })
+	if d := h.CheckedAt.Sub(closed); d > time.Duration(cfg.Fall)*interval+cfg.Timeout+slack {
+		t.Errorf("live went down %v after it closed; want within fall × interval + timeout", d)
+	}
+}
+
+// TestProberHeartbeat checks that a steady leader writes its heartbeat
+// once per interval and never rewrites an unchanged record, and that a
+// replica's verdict age follows the heartbeat.
+func TestProberHeartbeat(t *testing.T) {
+	e := newEnv(t)
+	srv := listen(t, "")
+	e.waitSnapshot(t, e.register(t, "a", srv.addr))
+	cfg := testConfig()
+	cfg.HeartbeatInterval = 0 // the default: every interval
+	p, _ := newTestProber(t, cfg, e.keys, e.w)
+	wr := newFencedWriter(t, e.cli, "leader")
+	runInBackground(t, "prober", func(ctx context.Context) error { return p.Run(ctx, wr) })
+	waitHealth(t, e.cli, e.keys, "a", "up", func(h store.Health, ok bool) bool { return ok && h.Healthy })
+	waitRounds(t, p, 2)
+	recRev := modRev(t, e.cli, e.keys.Health("a"))
+	beats := testutil.ToFloat64(p.metrics.heartbeats)
+	waitRounds(t, p, 10)
+	if got := modRev(t, e.cli, e.keys.Health("a")); got != recRev {
+		t.Errorf("unchanged record rewritten (mod revision %d -> %d)", recRev, got)
+	}
+	if n := testutil.ToFloat64(p.metrics.heartbeats) - beats; n < 8 || n > 11 {
+		t.Errorf("%v heartbeats over 10 rounds; want one per round", n)
+	}
+	etcdtest.WaitFor(t, 10*time.Second, "the verdict age to follow the heartbeat", func() bool {
+		return e.w.OldestVerdictAge() < 3*interval
+	})
+	hb := e.w.Snapshot().Heartbeat()
+	if hb.Epoch != wr.epoch || hb.Leader != "leader" {
+		t.Errorf("heartbeat = %+v; want epoch %d by leader", hb, wr.epoch)
+	}
+}
+
+// holdingServer accepts connections and holds them until closed, as a
+// server of long-lived clients does; kill closes the listener and every
+// connection, as the kernel does when such a process dies.
+type holdingServer struct {
+	addr  string
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func newHoldingServer(t *testing.T) *holdingServer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &holdingServer{addr: ln.Addr().String(), ln: ln}
+	s.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+		}
+	})
+	t.Cleanup(s.kill)
+	return s
+}
+
+func (s *holdingServer) kill() {
+	s.ln.Close()
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.conns = nil
+}
+
+// TestProberDeathNotice checks the persistent connection: a server process
+// that dies while its host stays up is down within milliseconds, long
+// before the next regular probe.
+func TestProberDeathNotice(t *testing.T) {
+	e := newEnv(t)
+	srv := newHoldingServer(t)
+	e.waitSnapshot(t, e.register(t, "a", srv.addr))
+	cfg := testConfig()
+	cfg.Interval, cfg.Timeout = time.Second, 500*time.Millisecond
+	p, reg := newTestProber(t, cfg, e.keys, e.w)
+	wr := newFencedWriter(t, e.cli, "leader")
+	runInBackground(t, "prober", func(ctx context.Context) error { return p.Run(ctx, wr) })
+	waitHealth(t, e.cli, e.keys, "a", "up", func(h store.Health, ok bool) bool { return ok && h.Healthy })
+	etcdtest.WaitFor(t, 10*time.Second, "a link to a", func() bool { return gauge(t, reg, "tcpdispatch_prober_links") == 1 })
+	time.Sleep(cfg.Interval + 100*time.Millisecond) // the link has held
+	killed := time.Now()
+	srv.kill()
+	h := waitHealth(t, e.cli, e.keys, "a", "down", func(h store.Health, ok bool) bool { return ok && !h.Healthy })
+	if d := h.CheckedAt.Sub(killed); d > 100*time.Millisecond {
+		t.Errorf("a went down %v after its process died; want < 100ms (a death notice)", d)
+	}
+	if n := testutil.ToFloat64(p.metrics.deathNotices); n != 1 {
+		t.Errorf("death notices = %v; want 1", n)
+	}
+}
+
+func gauge(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var m *dto.Metric = mf.GetMetric()[0]
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
+}
+
+func modRev(t testing.TB, cli *clientv3.Client, key string) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, key)
+	if err != nil || len(resp.Kvs) == 0 {
+		t.Fatalf("get %s: %v (%d keys)", key, err, len(resp.Kvs))
+	}
+	return resp.Kvs[0].ModRevision
+}
