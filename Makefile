@@ -34,7 +34,7 @@ unit:
 integration:
 	$(GO) build -race -o $(BIN)/race/dispatcher ./cmd/dispatcher
 	$(GO) build -race -o $(BIN)/race/tcpserver ./cmd/tcpserver
-	TCPDISPATCH_BIN=$(CURDIR)/$(BIN)/race $(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./integration/
+	TCPDISPATCH_BIN=$(CURDIR)/$(BIN)/race $(GO) test -race -count=1 -timeout 40m $(TESTFLAGS) ./integration/
 
 # One table (internal/benchtable): get-tcp-ip vs bare net/http vs nginx
 # `return 200` (pinned with taskset, loaded by wrk -t1 -c64), pick ns/op,
