@@ -78,14 +78,9 @@ func (s *Server) lookup(head bool, rawQuery, ip string, r *reply) {
 		return
 	}
 	srv := snap.Pick(key, exclude)
-	if srv == nil {
-		s.noServer.Inc()
-		r.setError(http.StatusServiceUnavailable, noServerReason(snap, len(exclude)))
+	if !s.picked(r, snap, srv != nil, len(exclude)) {
 		return
 	}
-	s.picks.Inc()
-	r.status, r.noStore = http.StatusOK, true
-	r.degraded = s.countDegraded(snap)
 	if q.text {
 		r.contentType, r.body = contentText, srv.AnswerText()
 		return
@@ -93,18 +88,28 @@ func (s *Server) lookup(head bool, rawQuery, ip string, r *reply) {
 	r.contentType, r.body = contentJSON, srv.Answer()
 }
 
-// pickN answers get-tcp-ip with alternatives (?n=K).
-func (s *Server) pickN(r *reply, snap *store.Snapshot, key string, q *query, exclude []string) {
-	var buf [tcpdispatch.MaxN]*store.Server
-	got := snap.PickN(key, exclude, q.n, buf[:0])
-	if len(got) == 0 {
+// picked counts a get-tcp-ip pick and starts its reply: 200, not to be
+// cached, marked degraded in all-down mode; or, when nothing was picked
+// (ok false), 503 with the reason. It reports ok.
+func (s *Server) picked(r *reply, snap *store.Snapshot, ok bool, excluded int) bool {
+	if !ok {
 		s.noServer.Inc()
-		r.setError(http.StatusServiceUnavailable, noServerReason(snap, len(exclude)))
-		return
+		r.setError(http.StatusServiceUnavailable, noServerReason(snap, excluded))
+		return false
 	}
 	s.picks.Inc()
 	r.status, r.noStore = http.StatusOK, true
 	r.degraded = s.countDegraded(snap)
+	return true
+}
+
+// pickN answers get-tcp-ip with alternatives (?n=K).
+func (s *Server) pickN(r *reply, snap *store.Snapshot, key string, q *query, exclude []string) {
+	var buf [tcpdispatch.MaxN]*store.Server
+	got := snap.PickN(key, exclude, q.n, buf[:0])
+	if !s.picked(r, snap, len(got) > 0, len(exclude)) {
+		return
+	}
 	if q.text {
 		var b []byte
 		for i, srv := range got {
