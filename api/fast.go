@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -177,15 +178,43 @@ func connIP(c net.Conn) string {
 	return clientIP(c.RemoteAddr().String())
 }
 
-// peerListener wraps each accepted connection in a peerConn.
-type peerListener struct{ net.Listener }
+// peerListener wraps each accepted connection in a peerConn. Like
+// net/http's Server, and unlike fasthttp, it waits and retries when accept
+// fails for want of a local resource (out of file descriptors, buffers or
+// memory, or a connection aborted before it was accepted): a replica out of
+// descriptors keeps its listener and serves again once some are freed,
+// instead of stopping.
+type peerListener struct {
+	net.Listener
+	log *logrus.Entry
+}
 
 func (l peerListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	var wait time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			return &peerConn{Conn: c}, nil
+		}
+		if !retryableAccept(err) {
+			return nil, err
+		}
+		// net/http's schedule: 5ms, doubling, at most 1s.
+		wait = min(max(2*wait, 5*time.Millisecond), time.Second)
+		l.log.WithError(err).WithField("retry_in", wait).Warn("accept on the public listener failed; retrying")
+		time.Sleep(wait)
 	}
-	return &peerConn{Conn: c}, nil
+}
+
+// retryableAccept reports whether an accept error is a local shortage that
+// passes, not a closed or broken listener.
+func retryableAccept(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // peerConn remembers the client address of its connection, formatted as

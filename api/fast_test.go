@@ -2,17 +2,21 @@ package api
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
 	"github.com/valyala/fasthttp"
 
 	"github.com/tcpdispatch/tcpdispatch/store"
@@ -202,5 +206,48 @@ func TestFastPathAllocations(t *testing.T) {
 		if allocs > maxAllocs {
 			t.Errorf("GET %s allocates %v times per request on the fast path; want <= %d", target, allocs, maxAllocs)
 		}
+	}
+}
+
+// flakyListener fails its first accepts with errs, then accepts from the
+// real listener.
+type flakyListener struct {
+	net.Listener
+	errs []error
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if len(l.errs) > 0 {
+		err := l.errs[0]
+		l.errs = l.errs[1:]
+		return nil, err
+	}
+	return l.Listener.Accept()
+}
+
+// TestPeerListenerRetriesShortages checks that the public listener outlives
+// running out of file descriptors (fasthttp alone would stop serving), and
+// that a closed listener still ends Accept.
+func TestPeerListenerRetriesShortages(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	emfile := &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	ln := peerListener{Listener: &flakyListener{Listener: inner, errs: []error{emfile, emfile}}, log: logrus.NewEntry(logrus.New())}
+	// The handshake completes in the backlog: no goroutine needed.
+	client, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("Accept after two EMFILE = %v; want a connection", err)
+	}
+	c.Close()
+	inner.Close()
+	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept on a closed listener = %v; want net.ErrClosed", err)
 	}
 }

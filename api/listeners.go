@@ -57,7 +57,7 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 	if s.cfg.ProxyProtocol {
 		publicLn = s.proxyListener(publicLn)
 	}
-	publicLn = peerListener{publicLn}
+	publicLn = peerListener{Listener: publicLn, log: s.log}
 	if s.sec.publicCert != nil {
 		publicLn = tls.NewListener(publicLn, &tls.Config{MinVersion: tls.VersionTLS12,
 			GetCertificate: s.sec.publicCert.getCertificate, NextProtos: []string{"http/1.1"}})

@@ -366,6 +366,13 @@ func (s *Server) status(c echo.Context) error {
 		st.OldestVerdictAgeSeconds = snap.OldestVerdictAge(time.Now()).Seconds()
 		st.Ready = !s.draining.Load()
 	}
+	// This replica's own term is known before its snapshot's watch brings
+	// the new election key: is_leader, leader and leader_epoch agree.
+	if le, ok := s.leader.(interface{ LeaderEpoch() int64 }); ok && st.IsLeader {
+		if epoch := le.LeaderEpoch(); epoch != 0 {
+			st.Leader, st.LeaderEpoch = s.cfg.Name, epoch
+		}
+	}
 	return c.JSON(http.StatusOK, st)
 }
 

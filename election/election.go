@@ -176,6 +176,8 @@ type Election struct {
 	log     *logrus.Entry
 	leader  atomic.Bool
 	running atomic.Bool
+	// epoch is the epoch of the term last won; read with leader.
+	epoch atomic.Int64
 }
 
 // withDefaults returns c with each zero timing replaced by its
@@ -253,6 +255,16 @@ func (e *Election) Run(ctx context.Context, lead func(ctx context.Context, l *Le
 // verified campaign win until the loss is observed or the term ends. Safe
 // for concurrent use.
 func (e *Election) IsLeader() bool { return e.leader.Load() }
+
+// LeaderEpoch returns the epoch of this replica's term while it leads, and
+// 0 otherwise. Unlike the snapshot, which learns of a new term through the
+// watch, it is current the moment leadership is won.
+func (e *Election) LeaderEpoch() int64 {
+	if !e.leader.Load() {
+		return 0
+	}
+	return e.epoch.Load()
+}
 
 // runOnce creates a session, campaigns, and leads at most one term. A fresh
 // session per term means a fresh leader key, so every term has a new epoch.
@@ -357,6 +369,7 @@ func (e *Election) leadTerm(ctx context.Context, s *concurrency.Session, el *con
 		cli: e.cli, opTimeout: e.cfg.OpTimeout,
 		log: e.log.WithField("epoch", el.Rev()), cancel: cancel,
 	}
+	e.epoch.Store(l.epoch)
 	e.leader.Store(true)
 	l.log.WithField("key", l.key).Info("became leader")
 

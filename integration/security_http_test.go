@@ -135,6 +135,11 @@ func TestHTTPSecurity(t *testing.T) {
 		if err != nil || code != 200 {
 			return fmt.Errorf("%d %s %v", code, body, err)
 		}
+		if !strings.Contains(body, t1.addr) {
+			// Before t1's first verdict no server is eligible, and the
+			// all-down fallback answers from every allowed addr.
+			return fmt.Errorf("not yet t1: %s", body)
+		}
 		first = body
 		return nil
 	})
