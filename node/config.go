@@ -64,6 +64,14 @@ type Config struct {
 	// timeouts (Validate rejects a lower one with an embedded member). Each
 	// election call is bounded by ElectionOpTimeout(LeaderTTL).
 	LeaderTTL time.Duration
+	// LeaderDeathNotice, with an embedded member, makes each replica that
+	// does not lead keep an idle TCP connection to the leader's member's
+	// peer URL, and revoke the leader's election lease when that
+	// connection ends and a new connect is refused: a leader process
+	// killed on a live host is replaced in well under LeaderTTL. Timeouts,
+	// partitions and paused leaders still take LeaderTTL. Ignored in
+	// external mode. Default on. See election.DeathWatch and deathwatch.go.
+	LeaderDeathNotice bool
 	// Probe configures the prober; its Targets are taken from
 	// AllowedTargets.
 	Probe prober.Config
@@ -126,6 +134,8 @@ func DefaultConfig() Config {
 		EtcdDialTimeout: 5 * time.Second,
 		EtcdLogLevel:    "warn",
 		LeaderTTL:       election.DefaultConfig().TTL,
+		// A positive refusal is the only trigger; see deathwatch.go.
+		LeaderDeathNotice: true,
 		Embed: EmbedConfig{
 			ListenClientURLs:         "http://localhost:2379",
 			AdvertiseClientURLs:      "http://localhost:2379",

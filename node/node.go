@@ -123,6 +123,11 @@ func (n *Node) Run(ctx context.Context) error {
 		closeClient()
 		return err
 	}
+	deathWatch, err := newDeathWatch(cfg, ecfg.Prefix, ecfg.OpTimeout, cli, n.log.WithField("component", "deathwatch"), reg)
+	if err != nil {
+		closeClient()
+		return err
+	}
 	probeCfg := cfg.Probe
 	probeCfg.Targets = storeCfg.Targets
 	prb, err := prober.New(probeCfg, watcher.Keys(), watcher, n.log.WithField("component", "prober"), reg)
@@ -244,6 +249,17 @@ func (n *Node) Run(ctx context.Context) error {
 		force: closeClient,
 	}
 
+	serveUnits := []unit{
+		{name: "http", run: func(ctx context.Context) error { return srv.Serve(ctx, listeners) }},
+		campaign,
+		// systemd (Type=notify): READY=1 with the first snapshot,
+		// STOPPING=1 when shutdown starts.
+		{name: "systemd notify", run: nilOnCancel(func(ctx context.Context) { n.notifySystemd(ctx, watcher) })},
+	}
+	if deathWatch != nil {
+		serveUnits = append(serveUnits, unit{name: "leader death watch", run: afterMember(deathWatch.Run)})
+	}
+
 	admin := ""
 	if listeners.Admin != nil {
 		admin = listeners.Admin.Addr().String()
@@ -261,13 +277,7 @@ func (n *Node) Run(ctx context.Context) error {
 		memberStage,
 		{name: "etcd client", release: closeClient},
 		{name: "data", units: dataUnits},
-		{name: "serve", units: []unit{
-			{name: "http", run: func(ctx context.Context) error { return srv.Serve(ctx, listeners) }},
-			campaign,
-			// systemd (Type=notify): READY=1 with the first snapshot,
-			// STOPPING=1 when shutdown starts.
-			{name: "systemd notify", run: nilOnCancel(func(ctx context.Context) { n.notifySystemd(ctx, watcher) })},
-		}},
+		{name: "serve", units: serveUnits},
 	})
 }
 

@@ -74,6 +74,7 @@ func newFlags() (*flag.FlagSet, *options) {
 
 	fs.StringVar(&cfg.SnapshotFile, "snapshot-file", "", "where to keep a copy of the last snapshot, served after a restart while etcd has no quorum (default \"<data-dir>/tcpdispatch-snapshot.json\" with an embedded member, none otherwise; \"-\" disables)")
 	fs.DurationVar(&cfg.LeaderTTL, "leader-ttl", cfg.LeaderTTL, "leader session TTL: how long a dead leader keeps leadership (whole seconds)")
+	fs.BoolVar(&cfg.LeaderDeathNotice, "leader-death-notice", cfg.LeaderDeathNotice, "embedded member: keep an idle connection to the leader's member and revoke the leader's lease at once when it ends and a connect is refused (the leader's process died on a live host); false leaves every failover to --leader-ttl")
 	fs.DurationVar(&cfg.Probe.Interval, "probe-interval", cfg.Probe.Interval, "time between two probes of one tcp-server")
 	fs.DurationVar(&cfg.Probe.Timeout, "probe-timeout", cfg.Probe.Timeout, "timeout of one probe (TCP connect)")
 	fs.IntVar(&cfg.Probe.Rise, "rise", cfg.Probe.Rise, "consecutive successful probes that bring a down server up")

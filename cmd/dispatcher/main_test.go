@@ -86,7 +86,7 @@ func TestContractFlags(t *testing.T) {
 	fs, _ := newFlags()
 	for _, name := range []string{"name", "listen-http", "prefix", "etcd-endpoints", "data-dir", "listen-client-urls",
 		"advertise-client-urls", "listen-peer-urls", "initial-advertise-peer-urls", "initial-cluster",
-		"initial-cluster-state", "initial-cluster-token", "leader-ttl", "probe-interval", "probe-timeout",
+		"initial-cluster-state", "initial-cluster-token", "leader-ttl", "leader-death-notice", "probe-interval", "probe-timeout",
 		"rise", "fall", "log-format", "log-level",
 		"cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "auto-tls",
 		"peer-cert-file", "peer-key-file", "peer-trusted-ca-file", "peer-client-cert-auth", "peer-auto-tls",
