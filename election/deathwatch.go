@@ -123,6 +123,10 @@ const (
 // watcher drops it; a link is not a client.
 const linkReadCap = 4 << 10
 
+// revokeTries is how many times a confirmed death's re-read and revoke
+// are attempted when etcd fails them.
+const revokeTries = 3
+
 // minLinkLife is how long a link must have lived for a successful
 // confirming dial to become the next link at once; a leader that closes
 // links faster is followed again only after RetryInterval.
@@ -285,7 +289,13 @@ func (w *DeathWatch) hold(ctx context.Context, conn net.Conn) {
 // ctx is Run's, not the term's: the watch of the key may have ended the
 // term meanwhile, and the re-read decides then.
 func (w *DeathWatch) confirmed(ctx context.Context, lt *leaderTerm, addr string, lived time.Duration) {
+	// When the dead leader's member also led raft, etcd elects a new raft
+	// leader first and a call may time out meanwhile: try again, a few
+	// times, each bounded by OpTimeout.
 	outcome, err := w.revokeIfSame(ctx, lt)
+	for try := 1; err != nil && try < revokeTries && backoff.Sleep(ctx, backoff.SpreadOf(w.cfg.RetryInterval/5)); try++ {
+		outcome, err = w.revokeIfSame(ctx, lt)
+	}
 	w.notices.WithLabelValues(string(outcome)).Inc()
 	log := w.log.WithFields(logrus.Fields{"leader": lt.name, "addr": addr, "lease": fmt.Sprintf("%x", lt.lease),
 		"epoch": lt.createRev, "link_lived": lived.Round(time.Millisecond), "outcome": outcome})

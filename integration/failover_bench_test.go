@@ -21,6 +21,9 @@ import (
 //	FAILOVER_FLAGS     extra replica flags, space-separated
 //	FAILOVER_PRESSURE  "0" quiet only, "1" under CPU pressure only, else both
 //	FAILOVER_SOAK      duration of BenchmarkLeaderStability (default: skipped)
+//	FAILOVER_RAFT      "co-located": before each kill, make the leader's own
+//	                   member etcd's raft leader (the worst case; by default
+//	                   the leader moves raft leadership away on winning)
 
 // busyLoops starts n CPU-bound processes at normal priority, killed when
 // the benchmark ends: they saturate both cores of the test machine.
@@ -94,6 +97,12 @@ func (ch *chaos) failoverOnce(b *testing.B) (time.Duration, bool) {
 		}
 		return nil
 	})
+	if os.Getenv("FAILOVER_RAFT") == "co-located" {
+		ch.moveRaftLeader(b, l)
+		// The raft leader change extends every lease once and breaks the
+		// replicas' watches; let keep-alives and links settle.
+		time.Sleep(1500 * time.Millisecond)
+	}
 	coLocated := ch.raftLeaderIs(l)
 	old := ch.epochOf(l)
 	from := ch.currentRevB(b)

@@ -627,7 +627,7 @@ func (c *cluster) health(id string) (healthRecord, error) {
 }
 
 // moveRaftLeader makes r's embedded member the etcd raft leader.
-func (c *cluster) moveRaftLeader(t *testing.T, r *replica) {
+func (c *cluster) moveRaftLeader(t testing.TB, r *replica) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
