@@ -52,7 +52,8 @@ func main() {
 		dur      = flag.Duration("duration", 5*time.Second, "load-generator mode: counted duration per round")
 		conns    = flag.Int("conns", 64, "connections of the load generator")
 		bare     = flag.String("bare", "", "bare net/http server mode: listen address")
-		rounds   = flag.Int("rounds", 3, "load rounds per server, alternating servers")
+		rounds   = flag.Int("rounds", 5, "load rounds per server, alternating servers")
+		abBin    = flag.String("ab", "", "directory of a second dispatcher binary, measured in the same rounds (A/B of a change)")
 		skipInt  = flag.Bool("skip-integration", false, "skip the integration benchmarks")
 		failKill = flag.Int("failover-kills", 5, "kills per failover case")
 	)
@@ -64,7 +65,7 @@ func main() {
 		os.Exit(runBare(*bare))
 	}
 	t := &table{}
-	if err := httpComparison(t, *bin, *rounds, *conns, *dur); err != nil {
+	if err := httpComparison(t, *bin, *abBin, *rounds, *conns, *dur); err != nil {
 		fmt.Fprintln(os.Stderr, "benchtable: http comparison:", err)
 		t.add("get-tcp-ip vs bare vs nginx", "not measured: "+err.Error(), "", "")
 	}
@@ -98,6 +99,36 @@ type loadResult struct {
 	Requests int     `json:"requests"`
 	Errors   int     `json:"errors"`
 	Non200   int     `json:"non200"`
+	// CPU is the server process's CPU time per answered request (user +
+	// system, from /proc), in µs: unlike the rate, it barely moves when
+	// other work takes the core away, so it compares servers on a noisy
+	// machine. Zero when unknown.
+	CPU float64 `json:"-"`
+}
+
+// cpuTicks returns the user + system CPU time of pid in clock ticks
+// (USER_HZ, 100 on Linux), or -1.
+func cpuTicks(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	// Fields after the command name, which is in parentheses and may hold
+	// spaces: state is field 3, utime 14, stime 15.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return -1
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	return u + st
 }
 
 func runLoad(addr, path string, conns int, d time.Duration) int {
@@ -148,10 +179,14 @@ func freePort() int {
 type server struct {
 	name, addr, path string
 	cmd              *exec.Cmd
+	lns              []net.Listener // registered servers' listeners, closed by stop
 	runs             []loadResult
 }
 
 func (s *server) stop() {
+	for _, l := range s.lns {
+		l.Close()
+	}
 	if s.cmd != nil && s.cmd.Process != nil {
 		_ = s.cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
@@ -183,7 +218,7 @@ func waitHTTP(url string, ok func(*http.Response) bool, d time.Duration) error {
 
 // httpComparison measures get-tcp-ip, bare net/http and nginx in
 // alternating rounds.
-func httpComparison(t *table, bin string, rounds, conns int, dur time.Duration) error {
+func httpComparison(t *table, bin, abBin string, rounds, conns int, dur time.Duration) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -195,64 +230,24 @@ func httpComparison(t *table, bin string, rounds, conns int, dur time.Duration) 
 	defer os.RemoveAll(dir)
 
 	// One replica (embedded one-member etcd) with 10 registered servers.
-	httpPort, cport, pport := freePort(), freePort(), freePort()
-	curl := fmt.Sprintf("http://127.0.0.1:%d", cport)
-	purl := fmt.Sprintf("http://127.0.0.1:%d", pport)
-	disp := &server{name: "get-tcp-ip (one replica, 10 servers, wrr)", addr: fmt.Sprintf("127.0.0.1:%d", httpPort), path: "/get-tcp-ip"}
-	disp.cmd = pinned(0, filepath.Join(bin, "dispatcher"), "--name", "bench", "--listen-http", disp.addr,
-		"--data-dir", filepath.Join(dir, "bench.etcd"), "--listen-client-urls", curl, "--advertise-client-urls", curl,
-		"--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl, "--log-level", "warn")
-	logf, err := os.Create(filepath.Join(dir, "dispatcher.log"))
+	disp, err := startDispatcher(filepath.Join(bin, "dispatcher"), filepath.Join(dir, "a"), "get-tcp-ip (one replica, 10 servers, wrr)")
+	if disp != nil {
+		defer disp.stop()
+	}
 	if err != nil {
 		return err
 	}
-	defer logf.Close()
-	disp.cmd.Stdout, disp.cmd.Stderr = logf, logf
-	if err := disp.cmd.Start(); err != nil {
-		return fmt.Errorf("start dispatcher: %w", err)
-	}
-	defer disp.stop()
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
+	servers := []*server{disp}
+	var other *server
+	if abBin != "" {
+		other, err = startDispatcher(filepath.Join(abBin, "dispatcher"), filepath.Join(dir, "b"), "get-tcp-ip of "+abBin)
+		if other != nil {
+			defer other.stop()
 		}
-	}()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{curl}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	for i := range 10 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return err
 		}
-		lns = append(lns, l)
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_, err = cli.Put(ctx, fmt.Sprintf("/tcpdispatch/servers/tcp%d/addr", i), l.Addr().String())
-		cancel()
-		if err != nil {
-			return fmt.Errorf("register: %w", err)
-		}
-	}
-	err = waitHTTP("http://"+disp.addr+"/v1/status", func(r *http.Response) bool {
-		var st struct {
-			Eligible int `json:"eligible"`
-		}
-		return json.NewDecoder(r.Body).Decode(&st) == nil && st.Eligible == 10
-	}, 60*time.Second)
-	if err != nil {
-		return err
+		servers = append(servers, other)
 	}
 
 	bareS := &server{name: "bare net/http handler", addr: fmt.Sprintf("127.0.0.1:%d", freePort()), path: "/get-tcp-ip"}
@@ -265,7 +260,7 @@ func httpComparison(t *table, bin string, rounds, conns int, dur time.Duration) 
 	if err := waitHTTP("http://"+bareS.addr+"/", func(*http.Response) bool { return true }, 10*time.Second); err != nil {
 		return err
 	}
-	servers := []*server{disp, bareS}
+	servers = append(servers, bareS)
 
 	ngx, note := startNginx(dir)
 	if ngx != nil {
@@ -306,9 +301,15 @@ func httpComparison(t *table, bin string, rounds, conns int, dur time.Duration) 
 	}
 	for range rounds {
 		for _, s := range servers {
+			before := cpuTicks(s.cmd.Process.Pid)
 			r, err := load(s, dur)
 			if err != nil {
 				return err
+			}
+			if after := cpuTicks(s.cmd.Process.Pid); before >= 0 && after >= 0 && r.Requests > 0 {
+				// The ticks include wrk's start and stop, when nothing is
+				// served: a slight overestimate alike for every server.
+				r.CPU = float64(after-before) * 1e4 / float64(r.Requests)
 			}
 			s.runs = append(s.runs, r)
 		}
@@ -339,7 +340,114 @@ func httpComparison(t *table, bin string, rounds, conns int, dur time.Duration) 
 		gen = "wrk -t1"
 	}
 	t.add(fmt.Sprintf("get-tcp-ip, one replica, %s -c%d, server core 0 / load core 1, median of %d × %v", gen, conns, rounds, dur), fig(d), base, target)
+	if ngx != nil {
+		measured, baseline := spread(disp.runs, ngx.runs)
+		t.add(fmt.Sprintf("get-tcp-ip vs nginx round by round, %s -c%d, %d × %v", gen, conns, rounds, dur), measured, baseline, target)
+	}
+	if other != nil && ngx != nil {
+		o, n := med(other), med(ngx)
+		t.add(other.name+" (-ab), median", fig(o), fmt.Sprintf("nginx return 200: %s (%.2f× req/s, p99 %.2f×)", fig(n), o.Rate/n.Rate, o.P99/n.P99), target)
+		measured, baseline := spread(other.runs, ngx.runs)
+		t.add(other.name+" (-ab) vs nginx round by round", measured, baseline, target)
+	}
 	return nil
+}
+
+// spread describes every round of get-tcp-ip (d) against nginx (n): the
+// range of each server's rate and p99, and the ratios of the rounds run
+// back to back, with how many rounds met the target. A median hides a
+// noisy machine; this row shows it.
+func spread(d, n []loadResult) (measured, baseline string) {
+	rng := func(rs []loadResult, f func(loadResult) float64) (lo, med, hi float64) {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[0], v[len(v)/2], v[len(v)-1]
+	}
+	rate := func(r loadResult) float64 { return r.Rate / 1000 }
+	p99 := func(r loadResult) float64 { return r.P99 }
+	desc := func(rs []loadResult) string {
+		rl, rm, rh := rng(rs, rate)
+		pl, pm, ph := rng(rs, p99)
+		cl, cm, ch := rng(rs, func(r loadResult) float64 { return r.CPU })
+		return fmt.Sprintf("req/s %.1fk–%.1fk (median %.1fk), p99 %.0f–%.0f µs (median %.0f µs), CPU %.1f–%.1f µs/request (median %.1f)", rl, rh, rm, pl, ph, pm, cl, ch, cm)
+	}
+	var rates, tails []string
+	_, dc, _ := rng(d, func(r loadResult) float64 { return r.CPU })
+	_, nc, _ := rng(n, func(r loadResult) float64 { return r.CPU })
+	met := 0
+	for i := range min(len(d), len(n)) {
+		rr, pr := d[i].Rate/n[i].Rate, d[i].P99/n[i].P99
+		rates = append(rates, fmt.Sprintf("%.2f", rr))
+		tails = append(tails, fmt.Sprintf("%.2f", pr))
+		if rr >= 1 && pr <= 1.5 {
+			met++
+		}
+	}
+	return "get-tcp-ip " + desc(d), fmt.Sprintf("nginx %s; per round req/s ×%s, p99 ×%s; target met in %d of %d rounds; CPU per request ×%.2f (medians)",
+		desc(n), strings.Join(rates, " "), strings.Join(tails, " "), met, min(len(d), len(n)), dc/nc)
+}
+
+// startDispatcher starts one replica of bin (embedded one-member etcd,
+// data under dir) pinned to core 0, registers 10 servers that accept and
+// close, and waits until it serves them. The returned server is non-nil
+// once the process started, also with an error: the caller stops it.
+func startDispatcher(bin, dir, name string) (*server, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	httpPort, cport, pport := freePort(), freePort(), freePort()
+	curl := fmt.Sprintf("http://127.0.0.1:%d", cport)
+	purl := fmt.Sprintf("http://127.0.0.1:%d", pport)
+	disp := &server{name: name, addr: fmt.Sprintf("127.0.0.1:%d", httpPort), path: "/get-tcp-ip"}
+	disp.cmd = pinned(0, bin, "--name", "bench", "--listen-http", disp.addr,
+		"--data-dir", filepath.Join(dir, "bench.etcd"), "--listen-client-urls", curl, "--advertise-client-urls", curl,
+		"--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl, "--log-level", "warn")
+	logf, err := os.Create(filepath.Join(dir, "dispatcher.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close() // the child holds its own descriptor
+	disp.cmd.Stdout, disp.cmd.Stderr = logf, logf
+	if err := disp.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start dispatcher: %w", err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{curl}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return disp, err
+	}
+	defer cli.Close()
+	for i := range 10 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return disp, err
+		}
+		disp.lns = append(disp.lns, l)
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err = cli.Put(ctx, fmt.Sprintf("/tcpdispatch/servers/tcp%d/addr", i), l.Addr().String())
+		cancel()
+		if err != nil {
+			return disp, fmt.Errorf("register: %w", err)
+		}
+	}
+	err = waitHTTP("http://"+disp.addr+"/v1/status", func(r *http.Response) bool {
+		var st struct {
+			Eligible int `json:"eligible"`
+		}
+		return json.NewDecoder(r.Body).Decode(&st) == nil && st.Eligible == 10
+	}, 60*time.Second)
+	return disp, err
 }
 
 // parseWrk reads wrk --latency output: Requests/sec, the 50% and 99%
