@@ -181,7 +181,10 @@ func freePorts(t testing.TB, n int) []int {
 // replica is one bin/dispatcher process.
 type replica struct {
 	*proc
-	http, client, peer       string // URLs the replica listens on
+	http, client, peer string // URLs the replica listens on
+	// admin is its admin listener (--listen-admin) when the cluster
+	// has them; adminURL is where its operator routes are.
+	admin                    string
 	clientAdv, peerAdv       string // URLs it advertises: proxies when the cluster has them
 	clientProxy, peerProxy   proxy.Server
 	clientShaper, peerShaper *shaper
@@ -202,6 +205,9 @@ type clusterOpts struct {
 	// etcdctl then present an admin certificate.
 	secure bool
 	env    []string // environment given to every replica
+	// admin gives every replica an admin listener (--listen-admin): the
+	// operator routes and /debug/pprof/ move there (replica.admin).
+	admin bool
 }
 
 // cluster is N replicas forming an N-member embedded etcd cluster.
@@ -222,7 +228,7 @@ type cluster struct {
 func startCluster(t testing.TB, o clusterOpts) *cluster {
 	t.Helper()
 	dir := t.TempDir()
-	ports := freePorts(t, 7*o.replicas)
+	ports := freePorts(t, 8*o.replicas)
 	c := &cluster{t: t, dir: dir, prefix: "/tcpdispatch/"}
 	scheme := "http"
 	if o.secure {
@@ -230,11 +236,14 @@ func startCluster(t testing.TB, o clusterOpts) *cluster {
 	}
 	var initial []string
 	for i := range o.replicas {
-		p := ports[7*i : 7*i+7]
+		p := ports[8*i : 8*i+8]
 		r := &replica{
 			http:   fmt.Sprintf("http://127.0.0.1:%d", p[0]),
 			client: fmt.Sprintf("%s://127.0.0.1:%d", scheme, p[1]),
 			peer:   fmt.Sprintf("%s://127.0.0.1:%d", scheme, p[2]),
+		}
+		if o.admin {
+			r.admin = fmt.Sprintf("http://127.0.0.1:%d", p[7])
 		}
 		r.clientAdv, r.peerAdv = r.client, r.peer
 		if o.proxies {
@@ -255,6 +264,9 @@ func startCluster(t testing.TB, o clusterOpts) *cluster {
 		name := fmt.Sprintf("d%d", i+1)
 		r.dataDir = filepath.Join(dir, name+".etcd")
 		args := r.args(name, strings.Join(initial, ","), "it-"+filepath.Base(dir), o.extra...)
+		if r.admin != "" {
+			args = append(args, "--listen-admin", strings.TrimPrefix(r.admin, "http://"))
+		}
 		if c.pki != nil {
 			args = append(args, c.pki.memberFlags(t, name)...)
 		}
@@ -461,9 +473,18 @@ func getJSON(url string, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
+// adminURL is where r serves its operator routes (/v1/status, /metrics,
+// /debug/pprof/ when apart).
+func (r *replica) adminURL() string {
+	if r.admin != "" {
+		return r.admin
+	}
+	return r.http
+}
+
 func (r *replica) status() (status, error) {
 	var s status
-	err := getJSON(r.http+"/v1/status", &s)
+	err := getJSON(r.adminURL()+"/v1/status", &s)
 	return s, err
 }
 
@@ -484,7 +505,7 @@ type serversView struct {
 
 func (r *replica) servers() (serversView, error) {
 	var v serversView
-	err := getJSON(r.http+"/v1/servers", &v)
+	err := getJSON(r.adminURL()+"/v1/servers", &v)
 	return v, err
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,7 +29,9 @@ import (
 // blackholed. It prints each figure beside the target and fails
 // only when the scenario cannot run: the figures are a measurement, not an
 // assertion. Set SCALE_RUN=1 to run it; sizes can be lowered with
-// SCALE_LIVE, SCALE_STATUS and SCALE_BLACK.
+// SCALE_LIVE, SCALE_STATUS and SCALE_BLACK; SCALE_PROFILE=dir saves CPU and
+// heap profiles of the leader and a follower there (replicas then get
+// admin listeners).
 func TestScale(t *testing.T) {
 	if os.Getenv("SCALE_RUN") == "" {
 		t.Skip("set SCALE_RUN=1 (make scale) to run the 10,000-server scenario")
@@ -41,7 +44,8 @@ func TestScale(t *testing.T) {
 
 	f := startFleet(t, live, withStatus, black)
 	t.Logf("fake fleet: %d live (%d with status URL), %d blackholed in %v", len(f.live), withStatus, len(f.black), time.Since(began).Round(time.Millisecond))
-	c := startCluster(t, clusterOpts{replicas: 3, extra: []string{"--log-level", "info"}})
+	profDir := os.Getenv("SCALE_PROFILE")
+	c := startCluster(t, clusterOpts{replicas: 3, extra: []string{"--log-level", "info"}, admin: profDir != ""})
 	c.waitServing(t)
 
 	// Register all 10,000 and wait for the first full verdict: a health
@@ -78,6 +82,14 @@ func TestScale(t *testing.T) {
 	}
 
 	leader := c.waitLeaderTB(t)
+	// What the leader made of its probes meanwhile: local failures and
+	// held verdicts withhold a server's first record.
+	for _, m := range []string{"tcpdispatch_prober_local_failures_total", "tcpdispatch_prober_held_verdicts_total",
+		"tcpdispatch_prober_deferred_probes_total", "tcpdispatch_prober_links", "tcpdispatch_prober_vouched_total"} {
+		if v, err := metricValue(leader.adminURL()+"/metrics", m); err == nil {
+			t.Logf("leader %s after the first verdict: %.0f", m, v)
+		}
+	}
 	var follower *replica
 	for _, r := range c.replicas {
 		if r != leader {
@@ -96,12 +108,27 @@ func TestScale(t *testing.T) {
 
 	// Steady state: etcd puts and bytes over a window, CPU per replica.
 	const window = 60 * time.Second
-	deferred0, derr0 := metricValue(leader.http+"/metrics", "tcpdispatch_prober_deferred_probes_total")
+	if profDir != "" {
+		// CPU profiles of the leader and a follower over the first 20 s
+		// of the steady window, then heap profiles.
+		var wg sync.WaitGroup
+		for _, r := range []*replica{leader, follower} {
+			wg.Go(func() {
+				for _, p := range []string{"profile?seconds=20", "heap?gc=1"} {
+					if err := saveProfile(r.adminURL()+"/debug/pprof/"+p, filepath.Join(profDir, r.name+"-"+strings.Split(p, "?")[0]+".pb.gz")); err != nil {
+						t.Logf("profile %s: %v", r.name, err)
+					}
+				}
+			})
+		}
+		defer wg.Wait()
+	}
+	deferred0, derr0 := metricValue(leader.adminURL()+"/metrics", "tcpdispatch_prober_deferred_probes_total")
 	steady := c.measureSteady(t, window, f)
 	// A round is an interval by construction since probes are spread:
 	// what shows whether every server really got its probe is how many
 	// started late for want of room.
-	if deferred1, err := metricValue(leader.http+"/metrics", "tcpdispatch_prober_deferred_probes_total"); err == nil && derr0 == nil {
+	if deferred1, err := metricValue(leader.adminURL()+"/metrics", "tcpdispatch_prober_deferred_probes_total"); err == nil && derr0 == nil {
 		rep.add("probes started late for want of in-flight room (per s, steady)", fmt.Sprintf("%.1f", (deferred1-deferred0)/window.Seconds()), "0")
 	}
 	rep.add(fmt.Sprintf("etcd puts/s, steady state (watch count over %v)", window), fmt.Sprintf("%.1f", steady.putsPerSec), "≤ 10 when nothing changes")
@@ -146,7 +173,7 @@ func TestScale(t *testing.T) {
 		var times []time.Duration
 		for range 3 {
 			start := time.Now()
-			n, err := getSize(follower.http + "/v1/servers" + q)
+			n, err := getSize(follower.adminURL() + "/v1/servers" + q)
 			if err != nil {
 				t.Errorf("/v1/servers%s: %v", q, err)
 				break
@@ -160,6 +187,13 @@ func TestScale(t *testing.T) {
 		}
 	}
 	for _, r := range c.replicas {
+		var mem []string
+		for _, m := range []string{"go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes"} {
+			if v, err := metricValue(r.adminURL()+"/metrics", m); err == nil {
+				mem = append(mem, fmt.Sprintf("%s %.0f MB", strings.TrimSuffix(strings.TrimPrefix(m, "go_memstats_"), "_bytes"), v/1e6))
+			}
+		}
+		t.Logf("memory %s: %s", r.name, strings.Join(mem, ", "))
 		rep.add(fmt.Sprintf("RSS %s after %v", r.name, time.Since(began).Round(time.Second)), fmt.Sprintf("%.0f MB", float64(rssKB(r.cmdPid()))/1024), "< 100 MB")
 	}
 	rep.add("RSS fake fleet", fmt.Sprintf("%.0f MB", float64(rssKB(f.pid()))/1024), "—")
@@ -263,13 +297,13 @@ func (c *cluster) waitDown(tb testing.TB, id string, d time.Duration) (time.Time
 // tcpdispatch_prober_rounds_total.
 func (c *cluster) roundTime(leader *replica, d time.Duration) (time.Duration, error) {
 	deadline := time.Now().Add(d)
-	last, err := metricValue(leader.http+"/metrics", "tcpdispatch_prober_rounds_total")
+	last, err := metricValue(leader.adminURL()+"/metrics", "tcpdispatch_prober_rounds_total")
 	if err != nil {
 		return 0, err
 	}
 	var first time.Time
 	for time.Now().Before(deadline) {
-		v, err := metricValue(leader.http+"/metrics", "tcpdispatch_prober_rounds_total")
+		v, err := metricValue(leader.adminURL()+"/metrics", "tcpdispatch_prober_rounds_total")
 		if err == nil && v > last {
 			if !first.IsZero() {
 				return time.Since(first) / time.Duration(v-last), nil
@@ -296,6 +330,28 @@ func metricValue(url, name string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("metric %s not found at %s", name, url)
+}
+
+// saveProfile writes what url answers to path.
+func saveProfile(url, path string) error {
+	cli := &http.Client{Timeout: time.Minute}
+	resp, err := cli.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 type steadyFigures struct {

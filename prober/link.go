@@ -113,7 +113,7 @@ func (t *term) openLink(ctx context.Context, e *entry) {
 // runLink dials addr and reads until the connection ends.
 func (t *term) runLink(ctx context.Context, l *link, addr string) linkEvent {
 	dctx, cancel := context.WithTimeout(ctx, t.p.cfg.Timeout)
-	conn, err := t.p.dialer.DialContext(dctx, "tcp", addr)
+	conn, err := t.p.linkDialer.DialContext(dctx, "tcp", addr)
 	cancel()
 	if err != nil {
 		return linkEvent{err: err}
@@ -174,14 +174,9 @@ func (t *term) linkClosed(ctx context.Context, ev linkEvent) {
 	t.p.metrics.linkCloses.Inc()
 	if ev.lived >= t.p.cfg.Interval {
 		// A link that held: its end is news. (One the server closes at
-		// once says nothing about its death.)
-		tg := target{id: e.id, addr: e.addr, notice: true}
-		gen := e.gen
-		t.inflight++
-		t.probes.Go(func() {
-			t.p.probeOne(ctx, &tg, 0)
-			t.complete(result{target: tg, gen: gen})
-		})
+		// once says nothing about its death.) One that timed out was
+		// silent through a keepalive: that counts as a failure.
+		t.noticeProbe(ctx, e, isTimeout(ev.err))
 	}
 	e.linkFails++
 	if ev.lived >= linkBackoff/10 {
@@ -193,6 +188,19 @@ func (t *term) linkClosed(ctx context.Context, ev linkEvent) {
 		e.linkAfter = now.Add(linkBackoff)
 		e.linkFails = 0
 	}
+}
+
+// noticeProbe connects to e's addr at once, outside its schedule: a
+// refusal then takes it down at once (see apply). lost marks a link that
+// timed out.
+func (t *term) noticeProbe(ctx context.Context, e *entry, lost bool) {
+	tg := target{id: e.id, addr: e.addr, notice: true, linkLost: lost}
+	gen := e.gen
+	t.inflight++
+	t.probes.Go(func() {
+		t.p.probeOne(ctx, &tg, 0)
+		t.complete(result{target: tg, gen: gen})
+	})
 }
 
 // refused reports whether err says nothing listens at the address: the

@@ -20,6 +20,7 @@ type metrics struct {
 	capacity, links                  prometheus.Gauge
 	deferred, linkCloses, heartbeats prometheus.Counter
 	deathNotices                     prometheus.Counter
+	vouched                          prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -64,11 +65,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Persistent connections closed by the server side (each checked at once by a notice probe)."}),
 		deathNotices: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_death_notices_total",
 			Help: "Servers taken down at once: their persistent connection closed and a connect was refused."}),
+		vouched: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_vouched_total",
+			Help: "Intervals in which a server's open persistent connection stood in for its connect probe (see --probe-recheck)."}),
 		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_heartbeats_total",
 			Help: "Heartbeats written (one per interval while the leader vouches for its records)."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.capacity, m.links, m.deferred, m.linkCloses, m.deathNotices, m.heartbeats, m.rounds, m.transitions, m.failures, m.txns, m.writes, m.latency, m.statusFailures,
+		for _, c := range []prometheus.Collector{m.capacity, m.links, m.deferred, m.linkCloses, m.deathNotices, m.vouched, m.heartbeats, m.rounds, m.transitions, m.failures, m.txns, m.writes, m.latency, m.statusFailures,
 			m.localFailures, m.suspectRounds, m.heldVerdicts, m.selfFaultRounds, m.opinionsServed, m.opinionsRejected, m.opinionFailures, m.lag} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register prober metrics: %w", err)

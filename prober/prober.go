@@ -83,6 +83,14 @@ type Config struct {
 	// DisableLinks turns persistent connections off: death is then
 	// noticed by the regular probes only.
 	DisableLinks bool
+	// Recheck is how often a server that something else vouches for is
+	// still connect-probed: an open persistent connection (link.go) or a
+	// status document pulled on a kept-alive connection proves it up
+	// every interval without a handshake, so its connect probe runs only
+	// this often (what it adds: a listener closed while the process and
+	// its connections live on). At most Interval means every interval.
+	// Default 5s.
+	Recheck time.Duration
 	// RefreshInterval, when set, rewrites every record this often even
 	// without a transition. Zero (the default) never does: the heartbeat
 	// proves the records current (see HeartbeatInterval).
@@ -158,6 +166,7 @@ func DefaultConfig() Config {
 		Concurrency:   64,
 		MaxInFlight:   4096,
 		MaxLinks:      10000,
+		Recheck:       5 * time.Second,
 		BatchSize:     100,
 		OpTimeout:     2 * time.Second,
 		ReportTTL:     30 * time.Second,
@@ -184,6 +193,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("prober: concurrency must be >= 1 and batch size in 1..%d", election.MaxTxnOps)
 	case c.MaxLinks < 0:
 		return errors.New("prober: max links must not be negative")
+	case c.Recheck < 0:
+		return errors.New("prober: recheck must not be negative")
 	case c.MaxInFlight < 0:
 		return errors.New("prober: max in flight must not be negative")
 	case c.RefreshInterval != 0 && c.RefreshInterval < c.Interval:
@@ -220,6 +231,7 @@ func (c Config) withDefaults() Config {
 	c.Concurrency = cmp.Or(c.Concurrency, d.Concurrency)
 	c.MaxInFlight = max(cmp.Or(c.MaxInFlight, d.MaxInFlight), c.Concurrency)
 	c.MaxLinks = cmp.Or(c.MaxLinks, d.MaxLinks)
+	c.Recheck = cmp.Or(c.Recheck, d.Recheck)
 	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, c.Interval)
 	c.BatchSize = cmp.Or(c.BatchSize, d.BatchSize)
 	c.OpTimeout = cmp.Or(c.OpTimeout, d.OpTimeout)
@@ -293,7 +305,9 @@ type Prober struct {
 	snaps  Snapshots
 	log    *logrus.Entry
 	dialer net.Dialer
-	http   *http.Client
+	// linkDialer opens persistent connections, with TCP keepalive.
+	linkDialer net.Dialer
+	http       *http.Client
 	// peerHTTP asks other replicas for second opinions.
 	peerHTTP *http.Client
 	metrics  *metrics
@@ -346,7 +360,13 @@ func New(cfg Config, keys keyspace.Layout, snaps Snapshots, log *logrus.Entry, r
 			DialContext: peerDialer.DialContext, MaxResponseHeaderBytes: 16 << 10},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return &Prober{cfg: cfg, keys: keys, snaps: snaps, log: log, metrics: m, rbMetrics: rbm, dialer: dialer, http: hc, peerHTTP: peerHTTP,
+	// Links are idle: the kernel's keepalive probes them every interval
+	// (whole seconds) and gives up after one unanswered, so a host that
+	// went silent ends its link within about two intervals (link.go).
+	ka := max(time.Second, cfg.Interval)
+	linkDialer := net.Dialer{Timeout: cfg.Timeout, Control: cfg.Targets.Control,
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: ka, Interval: ka, Count: 1}}
+	return &Prober{cfg: cfg, keys: keys, snaps: snaps, log: log, metrics: m, rbMetrics: rbm, dialer: dialer, linkDialer: linkDialer, http: hc, peerHTTP: peerHTTP,
 		class: classifier{timeout: cfg.Timeout, slack: cfg.StarvationSlack}}, nil
 }
 
@@ -373,6 +393,15 @@ type target struct {
 	// confirmed marks a failing server that other replicas confirmed down
 	// in a suspect batch (see judge): it goes down at once.
 	confirmed bool
+	// vouched marks a result no probe made: the server's persistent
+	// connection is open (see Config.Recheck).
+	vouched bool
+	// noDial pulls the status document without a connect probe first:
+	// the last pull worked (see Config.Recheck).
+	noDial bool
+	// linkLost marks the notice probe of a link that timed out (TCP
+	// keepalive unanswered): that silence counts as one failure.
+	linkLost bool
 }
 
 // seed initialises trackers from the records a previous leader wrote.
@@ -430,12 +459,14 @@ func (p *Prober) probe(ctx context.Context, targets []target, lag time.Duration)
 // pulls its status document; it fills in t's result. lag is how late the
 // probe started.
 func (p *Prober) probeOne(ctx context.Context, t *target, lag time.Duration) {
-	var err error
-	t.ok, t.reason, t.local, err = p.dial(ctx, t.addr, lag)
-	t.refused = err != nil && !t.local && refused(err)
-	t.exhausted = outOfFiles(err)
-	if !t.ok || t.statusURL == "" {
-		return
+	if !t.noDial || t.statusURL == "" {
+		var err error
+		t.ok, t.reason, t.local, err = p.dial(ctx, t.addr, lag)
+		t.refused = err != nil && !t.local && refused(err)
+		t.exhausted = outOfFiles(err)
+		if !t.ok || t.statusURL == "" {
+			return
+		}
 	}
 	start := time.Now()
 	st, err := pullStatus(ctx, p.http, shedURL(t.statusURL, t.shed), p.cfg.Timeout)
@@ -443,9 +474,11 @@ func (p *Prober) probeOne(ctx context.Context, t *target, lag time.Duration) {
 		p.metrics.statusFailures.Inc()
 		t.ok, t.reason = false, err.Error()
 		t.local = p.class.isLocal(t.addr, err, time.Since(start), lag)
+		t.refused = !t.local && refused(err)
+		t.exhausted = outOfFiles(err)
 		return
 	}
-	t.status = &st
+	t.status, t.ok = &st, true
 }
 
 // check connects to addr once. local reports a failure that describes the

@@ -61,6 +61,12 @@ type entry struct {
 	// linkAfter is when the next link may be tried.
 	linkFails int
 	linkAfter time.Time
+	// dialedAt is when its last connect probe started; probedOK is set
+	// while its last probe (connect, and status pull when it has a status
+	// URL) worked: only then may something else vouch for it (see
+	// Config.Recheck).
+	dialedAt time.Time
+	probedOK bool
 }
 
 // schedule is a min-heap of entries by due time.
@@ -184,7 +190,8 @@ func (t *term) run(ctx context.Context) error {
 	seeded := false
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	var wake time.Time // when the timer was set to fire
+	var wake time.Time      // when the timer was set to fire
+	var idleSince time.Time // when the loop last started waiting
 	lastPass := time.Time{}
 	for {
 		select {
@@ -205,10 +212,14 @@ func (t *term) run(ctx context.Context) error {
 		}
 		now = time.Now()
 		lastPass = now
-		if !wake.IsZero() && now.After(wake) {
-			// How late the timer fired: scheduling lag of a starved
-			// process.
-			p.metrics.lag.Observe(now.Sub(wake).Seconds())
+		// How late the timer fired while this loop was idle waiting for
+		// it: scheduling lag of a starved process. (Time the loop itself
+		// spent past wake, writing or judging, is not starvation: the
+		// probes it starts late still get their whole timeout.)
+		var schedLag time.Duration
+		if !wake.IsZero() && now.After(wake) && idleSince.Before(wake) {
+			schedLag = now.Sub(wake)
+			p.metrics.lag.Observe(schedLag.Seconds())
 		}
 		snap := p.snaps.Snapshot()
 		if snap == nil {
@@ -234,7 +245,7 @@ func (t *term) run(ctx context.Context) error {
 		if err := t.pass(ctx, now); err != nil {
 			return err
 		}
-		t.dispatch(ctx, now)
+		t.dispatch(ctx, now, schedLag)
 		if !now.Before(roundEnd) {
 			if err := t.endRound(ctx, now); err != nil || ctx.Err() != nil {
 				return err
@@ -258,6 +269,7 @@ func (t *term) run(ctx context.Context) error {
 			next = now.Add(10 * time.Millisecond)
 		}
 		wake = next
+		idleSince = time.Now()
 		timer.Reset(max(0, time.Until(next)))
 	}
 }
@@ -330,8 +342,11 @@ func (t *term) sync(snap *store.Snapshot, now time.Time) {
 	}
 }
 
-// dispatch starts the probes that are due, as room allows.
-func (t *term) dispatch(ctx context.Context, now time.Time) {
+// dispatch starts the probes that are due, as room allows. schedLag is how
+// late this pass started for want of CPU: a probe's timeout then says
+// nothing about the server (see classifier), nor does one of a probe
+// started late for want of room.
+func (t *term) dispatch(ctx context.Context, now time.Time, schedLag time.Duration) {
 	interval := t.p.cfg.Interval
 	for len(t.queue) > 0 && !t.queue[0].due.After(now) {
 		e := t.queue[0]
@@ -350,8 +365,11 @@ func (t *term) dispatch(ctx context.Context, now time.Time) {
 			}
 			return
 		}
+		lag := schedLag
+		if e.deferred {
+			lag = max(lag, now.Sub(e.due))
+		}
 		e.deferred = false
-		lag := now.Sub(e.due)
 		e.due = e.due.Add(interval)
 		if !e.due.After(now) {
 			// More than an interval late: keep the phase, skip the turns
@@ -364,6 +382,17 @@ func (t *term) dispatch(ctx context.Context, now time.Time) {
 		e.busy = true
 		t.inflight++
 		gen := e.gen
+		if recheck := now.Sub(e.dialedAt) >= t.p.cfg.Recheck; !recheck && e.probedOK && e.statusURL == "" && e.link != nil && e.link.open.Load() {
+			// The open link vouches for the server this interval.
+			tg.ok, tg.vouched = true, true
+			t.p.metrics.vouched.Inc()
+			t.complete(result{target: tg, gen: gen})
+			continue
+		} else if !recheck && e.probedOK && e.statusURL != "" {
+			tg.noDial = true
+		} else {
+			e.dialedAt = now
+		}
 		t.probes.Go(func() {
 			t.p.probeOne(ctx, &tg, lag)
 			t.complete(result{target: tg, gen: gen})
@@ -414,6 +443,9 @@ func (t *term) pass(ctx context.Context, now time.Time) error {
 		if e == nil || r.gen != e.gen {
 			continue // removed or re-addressed meanwhile
 		}
+		if !r.notice && !r.vouched {
+			e.probedOK = r.ok
+		}
 		batch = append(batch, r.target)
 		if r.ok && !r.local && e.link == nil && e.statusURL == "" && !t.p.cfg.DisableLinks && !now.Before(e.linkAfter) {
 			t.openLink(ctx, e)
@@ -453,12 +485,22 @@ func (t *term) apply(ctx context.Context, batch []target, now time.Time) {
 			// Not a verdict: the record stays as it is.
 			continue
 		}
+		if tg.notice && tg.ok {
+			// A notice probe confirms a death or finds none; it does not
+			// vouch for the server (its status pull may still fail).
+			continue
+		}
 		tr := t.trackers[tg.id]
 		e := t.entries[tg.id]
 		if tr == nil || e == nil {
 			continue
 		}
 		var changed bool
+		if tg.linkLost && tr.status == statusUp && !tg.ok {
+			// The link's keepalive went unanswered: one failure, then
+			// the notice probe's result.
+			tr.observe(false, "persistent connection timed out", now, p.cfg.Rise, p.cfg.Fall)
+		}
 		if tg.notice && tg.refused || tg.confirmed {
 			changed = tr.down(tg.reason, now)
 			if changed && tg.notice {

@@ -207,3 +207,50 @@ func modRev(t testing.TB, cli *clientv3.Client, key string) int64 {
 	}
 	return resp.Kvs[0].ModRevision
 }
+
+// TestProberLinkVouches checks that an open persistent connection stands
+// in for the connect probe: the server is connect-probed only once per
+// Recheck, and its closed listener is still found by that recheck.
+func TestProberLinkVouches(t *testing.T) {
+	e := newEnv(t)
+	srv := newHoldingServer(t)
+	e.waitSnapshot(t, e.register(t, "a", srv.addr))
+	cfg := testConfig()
+	cfg.Recheck = 10 * interval
+	p, reg := newTestProber(t, cfg, e.keys, e.w)
+	var mu sync.Mutex
+	dials := 0
+	p.dialer.Control = func(string, string, syscall.RawConn) error {
+		mu.Lock()
+		dials++
+		mu.Unlock()
+		return nil
+	}
+	wr := newFencedWriter(t, e.cli, "leader")
+	runInBackground(t, "prober", func(ctx context.Context) error { return p.Run(ctx, wr) })
+	waitHealth(t, e.cli, e.keys, "a", "up", func(h store.Health, ok bool) bool { return ok && h.Healthy })
+	etcdtest.WaitFor(t, 10*time.Second, "a link to a", func() bool { return gauge(t, reg, "tcpdispatch_prober_links") == 1 })
+
+	mu.Lock()
+	dials = 0
+	mu.Unlock()
+	v0 := testutil.ToFloat64(p.metrics.vouched)
+	time.Sleep(30 * interval)
+	mu.Lock()
+	n := dials
+	mu.Unlock()
+	if n < 2 || n > 4 {
+		t.Errorf("%d connect probes in 30 intervals with recheck = 10 intervals; want 3", n)
+	}
+	if v := testutil.ToFloat64(p.metrics.vouched) - v0; v < 20 {
+		t.Errorf("%v intervals vouched for by the link in 30; want about 27", v)
+	}
+
+	// The listener closes, the held connection stays: the recheck finds it.
+	closed := time.Now()
+	srv.ln.Close()
+	h := waitHealth(t, e.cli, e.keys, "a", "down", func(h store.Health, ok bool) bool { return ok && !h.Healthy })
+	if d := h.CheckedAt.Sub(closed); d > cfg.Recheck+time.Duration(cfg.Fall)*interval+cfg.Timeout+slack {
+		t.Errorf("a went down %v after its listener closed; want within recheck + fall intervals", d)
+	}
+}

@@ -82,6 +82,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.IntVar(&cfg.Probe.Concurrency, "probe-concurrency", cfg.Probe.Concurrency, "fewest probes allowed in flight at once; the capacity grows with the fleet (1.5 × servers × probe-timeout ÷ probe-interval more) up to --probe-max-inflight")
 	fs.IntVar(&cfg.Probe.MaxInFlight, "probe-max-inflight", cfg.Probe.MaxInFlight, "most probes (sockets) in flight at once; also capped at half the open-file limit")
 	fs.IntVar(&cfg.Probe.MaxLinks, "probe-max-links", cfg.Probe.MaxLinks, "most persistent connections the leader holds to servers for death notices (one per server; capped by the open-file limit)")
+	fs.DurationVar(&cfg.Probe.Recheck, "probe-recheck", cfg.Probe.Recheck, "how often a server whose open persistent connection, or last status pull on a kept-alive connection, vouches for it is still connect-probed (at most --probe-interval: every interval)")
 	fs.BoolVar(&cfg.Probe.DisableLinks, "probe-no-links", cfg.Probe.DisableLinks, "hold no persistent connections: deaths are noticed by the regular probes only")
 	fs.DurationVar(&cfg.Probe.RefreshInterval, "health-refresh", cfg.Probe.RefreshInterval, "rewrite every health record this often even without a transition; 0 never does (the leader's heartbeat proves the records current)")
 	fs.DurationVar(&cfg.Probe.LoadRefresh, "load-refresh", cfg.Probe.LoadRefresh, "rewrite a server's load report this often even without a meaningful change (servers with a status-url); 0 never does (the heartbeat keeps reports in use)")
