@@ -90,7 +90,8 @@ func (e *entry) closeLink() {
 func (t *term) openLink(ctx context.Context, e *entry) {
 	budget := t.p.cfg.MaxLinks
 	if t.nofile > 0 {
-		budget = min(budget, t.nofile-t.capacity-linkReserve)
+		// Status pulls keep one connection per server with a status URL.
+		budget = min(budget, t.nofile-t.capacity-linkReserve-t.statusServers)
 	}
 	if t.linkCount >= budget {
 		return

@@ -36,7 +36,7 @@ const batchGap = 5 * time.Millisecond
 
 // flushTxns is the most transactions one pass writes; the rest waits for
 // the next pass.
-const flushTxns = 2
+const flushTxns = 2 * flushParallel
 
 // noticeGather is how long a death notice's result waits for others: the
 // links of servers that die together (a rack, a deploy gone wrong) close
@@ -136,6 +136,9 @@ type term struct {
 	inflight    int
 	capacity    int
 	linkCount   int // links open or opening
+	// statusServers counts the servers with a status URL: each holds a
+	// kept-alive connection.
+	statusServers int
 
 	// links is closed-link notices from persistent connections.
 	links chan linkEvent
@@ -280,10 +283,14 @@ func (t *term) run(ctx context.Context) error {
 func (t *term) sync(snap *store.Snapshot, now time.Time) {
 	t.snap = snap
 	live := make(map[string]bool, len(snap.Servers))
+	t.statusServers = 0
 	for i := range snap.Servers {
 		s := &snap.Servers[i]
 		if s.Addr == "" {
 			continue
+		}
+		if s.StatusURL != "" {
+			t.statusServers++
 		}
 		live[s.ID] = true
 		e := t.entries[s.ID]
