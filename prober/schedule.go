@@ -454,7 +454,11 @@ func (t *term) pass(ctx context.Context, now time.Time) error {
 			e.probedOK = r.ok
 		}
 		batch = append(batch, r.target)
-		if r.ok && !r.local && e.link == nil && e.statusURL == "" && !t.p.cfg.DisableLinks && !now.Before(e.linkAfter) {
+		// A link opens after the second good probe of the term, not the
+		// first: a term's first records (every server at once when it
+		// starts or a fleet registers) are not held up by as many dials
+		// again.
+		if r.ok && !r.local && !e.written.IsZero() && e.link == nil && e.statusURL == "" && !t.p.cfg.DisableLinks && !now.Before(e.linkAfter) {
 			t.openLink(ctx, e)
 		}
 	}
@@ -556,7 +560,7 @@ func (t *term) endRound(ctx context.Context, now time.Time) error {
 	if r.local > 0 && float64(r.local) > p.cfg.SuspectShare*float64(r.probes) {
 		fault = fmt.Sprintf("%d of %d probes failed on this host", r.local, r.probes)
 	}
-	if r.exhausted {
+	if r.exhausted || !fdHeadroom() {
 		t.exhaustedAt = now
 	}
 	if fault == "" && !t.exhaustedAt.IsZero() && now.Sub(t.exhaustedAt) < time.Duration(p.cfg.SelfFaultRounds)*p.cfg.Interval {
@@ -656,6 +660,30 @@ func (t *term) heartbeat(ctx context.Context, now time.Time) error {
 	t.lastBeat = now
 	t.p.metrics.heartbeats.Inc()
 	return nil
+}
+
+// fdCanaries is the fewest descriptors a leader must have free: with
+// links vouching for most servers it opens few sockets of its own, so a
+// host at its descriptor limit is no longer revealed by failing probes.
+const fdCanaries = 8
+
+// fdHeadroom reports whether fdCanaries sockets can be opened at once
+// (they are closed at once; nothing is sent).
+func fdHeadroom() bool {
+	var fds []int
+	defer func() {
+		for _, fd := range fds {
+			syscall.Close(fd)
+		}
+	}()
+	for range fdCanaries {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return !outOfFiles(err)
+		}
+		fds = append(fds, fd)
+	}
+	return true
 }
 
 // openFileLimit returns the soft limit on open files; 0 if unknown.
