@@ -411,6 +411,9 @@ type target struct {
 	// linkLost marks the notice probe of a link that timed out (TCP
 	// keepalive unanswered): that silence counts as one failure.
 	linkLost bool
+	// timedOut is set when the probe failed by timing out (not local):
+	// the server, or the path to it, went silent.
+	timedOut bool
 }
 
 // seed initialises trackers from the records a previous leader wrote.
@@ -472,6 +475,7 @@ func (p *Prober) probeOne(ctx context.Context, t *target, lag time.Duration) {
 		var err error
 		t.ok, t.reason, t.local, err = p.dial(ctx, t.addr, lag)
 		t.refused = err != nil && !t.local && refused(err)
+		t.timedOut = err != nil && !t.local && isTimeout(err)
 		t.exhausted = outOfFiles(err)
 		if !t.ok || t.statusURL == "" {
 			return
@@ -484,6 +488,7 @@ func (p *Prober) probeOne(ctx context.Context, t *target, lag time.Duration) {
 		t.ok, t.reason = false, err.Error()
 		t.local = p.class.isLocal(t.addr, err, time.Since(start), lag)
 		t.refused = !t.local && refused(err)
+		t.timedOut = !t.local && isTimeout(err)
 		t.exhausted = outOfFiles(err)
 		return
 	}

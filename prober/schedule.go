@@ -128,14 +128,22 @@ type term struct {
 	noticeAt time.Time
 	// exhaustedAt is when a socket last failed for want of descriptors.
 	exhaustedAt time.Time
-	snap        *store.Snapshot // the last snapshot synced
-	rb          *rebalancer
-	token       string
-	faults      int // consecutive rounds with a self-fault
-	round       roundStats
-	inflight    int
-	capacity    int
-	linkCount   int // links open or opening
+	// distrustUntil: until then no link vouches for its server. An up
+	// server that went silent (a probe or a link timed out) may mean
+	// this leader's own path to the fleet is lost, which an open link
+	// does not show until its keepalive fails (up to two seconds): for
+	// the next interval every server is probed for real, so that a
+	// leader cut off sees its probes fail at once and asks other
+	// replicas (judge) instead of taking servers down one by one.
+	distrustUntil time.Time
+	snap          *store.Snapshot // the last snapshot synced
+	rb            *rebalancer
+	token         string
+	faults        int // consecutive rounds with a self-fault
+	round         roundStats
+	inflight      int
+	capacity      int
+	linkCount     int // links open or opening
 	// statusServers counts the servers with a status URL: each holds a
 	// kept-alive connection.
 	statusServers int
@@ -389,7 +397,7 @@ func (t *term) dispatch(ctx context.Context, now time.Time, schedLag time.Durati
 		e.busy = true
 		t.inflight++
 		gen := e.gen
-		if recheck := now.Sub(e.dialedAt) >= t.p.cfg.Recheck; !recheck && e.probedOK && e.statusURL == "" && e.link != nil && e.link.open.Load() {
+		if recheck := now.Sub(e.dialedAt) >= t.p.cfg.Recheck; !recheck && e.probedOK && e.statusURL == "" && e.link != nil && e.link.open.Load() && now.After(t.distrustUntil) {
 			// The open link vouches for the server this interval.
 			tg.ok, tg.vouched = true, true
 			t.p.metrics.vouched.Inc()
@@ -452,6 +460,11 @@ func (t *term) pass(ctx context.Context, now time.Time) error {
 		}
 		if !r.notice && !r.vouched {
 			e.probedOK = r.ok
+		}
+		if !r.ok && (r.timedOut || r.linkLost) {
+			if tr := t.trackers[r.id]; tr != nil && tr.status == statusUp {
+				t.distrustUntil = now.Add(t.p.cfg.Interval)
+			}
 		}
 		batch = append(batch, r.target)
 		// A link opens after the second good probe of the term, not the

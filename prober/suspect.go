@@ -60,10 +60,18 @@ func (p *Prober) judge(ctx context.Context, targets []target, trackers map[strin
 		if tr == nil || tr.status != statusUp || t.ok {
 			continue
 		}
+		// A link that timed out is a failure of its own, counted by
+		// apply before the notice probe's result: judged here with it, so
+		// that a leader whose links all went silent at once (its own
+		// route lost) is suspect before those failures take anyone down.
+		streak := tr.streak
+		if t.linkLost {
+			streak++
+		}
 		if tr.streak == 0 {
 			failingNow++
 		}
-		if tr.streak+1 >= p.cfg.Fall || t.notice && t.refused {
+		if streak+1 >= p.cfg.Fall || t.notice && t.refused {
 			cands = append(cands, i)
 		}
 	}

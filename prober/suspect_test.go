@@ -395,3 +395,36 @@ func TestListPeersRemembers(t *testing.T) {
 		t.Errorf("list empty past the memory: %v; want none", got)
 	}
 }
+
+// TestJudgeSilentLinks: links that time out count as a failure before
+// their notice probe's, so when a leader's links all go silent at once
+// (its own route to the servers lost, while other replicas reach them)
+// the batch is suspect and held, not applied as two failures each.
+func TestJudgeSilentLinks(t *testing.T) {
+	e, srvs := suspectEnv(t)
+	p, _ := newTestProber(t, testConfig(), e.keys, e.w)
+	p.UsePeers(startPeers(t, e, 2))
+	wr := newFencedWriter(t, e.cli, "leader")
+	ctx := context.Background()
+	token, err := p.writeToken(ctx, wr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trackers := map[string]*tracker{}
+	for id, s := range srvs {
+		trackers[id] = &tracker{addr: s.addr, status: statusUp}
+	}
+	targets := []target{
+		{id: "a", addr: srvs["a"].addr, notice: true, linkLost: true, reason: "i/o timeout"},
+		{id: "b", addr: srvs["b"].addr, notice: true, linkLost: true, reason: "i/o timeout"},
+	}
+	fault, _ := p.judge(ctx, targets, trackers, token)
+	if fault == "" {
+		t.Errorf("judge found no fault of the leader's; want the contradicted verdicts counted against it")
+	}
+	for _, tg := range targets {
+		if !tg.skip {
+			t.Errorf("%s: verdict applied; want held, other replicas reach it", tg.id)
+		}
+	}
+}
