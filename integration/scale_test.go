@@ -238,18 +238,27 @@ func (c *cluster) waitLeaderTB(tb testing.TB) *replica {
 // waitFullVerdict waits until etcd holds n health records and every replica
 // serves a revision at least that of the moment it first did.
 func (c *cluster) waitFullVerdict(tb testing.TB, n int, d time.Duration) (time.Time, bool) {
-	deadline := time.Now().Add(d)
+	start := time.Now()
+	deadline := start.Add(d)
 	var rev int64
+	// How the records arrived, every half second: where the tail is.
+	var progress []string
+	next := start
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		resp, err := c.cli.Get(ctx, c.prefix+"health/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 		cancel()
+		if err == nil && !time.Now().Before(next) {
+			progress = append(progress, fmt.Sprintf("%v %d", time.Since(start).Round(100*time.Millisecond), resp.Count))
+			next = next.Add(500 * time.Millisecond)
+		}
 		if err == nil && resp.Count >= int64(n) {
 			rev = resp.Header.Revision
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	tb.Logf("health records in etcd since registration: %s", strings.Join(progress, ", "))
 	if rev == 0 {
 		return time.Time{}, false
 	}

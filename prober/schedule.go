@@ -67,6 +67,9 @@ type entry struct {
 	// Config.Recheck).
 	dialedAt time.Time
 	probedOK bool
+	// first marks a server with no verdict yet, probed early (within a
+	// quarter interval of its registration) and then moved to its phase.
+	first bool
 }
 
 // schedule is a min-heap of entries by due time.
@@ -98,6 +101,15 @@ func phase(id string, interval time.Duration) time.Duration {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(id))
 	return time.Duration(h.Sum64() % uint64(interval))
+}
+
+// phaseDue is id's first turn after now at its phase of the interval.
+func phaseDue(id string, now time.Time, interval time.Duration) time.Time {
+	due := now.Truncate(interval).Add(phase(id, interval))
+	if !due.After(now) {
+		due = due.Add(interval)
+	}
+	return due
 }
 
 // result is one completed probe.
@@ -305,9 +317,13 @@ func (t *term) sync(snap *store.Snapshot, now time.Time) {
 		if e == nil {
 			e = &entry{id: s.ID, addr: s.Addr, statusURL: s.StatusURL, index: -1}
 			t.entries[s.ID] = e
-			e.due = now.Truncate(t.p.cfg.Interval).Add(phase(s.ID, t.p.cfg.Interval))
-			if e.due.Before(now) {
-				e.due = e.due.Add(t.p.cfg.Interval)
+			if tr := t.trackers[s.ID]; tr == nil || tr.addr != s.Addr || tr.status == statusUnknown {
+				// No verdict to serve on: the first probe comes early,
+				// spread over a quarter interval so that a fleet
+				// registered at once is not dialed in one burst.
+				e.due, e.first = now.Add(phase(s.ID, t.p.cfg.Interval/4)), true
+			} else {
+				e.due = phaseDue(s.ID, now, t.p.cfg.Interval)
 			}
 			heap.Push(&t.queue, e)
 		}
@@ -391,6 +407,11 @@ func (t *term) dispatch(ctx context.Context, now time.Time, schedLag time.Durati
 			// missed.
 			e.due = e.due.Add((now.Sub(e.due)/interval + 1) * interval)
 		}
+		if e.first {
+			// From now on at its phase, spread over the interval.
+			e.first = false
+			e.due = phaseDue(e.id, now, interval)
+		}
 		heap.Fix(&t.queue, 0)
 		tg := target{id: e.id, addr: e.addr, statusURL: e.statusURL, shed: t.sheds[e.id]}
 		delete(t.sheds, e.id)
@@ -460,6 +481,15 @@ func (t *term) pass(ctx context.Context, now time.Time) error {
 		}
 		if !r.notice && !r.vouched {
 			e.probedOK = r.ok
+		}
+		if r.local && !r.notice && e.index >= 0 {
+			// A probe that says nothing about the server (this host's
+			// fault, starved) leaves a server with no verdict yet
+			// unserved: try again soon, not in an interval.
+			if tr := t.trackers[r.id]; (tr == nil || tr.status == statusUnknown) && now.Add(t.p.cfg.Interval/8).Before(e.due) {
+				e.due = now.Add(t.p.cfg.Interval / 8)
+				heap.Fix(&t.queue, e.index)
+			}
 		}
 		if !r.ok && (r.timedOut || r.linkLost) {
 			if tr := t.trackers[r.id]; tr != nil && tr.status == statusUp {

@@ -1,7 +1,9 @@
 package prober
 
 import (
+	"container/heap"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
+	"github.com/tcpdispatch/tcpdispatch/keyspace"
 	"github.com/tcpdispatch/tcpdispatch/store"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -252,5 +255,42 @@ func TestProberLinkVouches(t *testing.T) {
 	h := waitHealth(t, e.cli, e.keys, "a", "down", func(h store.Health, ok bool) bool { return ok && !h.Healthy })
 	if d := h.CheckedAt.Sub(closed); d > cfg.Recheck+time.Duration(cfg.Fall)*interval+cfg.Timeout+slack {
 		t.Errorf("a went down %v after its listener closed; want within recheck + fall intervals", d)
+	}
+}
+
+// TestFirstProbeEarly: a server with no verdict is probed within a quarter
+// interval of its registration (a new fleet is served sooner), one with a
+// verdict at its phase; after its first probe each keeps its phase, so
+// that probes stay spread over the interval.
+func TestFirstProbeEarly(t *testing.T) {
+	p, _ := newTestProber(t, testConfig(), keyspace.Layout{}, nil)
+	tm := &term{p: p, trackers: map[string]*tracker{"known": {addr: "127.0.0.1:2", status: statusUp}},
+		loads: map[string]*loadTracker{}, entries: map[string]*entry{}, sheds: map[string]int64{},
+		pending: map[string]store.Health{}, capacity: 1000}
+	defer tm.probes.Wait()
+	now := time.Date(2026, 12, 1, 0, 0, 0, 30_000_000, time.UTC)
+	var snap store.Snapshot
+	for i := range 200 {
+		snap.Servers = append(snap.Servers, store.Server{ID: fmt.Sprintf("new%03d", i), Addr: "127.0.0.1:1"})
+	}
+	snap.Servers = append(snap.Servers, store.Server{ID: "known", Addr: "127.0.0.1:2"})
+	tm.sync(&snap, now)
+	for id, e := range tm.entries {
+		if id == "known" {
+			if want := phaseDue(id, now, interval); !e.due.Equal(want) || e.first {
+				t.Errorf("known: due %v first %v; want its phase %v", e.due, e.first, want)
+			}
+			continue
+		}
+		if !e.first || e.due.Before(now) || e.due.Sub(now) >= interval/4 {
+			t.Errorf("%s: due %v after registration (first %v); want within %v", id, e.due.Sub(now), e.first, interval/4)
+		}
+		// Its first probe puts it back at its phase.
+		e.due = now
+		heap.Fix(&tm.queue, e.index)
+		tm.dispatch(context.Background(), now, 0)
+		if want := phaseDue(id, now, interval); !e.due.Equal(want) || e.first {
+			t.Errorf("%s: after its first turn due %v first %v; want its phase %v", id, e.due, e.first, want)
+		}
 	}
 }
