@@ -162,6 +162,9 @@ type term struct {
 
 	// links is closed-link notices from persistent connections.
 	links chan linkEvent
+	// poller watches the open links; nil when links are off or it could
+	// not be created.
+	poller *linkPoller
 
 	mu       sync.Mutex // guards done
 	done     []result
@@ -193,6 +196,14 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 		entries: make(map[string]*entry), sheds: make(map[string]int64),
 		pending: make(map[string]store.Health), rb: newRebalancer(),
 		ready: make(chan struct{}, 1), links: make(chan linkEvent, 64), nofile: openFileLimit()}
+	if !p.cfg.DisableLinks {
+		var err error
+		if t.poller, err = newLinkPoller(t.links); err != nil {
+			t.log.WithError(err).Warn("no persistent connections this term")
+		} else {
+			t.probes.Go(func() { t.poller.run(ctx) })
+		}
+	}
 	defer func() {
 		cancel()
 		t.closeLinks()
@@ -330,7 +341,7 @@ func (t *term) sync(snap *store.Snapshot, now time.Time) {
 		if e.addr != s.Addr || e.statusURL != s.StatusURL {
 			e.addr, e.statusURL = s.Addr, s.StatusURL
 			e.gen++
-			e.closeLink()
+			t.closeLink(e)
 			e.linkFails, e.linkAfter = 0, time.Time{}
 		}
 		tr := t.trackers[s.ID]
@@ -351,7 +362,7 @@ func (t *term) sync(snap *store.Snapshot, now time.Time) {
 		if e.index >= 0 {
 			heap.Remove(&t.queue, e.index)
 		}
-		e.closeLink()
+		t.closeLink(e)
 		e.gen++
 		delete(t.entries, id)
 		delete(t.trackers, id)
