@@ -68,6 +68,13 @@ func newProc(t testing.TB, dir, name, bin string, args ...string) *proc {
 		if t.Failed() {
 			t.Logf("---- log of %s (tail, etcd's own lines left out) ----\n%s", p.name, logTail(p.logPath, 150))
 		}
+		if keep := os.Getenv("INTEGRATION_KEEP_LOGS"); keep != "" {
+			// Whole logs of a passing run, for a closer look.
+			if b, err := os.ReadFile(p.logPath); err == nil {
+				_ = os.MkdirAll(keep, 0o755)
+				_ = os.WriteFile(filepath.Join(keep, p.name+".log"), b, 0o644)
+			}
+		}
 	})
 	return p
 }
