@@ -64,8 +64,9 @@ type epollServer struct {
 	maxHeader int
 	tick      time.Duration
 
-	closing atomic.Bool // Shutdown began: answer with Connection: close, drain
-	kill    atomic.Bool // Shutdown's deadline passed: close everything now
+	closing  atomic.Bool // Shutdown began: answer with Connection: close, drain
+	kill     atomic.Bool // Shutdown's deadline passed: close everything now
+	accepted atomic.Bool // Serve's accept loop returned: no more connections come
 
 	mu        sync.Mutex
 	loops     []*loop
@@ -119,6 +120,7 @@ func (e *epollServer) Serve(ln net.Listener) error {
 
 	err := e.accept(ln, loops)
 	// A listener error (not a shutdown) drains the loops as a shutdown does.
+	e.accepted.Store(true)
 	e.closing.Store(true)
 	e.wakeAll()
 	wg.Wait()
@@ -198,9 +200,12 @@ type loop struct {
 	raw      syscall.RawConn
 	deadline time.Time // file's read deadline
 
-	mu    sync.Mutex
-	inbox []*econn // adopted, not yet registered
-	woken atomic.Bool
+	// mu guards the inbox and evfd, which adopt and wake use from other
+	// goroutines.
+	mu     sync.Mutex
+	inbox  []*econn // adopted, not yet registered
+	woken  bool     // evfd was written and not yet read
+	closed bool     // closeAll ran: evfd is closed
 
 	conns     []*econn // by descriptor
 	count     int
@@ -253,9 +258,9 @@ func (l *loop) closeAll() {
 	for _, c := range l.inbox {
 		unix.Close(c.fd)
 	}
-	l.inbox = nil
-	l.mu.Unlock()
+	l.inbox, l.closed = nil, true
 	unix.Close(l.evfd)
+	l.mu.Unlock()
 	if l.file != nil {
 		l.file.Close() // closes epfd
 	} else {
@@ -289,17 +294,29 @@ func (l *loop) adopt(c net.Conn) bool {
 	// keep-alive); closing the original takes it out of Go's poller.
 	tc.Close()
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		// The loop returned (a shutdown's deadline passed).
+		unix.Close(fd)
+		return true
+	}
 	l.inbox = append(l.inbox, &econn{fd: fd, ip: ip})
-	l.mu.Unlock()
-	l.wake()
+	l.wakeLocked()
 	return true
 }
 
 // wake makes the loop look at its inbox and the server's state.
 func (l *loop) wake() {
-	if l.woken.Swap(true) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.wakeLocked()
+}
+
+func (l *loop) wakeLocked() {
+	if l.woken || l.closed {
 		return
 	}
+	l.woken = true
 	var one = [8]byte{1}
 	_, _ = unix.Write(l.evfd, one[:])
 }
@@ -331,7 +348,7 @@ func (l *loop) run() {
 		if !l.now.Before(l.nextSweep) {
 			l.sweep()
 		}
-		if l.draining && l.count == 0 {
+		if l.draining && l.count == 0 && l.e.accepted.Load() {
 			return
 		}
 	}
@@ -365,11 +382,10 @@ func (l *loop) wait() int {
 // takeInbox registers the adopted connections.
 func (l *loop) takeInbox() {
 	var buf [8]byte
-	_, _ = unix.Read(l.evfd, buf[:])
-	l.woken.Store(false)
 	l.mu.Lock()
+	_, _ = unix.Read(l.evfd, buf[:])
 	in := l.inbox
-	l.inbox = nil
+	l.inbox, l.woken = nil, false
 	l.mu.Unlock()
 	for _, c := range in {
 		if l.draining {
