@@ -289,6 +289,8 @@ func (l *loop) adopt(c net.Conn) bool {
 	}); cerr != nil || err != nil {
 		return false
 	}
+	// Without the PROXY protocol (the loops' condition) the client
+	// address is the socket's: formatting it here reads nothing.
 	ip := pc.clientIP()
 	// The duplicate shares the socket (and its O_NONBLOCK, TCP_NODELAY and
 	// keep-alive); closing the original takes it out of Go's poller.
