@@ -51,7 +51,7 @@ func rawExchange(t *testing.T, addr string, reqs []string, want int) []string {
 		// What the answer took of the raw stream: all read so far, less
 		// what bufio holds for the next one.
 		end := raw.Len() - br.Buffered()
-		out = append(out, maskDate(raw.String()[consumed:end]))
+		out = append(out, maskDate(string(raw.Bytes()[consumed:end])))
 		consumed = end
 	}
 	return out
