@@ -349,6 +349,15 @@ func httpComparison(t *table, bin, abBin string, abFlags []string, rounds, conns
 		measured, baseline := spread(disp.runs, ngx.runs)
 		t.add(fmt.Sprintf("get-tcp-ip vs nginx round by round, %s -c%d, %d × %v", gen, conns, rounds, dur), measured, baseline, target)
 	}
+	// Every round of every server, in the order they ran: the medians and
+	// ranges above hide which rounds a noisy machine hit.
+	for _, s := range servers {
+		var rs []string
+		for _, r := range s.runs {
+			rs = append(rs, fmt.Sprintf("%.1fk %.0f/%.0f µs %.1f µs/req", r.Rate/1000, r.P50, r.P99, r.CPU))
+		}
+		t.add(s.name+", each round (req/s, p50/p99, CPU per request)", strings.Join(rs, "; "), "", "")
+	}
 	if other != nil && ngx != nil {
 		o, n := med(other), med(ngx)
 		t.add(other.name+" (-ab), median", fig(o), fmt.Sprintf("nginx return 200: %s (%.2f× req/s, p99 %.2f×)", fig(n), o.Rate/n.Rate, o.P99/n.P99), target)
