@@ -20,13 +20,19 @@ import (
 // oversized headers and slowloris connections get clear answers or are cut
 // off, while a well-behaved client is served throughout.
 func TestBadClients(t *testing.T) {
+	for _, loop := range []bool{false, true} {
+		t.Run(fmt.Sprintf("event loop %v", loop), func(t *testing.T) { testBadClients(t, loop) })
+	}
+}
+
+func testBadClients(t *testing.T, loop bool) {
 	snap, err := store.NewSnapshot(1, balancer.WRR, []store.Server{
 		{ID: "tcp1", Addr: "10.0.0.1:9000", Weight: 100, Healthy: true, State: "up", Eligible: true},
 	}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{Name: "t", ReadHeaderTimeout: 300 * time.Millisecond, MaxHeaderBytes: 4 << 10, LameDuck: 1},
+	srv, err := New(Config{Name: "t", ReadHeaderTimeout: 300 * time.Millisecond, MaxHeaderBytes: 4 << 10, LameDuck: 1, EventLoop: loop},
 		sourceOf(snap), fakeLeader(false), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)

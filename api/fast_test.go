@@ -23,9 +23,9 @@ import (
 )
 
 // TestFastPathMatchesEcho sends the same requests to the public listener
-// (fasthttp) and to the echo handler, and checks that status, the
-// headers clients read and, where the pick is deterministic, the body are
-// the same.
+// (fasthttp, and the event loops: Config.EventLoop) and to the echo
+// handler, and checks that status, the headers clients read and, where
+// the pick is deterministic, the body are the same.
 func TestFastPathMatchesEcho(t *testing.T) {
 	f := newFixtures(t)
 	type request struct {
@@ -71,70 +71,72 @@ func TestFastPathMatchesEcho(t *testing.T) {
 				{method: http.MethodGet, target: "/get-tcp-ip", header: http.Header{"X-Forwarded-For": {"bogus"}}},
 			}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			newServer := func() *Server {
-				cfg := Config{Name: "replica-1"}
-				if tc.cfg != nil {
-					tc.cfg(&cfg)
+		for _, loop := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/event loop %v", tc.name, loop), func(t *testing.T) {
+				newServer := func() *Server {
+					cfg := Config{Name: "replica-1", EventLoop: loop}
+					if tc.cfg != nil {
+						tc.cfg(&cfg)
+					}
+					s, err := New(cfg, sourceOf(tc.snap), fakeLeader(false), nil, prometheus.NewRegistry(), nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return s
 				}
-				s, err := New(cfg, sourceOf(tc.snap), fakeLeader(false), nil, prometheus.NewRegistry(), nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return s
-			}
-			// Two servers: a rate limiter's state is per server.
-			viaEcho, viaFast := newServer().Handler(), newServer()
-			addr, _ := serveListeners(t, viaFast, false)
-			client := &http.Client{Timeout: 5 * time.Second}
-			defer client.CloseIdleConnections()
-			for _, r := range tc.requests {
-				req := httptest.NewRequest(r.method, r.target, nil)
-				req.RemoteAddr = "127.0.0.1:40000"
-				req.Header = r.header.Clone()
-				if req.Header == nil {
-					req.Header = http.Header{}
-				}
-				want := httptest.NewRecorder()
-				viaEcho.ServeHTTP(want, req)
+				// Two servers: a rate limiter's state is per server.
+				viaEcho, viaFast := newServer().Handler(), newServer()
+				addr, _ := serveListeners(t, viaFast, false)
+				client := &http.Client{Timeout: 5 * time.Second}
+				defer client.CloseIdleConnections()
+				for _, r := range tc.requests {
+					req := httptest.NewRequest(r.method, r.target, nil)
+					req.RemoteAddr = "127.0.0.1:40000"
+					req.Header = r.header.Clone()
+					if req.Header == nil {
+						req.Header = http.Header{}
+					}
+					want := httptest.NewRecorder()
+					viaEcho.ServeHTTP(want, req)
 
-				hreq, err := http.NewRequest(r.method, "http://"+addr+r.target, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				hreq.Header = r.header.Clone()
-				resp, err := client.Do(hreq)
-				if err != nil {
-					t.Fatalf("%s %s: %v", r.method, r.target, err)
-				}
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
+					hreq, err := http.NewRequest(r.method, "http://"+addr+r.target, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					hreq.Header = r.header.Clone()
+					resp, err := client.Do(hreq)
+					if err != nil {
+						t.Fatalf("%s %s: %v", r.method, r.target, err)
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
 
-				what := r.method + " " + r.target
-				if resp.StatusCode != want.Code {
-					t.Errorf("%s: status %d, echo %d (body %q, echo %q)", what, resp.StatusCode, want.Code, body, want.Body)
-					continue
-				}
-				for _, h := range []string{"Content-Type", "Cache-Control", "Retry-After", DegradedHeader, "Allow"} {
-					if got, w := resp.Header.Get(h), want.Header().Get(h); got != w {
-						t.Errorf("%s: %s %q, echo %q", what, h, got, w)
+					what := r.method + " " + r.target
+					if resp.StatusCode != want.Code {
+						t.Errorf("%s: status %d, echo %d (body %q, echo %q)", what, resp.StatusCode, want.Code, body, want.Body)
+						continue
+					}
+					for _, h := range []string{"Content-Type", "Cache-Control", "Retry-After", DegradedHeader, "Allow"} {
+						if got, w := resp.Header.Get(h), want.Header().Get(h); got != w {
+							t.Errorf("%s: %s %q, echo %q", what, h, got, w)
+						}
+					}
+					if resp.Header.Get("Date") == "" {
+						t.Errorf("%s: no Date header", what)
+					}
+					if r.method == http.MethodHead {
+						continue
+					}
+					if tc.sameBody || resp.StatusCode != http.StatusOK {
+						if string(body) != want.Body.String() && r.target != "/v1/status" {
+							t.Errorf("%s: body %q, echo %q", what, body, want.Body)
+						}
+					} else if len(body) == 0 {
+						t.Errorf("%s: empty body", what)
 					}
 				}
-				if resp.Header.Get("Date") == "" {
-					t.Errorf("%s: no Date header", what)
-				}
-				if r.method == http.MethodHead {
-					continue
-				}
-				if tc.sameBody || resp.StatusCode != http.StatusOK {
-					if string(body) != want.Body.String() && r.target != "/v1/status" {
-						t.Errorf("%s: body %q, echo %q", what, body, want.Body)
-					}
-				} else if len(body) == 0 {
-					t.Errorf("%s: empty body", what)
-				}
-			}
-		})
+			})
+		}
 	}
 }
 
@@ -142,7 +144,13 @@ func TestFastPathMatchesEcho(t *testing.T) {
 // cannot read, and that a request line that fits but a header that does
 // not gets 431 at exactly MaxHeaderBytes plus net/http's slack.
 func TestFastPathLimits(t *testing.T) {
-	s, err := New(Config{Name: "t", MaxHeaderBytes: 4 << 10, ReadHeaderTimeout: 300 * time.Millisecond}, sourceOf(nil), fakeLeader(false), nil, nil, nil)
+	for _, loop := range []bool{false, true} {
+		t.Run(fmt.Sprintf("event loop %v", loop), func(t *testing.T) { testFastPathLimits(t, loop) })
+	}
+}
+
+func testFastPathLimits(t *testing.T, loop bool) {
+	s, err := New(Config{Name: "t", MaxHeaderBytes: 4 << 10, ReadHeaderTimeout: 300 * time.Millisecond, EventLoop: loop}, sourceOf(nil), fakeLeader(false), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

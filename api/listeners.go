@@ -62,10 +62,16 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 		publicLn = tls.NewListener(publicLn, &tls.Config{MinVersion: tls.VersionTLS12,
 			GetCertificate: s.sec.publicCert.getCertificate, NextProtos: []string{"http/1.1"}})
 	}
+	// Plain HTTP may be served by event loops (loop_linux.go), which hand
+	// every connection they do not answer to fs.
+	var ps publicServer = fs
+	if s.cfg.EventLoop && s.sec.publicCert == nil && !s.cfg.ProxyProtocol {
+		ps = s.newEpollServer(fs)
+	}
 	var stopping atomic.Bool
 	all = append(all, served{name: "public",
 		serve: func() error {
-			err := fs.Serve(publicLn)
+			err := ps.Serve(publicLn)
 			switch {
 			case err != nil:
 				return err
@@ -81,7 +87,7 @@ func (s *Server) Serve(ctx context.Context, ls Listeners) error {
 			// yet registered it with fasthttp, whose shutdown would then
 			// miss it.
 			_ = publicLn.Close()
-			if err := fs.ShutdownWithContext(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
+			if err := ps.ShutdownWithContext(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
 				return err
 			}
 			return nil

@@ -85,6 +85,13 @@ type Config struct {
 	// MetricsPerServer exports the tcpdispatch_server_* series, five per
 	// registered server (see metrics.go). True in DefaultConfig.
 	MetricsPerServer bool
+	// EventLoop serves a plain-HTTP public listener (no PublicTLS, no
+	// ProxyProtocol) from epoll event loops on Linux: GET and HEAD of
+	// get-tcp-ip, /healthz and /readyz are answered there with one read and
+	// one write per request, every other request by fasthttp as without
+	// it (loop_linux.go). Ignored with TLS or the PROXY protocol, and off
+	// Linux.
+	EventLoop bool
 
 	// Security knobs of the listeners; see security.go and
 	// docs/SECURITY.md#http-listeners.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -581,9 +582,15 @@ func TestNewDuplicateMetrics(t *testing.T) {
 // /readyz fails for the lame-duck window while get-tcp-ip still answers,
 // then Run returns nil.
 func TestRun(t *testing.T) {
+	for _, loop := range []bool{false, true} {
+		t.Run(fmt.Sprintf("event loop %v", loop), func(t *testing.T) { testRun(t, loop) })
+	}
+}
+
+func testRun(t *testing.T, loop bool) {
 	f := newFixtures(t)
 	const lameDuck = 200 * time.Millisecond
-	s, err := New(Config{Name: "r", LameDuck: lameDuck, ShutdownTimeout: time.Second}, sourceOf(f.one), fakeLeader(false), nil, nil, nil)
+	s, err := New(Config{Name: "r", LameDuck: lameDuck, ShutdownTimeout: time.Second, EventLoop: loop}, sourceOf(f.one), fakeLeader(false), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -89,6 +89,7 @@ func newFlags() (*flag.FlagSet, *options) {
 	fs.DurationVar(&cfg.Probe.ReportTTL, "report-ttl", cfg.Probe.ReportTTL, "how long replicas use a load report after the leader pulled it or last sent its heartbeat; must exceed --load-refresh")
 	fs.DurationVar(&cfg.API.LameDuck, "shutdown-delay", cfg.API.LameDuck, "lame-duck window on shutdown: /readyz fails while get-tcp-ip still answers")
 	fs.BoolVar(&cfg.API.MetricsPerServer, "metrics-per-server", cfg.API.MetricsPerServer, "export the tcpdispatch_server_* series, five per registered server (about 50,000 series at 10,000 servers)")
+	fs.BoolVar(&cfg.API.EventLoop, "http-event-loop", cfg.API.EventLoop, "serve get-tcp-ip, /healthz and /readyz on a plain-HTTP --listen-http from epoll event loops (Linux; ignored with TLS or the PROXY protocol); every other request is served as without it")
 	securityFlags(fs, cfg)
 	fs.StringVar(&cfg.AdvertiseHTTP, "advertise-http", "", "base URL other replicas reach this replica's HTTP API at, for the leader's second opinions (default: the listener's address)")
 	fs.Float64Var(&cfg.Probe.SuspectShare, "suspect-share", cfg.Probe.SuspectShare, "a probe round that would take more than this share of the up servers down at once (and at least --suspect-min) waits for other replicas to confirm; 1 disables")

@@ -54,6 +54,7 @@ func main() {
 		bare     = flag.String("bare", "", "bare net/http server mode: listen address")
 		rounds   = flag.Int("rounds", 5, "load rounds per server, alternating servers")
 		abBin    = flag.String("ab", "", "directory of a second dispatcher binary, measured in the same rounds (A/B of a change)")
+		abFlags  = flag.String("ab-flags", "", "extra flags of the -ab dispatcher, space-separated (e.g. --http-event-loop)")
 		skipInt  = flag.Bool("skip-integration", false, "skip the integration benchmarks")
 		failKill = flag.Int("failover-kills", 5, "kills per failover case")
 	)
@@ -65,7 +66,7 @@ func main() {
 		os.Exit(runBare(*bare))
 	}
 	t := &table{}
-	if err := httpComparison(t, *bin, *abBin, *rounds, *conns, *dur); err != nil {
+	if err := httpComparison(t, *bin, *abBin, strings.Fields(*abFlags), *rounds, *conns, *dur); err != nil {
 		fmt.Fprintln(os.Stderr, "benchtable: http comparison:", err)
 		t.add("get-tcp-ip vs bare vs nginx", "not measured: "+err.Error(), "", "")
 	}
@@ -218,7 +219,7 @@ func waitHTTP(url string, ok func(*http.Response) bool, d time.Duration) error {
 
 // httpComparison measures get-tcp-ip, bare net/http and nginx in
 // alternating rounds.
-func httpComparison(t *table, bin, abBin string, rounds, conns int, dur time.Duration) error {
+func httpComparison(t *table, bin, abBin string, abFlags []string, rounds, conns int, dur time.Duration) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -230,7 +231,7 @@ func httpComparison(t *table, bin, abBin string, rounds, conns int, dur time.Dur
 	defer os.RemoveAll(dir)
 
 	// One replica (embedded one-member etcd) with 10 registered servers.
-	disp, err := startDispatcher(filepath.Join(bin, "dispatcher"), filepath.Join(dir, "a"), "get-tcp-ip (one replica, 10 servers, wrr)")
+	disp, err := startDispatcher(filepath.Join(bin, "dispatcher"), filepath.Join(dir, "a"), "get-tcp-ip (one replica, 10 servers, wrr)", nil)
 	if disp != nil {
 		defer disp.stop()
 	}
@@ -240,7 +241,11 @@ func httpComparison(t *table, bin, abBin string, rounds, conns int, dur time.Dur
 	servers := []*server{disp}
 	var other *server
 	if abBin != "" {
-		other, err = startDispatcher(filepath.Join(abBin, "dispatcher"), filepath.Join(dir, "b"), "get-tcp-ip of "+abBin)
+		name := "get-tcp-ip of " + abBin
+		if len(abFlags) > 0 {
+			name += " " + strings.Join(abFlags, " ")
+		}
+		other, err = startDispatcher(filepath.Join(abBin, "dispatcher"), filepath.Join(dir, "b"), name, abFlags)
 		if other != nil {
 			defer other.stop()
 		}
@@ -344,6 +349,15 @@ func httpComparison(t *table, bin, abBin string, rounds, conns int, dur time.Dur
 		measured, baseline := spread(disp.runs, ngx.runs)
 		t.add(fmt.Sprintf("get-tcp-ip vs nginx round by round, %s -c%d, %d × %v", gen, conns, rounds, dur), measured, baseline, target)
 	}
+	// Every round of every server, in the order they ran: the medians and
+	// ranges above hide which rounds a noisy machine hit.
+	for _, s := range servers {
+		var rs []string
+		for _, r := range s.runs {
+			rs = append(rs, fmt.Sprintf("%.1fk %.0f/%.0f µs %.1f µs/req", r.Rate/1000, r.P50, r.P99, r.CPU))
+		}
+		t.add(s.name+", each round (req/s, p50/p99, CPU per request)", strings.Join(rs, "; "), "", "")
+	}
 	if other != nil && ngx != nil {
 		o, n := med(other), med(ngx)
 		t.add(other.name+" (-ab), median", fig(o), fmt.Sprintf("nginx return 200: %s (%.2f× req/s, p99 %.2f×)", fig(n), o.Rate/n.Rate, o.P99/n.P99), target)
@@ -394,7 +408,7 @@ func spread(d, n []loadResult) (measured, baseline string) {
 // data under dir) pinned to core 0, registers 10 servers that accept and
 // close, and waits until it serves them. The returned server is non-nil
 // once the process started, also with an error: the caller stops it.
-func startDispatcher(bin, dir, name string) (*server, error) {
+func startDispatcher(bin, dir, name string, extra []string) (*server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -402,9 +416,10 @@ func startDispatcher(bin, dir, name string) (*server, error) {
 	curl := fmt.Sprintf("http://127.0.0.1:%d", cport)
 	purl := fmt.Sprintf("http://127.0.0.1:%d", pport)
 	disp := &server{name: name, addr: fmt.Sprintf("127.0.0.1:%d", httpPort), path: "/get-tcp-ip"}
-	disp.cmd = pinned(0, bin, "--name", "bench", "--listen-http", disp.addr,
+	args := []string{"--name", "bench", "--listen-http", disp.addr,
 		"--data-dir", filepath.Join(dir, "bench.etcd"), "--listen-client-urls", curl, "--advertise-client-urls", curl,
-		"--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl, "--log-level", "warn")
+		"--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl, "--log-level", "warn"}
+	disp.cmd = pinned(0, bin, append(args, extra...)...)
 	logf, err := os.Create(filepath.Join(dir, "dispatcher.log"))
 	if err != nil {
 		return nil, err
