@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"sync"
 	"testing"
 	"time"
@@ -346,11 +347,16 @@ func massOutage(t *testing.T, c *cluster, servers map[string]*tcpServer, ids []s
 	t.Helper()
 	rec := c.record()
 	dead := map[string]bool{}
+	// At once: every SIGKILL is sent before any exit is waited for (a
+	// race-built process can take tens of milliseconds to go).
 	for _, id := range ids {
-		servers[id].kill()
+		servers[id].signal(syscall.SIGKILL)
 		dead[id] = true
 	}
 	killed := time.Now()
+	for _, id := range ids {
+		servers[id].wait(10 * time.Second)
+	}
 	time.Sleep(d)
 	rec.stop()
 	rec.mu.Lock()

@@ -103,7 +103,7 @@ func TestLinkPoller(t *testing.T) {
 	select {
 	case ev := <-ended:
 		t.Errorf("event %s for a link the leader closed", ev.id)
-	case <-time.After(3 * pollWait):
+	case <-time.After(300 * time.Millisecond):
 	}
 	ln.Close()
 }
