@@ -90,7 +90,7 @@ type Config struct {
 	// get-tcp-ip, /healthz and /readyz are answered there with one read and
 	// one write per request, every other request by fasthttp as without
 	// it (loop_linux.go). Ignored with TLS or the PROXY protocol, and off
-	// Linux.
+	// Linux. True in DefaultConfig.
 	EventLoop bool
 
 	// Security knobs of the listeners; see security.go and
@@ -109,6 +109,7 @@ func DefaultConfig() Config {
 		LameDuck:          2 * time.Second,
 		ShutdownTimeout:   5 * time.Second,
 		MetricsPerServer:  true,
+		EventLoop:         true,
 		Security:          Security{CertCheckInterval: time.Second},
 	}
 }
