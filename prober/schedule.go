@@ -546,6 +546,11 @@ func (t *term) apply(ctx context.Context, batch []target, now time.Time) {
 		if tg.skip {
 			if !tg.local {
 				t.round.held = true
+				if tr := t.trackers[tg.id]; tr != nil && tr.status == statusUp && !tg.ok {
+					// Held, not forgotten: it still counts as failing
+					// when the next batch is judged.
+					tr.held = true
+				}
 			}
 			// Not a verdict: the record stays as it is.
 			continue

@@ -68,7 +68,7 @@ func (p *Prober) judge(ctx context.Context, targets []target, trackers map[strin
 		if t.linkLost {
 			streak++
 		}
-		if tr.streak == 0 {
+		if !tr.failing() {
 			failingNow++
 		}
 		if streak+1 >= p.cfg.Fall || t.notice && t.refused {
@@ -82,7 +82,7 @@ func (p *Prober) judge(ctx context.Context, targets []target, trackers map[strin
 	for _, tr := range trackers {
 		if tr.status == statusUp {
 			up++
-			if tr.streak > 0 {
+			if tr.failing() {
 				failing++
 			}
 		}
@@ -135,7 +135,7 @@ func (p *Prober) judge(ctx context.Context, targets []target, trackers map[strin
 		if len(addrs) >= MaxOpinionAddrs {
 			break
 		}
-		if tr.status == statusUp && tr.streak > 0 && !inBatch[id] {
+		if tr.failing() && !inBatch[id] {
 			others = append(others, target{id: id, addr: tr.addr, reason: "failing, and confirmed down by other replicas in a mass failure", confirmed: true})
 			addrs = append(addrs, tr.addr)
 		}

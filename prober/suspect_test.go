@@ -428,3 +428,53 @@ func TestJudgeSilentLinks(t *testing.T) {
 		}
 	}
 }
+
+// TestJudgeRemembersHeld: the CI failure of 2026-12-02 (TestChaosLoop,
+// route-loss-leader). A leader whose route to the fleet is lost has its
+// first failures held by a suspect round; the next server's failure,
+// arriving alone in a later batch, must still be judged against those
+// held failures, not applied as if it were the only server failing.
+func TestJudgeRemembersHeld(t *testing.T) {
+	e, srvs := suspectEnv(t)
+	p, _ := newTestProber(t, testConfig(), e.keys, e.w)
+	p.UsePeers(startPeers(t, e, 2))
+	wr := newFencedWriter(t, e.cli, "leader")
+	ctx := context.Background()
+	token, err := p.writeToken(ctx, wr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm := &term{p: p, w: wr, log: p.log, token: token, snap: &store.Snapshot{},
+		trackers: map[string]*tracker{}, loads: map[string]*loadTracker{}, entries: map[string]*entry{},
+		pending: map[string]store.Health{}, rb: newRebalancer()}
+	for id, s := range srvs {
+		tm.trackers[id] = &tracker{addr: s.addr, status: statusUp}
+		tm.entries[id] = &entry{id: id, addr: s.addr}
+		tm.loads[id] = &loadTracker{}
+	}
+	// c failed once already; a and b's links go silent together.
+	tm.trackers["c"].streak = 1
+	now := time.Now()
+	tm.apply(ctx, []target{
+		{id: "a", addr: srvs["a"].addr, notice: true, linkLost: true, timedOut: true, reason: "i/o timeout"},
+		{id: "b", addr: srvs["b"].addr, notice: true, linkLost: true, timedOut: true, reason: "i/o timeout"},
+	}, now)
+	for _, id := range []string{"a", "b"} {
+		if tr := tm.trackers[id]; tr.status != statusUp || !tr.held {
+			t.Fatalf("%s after the first batch: status %v held %v; want up and held", id, tr.status, tr.held)
+		}
+	}
+	// c's connect probe times out, alone in its batch.
+	tm.apply(ctx, []target{{id: "c", addr: srvs["c"].addr, timedOut: true, reason: "dial tcp: i/o timeout"}}, now.Add(interval/3))
+	if tr := tm.trackers["c"]; tr.status != statusUp {
+		t.Errorf("c went down on the word of a leader whose other servers' failures were held; want held too")
+	}
+	if len(tm.pending) != 0 {
+		t.Errorf("records to write %v; want none, every verdict held", tm.pending)
+	}
+	// A good result clears held.
+	tm.apply(ctx, []target{{id: "a", addr: srvs["a"].addr, ok: true}}, now.Add(interval/2))
+	if tm.trackers["a"].held {
+		t.Errorf("a still held after a good probe")
+	}
+}

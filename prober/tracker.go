@@ -23,10 +23,17 @@ type tracker struct {
 	since  time.Time
 	reason string
 	streak int // consecutive results contradicting status
+	// held: the latest probe of this up server failed and its verdict was
+	// held by a suspect round (see judge). It counts as failing, as the
+	// streak does, until the next result is observed: a leader cut off
+	// from the fleet whose first failures were held must still be
+	// suspect when the next server's failure comes in alone.
+	held bool
 }
 
 // observe records one probe result and reports whether status changed.
 func (t *tracker) observe(ok bool, reason string, now time.Time, rise, fall int) bool {
+	t.held = false
 	if ok {
 		t.reason = ""
 	} else {
@@ -61,11 +68,17 @@ func (t *tracker) observe(ok bool, reason string, now time.Time, rise, fall int)
 	return true
 }
 
+// failing reports whether the latest probe of an up server failed,
+// counted or held.
+func (t *tracker) failing() bool {
+	return t.status == statusUp && (t.streak > 0 || t.held)
+}
+
 // down takes an up server down at once, whatever its streak: the death
 // notice of a closed persistent connection followed by a refused connect
 // (see link.go). It reports whether status changed.
 func (t *tracker) down(reason string, now time.Time) bool {
-	t.reason = reason
+	t.reason, t.held = reason, false
 	if t.status != statusUp {
 		return false
 	}
