@@ -15,12 +15,14 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 // PasswordEnv is the environment variable that holds the password of
@@ -220,7 +222,9 @@ const unauthenticated = "tcpdispatch-not-yet-authenticated"
 // snapshot. Here the client starts with a placeholder token that etcd
 // refuses as invalid; the client then authenticates with the password, on
 // the first call, before every new watch or keep-alive stream, and again
-// whenever its token expires, exactly as a client of clientv3.New would.
+// whenever its token expires, exactly as a client of clientv3.New would,
+// except that its password checks are made one at a time and not bounded
+// by the deadline of the call that needed one (see authFlight).
 // With auth disabled, etcd ignores the token.
 func New(cfg clientv3.Config) (*clientv3.Client, error) {
 	if cfg.Username == "" || cfg.Password == "" {
@@ -228,6 +232,7 @@ func New(cfg clientv3.Config) (*clientv3.Client, error) {
 	}
 	user, password := cfg.Username, cfg.Password
 	cfg.Username, cfg.Password, cfg.Token = "", "", unauthenticated
+	cfg.DialOptions = append(slices.Clip(cfg.DialOptions), grpc.WithChainUnaryInterceptor(newAuthFlight().intercept))
 	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, err

@@ -127,11 +127,11 @@ func TestValidate(t *testing.T) {
 
 // secureEtcd starts a member with client mTLS and auth enabled (root and a
 // user "app" with read-write on /app/), returning the CA and the member.
-func secureEtcd(t *testing.T) (*testpki.CA, *etcdtest.Member, testpki.Pair) {
+func secureEtcd(t *testing.T, opts ...etcdtest.Option) (*testpki.CA, *etcdtest.Member, testpki.Pair) {
 	t.Helper()
 	ca := testpki.NewCA(t, "ca")
 	srv := ca.Issue(t, "server")
-	m := etcdtest.Start(t, etcdtest.WithClientTLS(srv.CertFile, srv.KeyFile, ca.CertFile))
+	m := etcdtest.Start(t, append(opts, etcdtest.WithClientTLS(srv.CertFile, srv.KeyFile, ca.CertFile))...)
 	admin := ca.Issue(t, "root")
 	cli := dial(t, Config{Endpoints: []string{m.ClientURL}, CACert: ca.CertFile, Cert: admin.CertFile, Key: admin.KeyFile})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -277,4 +277,53 @@ func TestNewDoesNotWaitForEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	cli.Close()
+}
+
+// TestAuthOutlivesShortDeadlines: calls whose deadline is shorter than one
+// password check (a replica's election calls on a busy or race-built
+// etcd, where bcrypt takes a second) still get a token: the check runs
+// once, on its own deadline, and its token serves every caller. Before,
+// each call's Authenticate was cancelled with it and no call ever
+// succeeded (TestSecureCore in CI, 2026-12-02).
+func TestAuthOutlivesShortDeadlines(t *testing.T) {
+	// etcd's default cost, as a replica's embedded member has.
+	ca, m, admin := secureEtcd(t, etcdtest.WithBcryptCost(10))
+	rootCli := dial(t, Config{Endpoints: []string{m.ClientURL}, CACert: ca.CertFile, Cert: admin.CertFile, Key: admin.KeyFile})
+	enableAuth(t, rootCli)
+	check := time.Duration(1<<63 - 1)
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		start := time.Now()
+		_, err := rootCli.Authenticate(ctx, "app", "app-password")
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		check = min(check, time.Since(start))
+	}
+	deadline := check / 3
+	t.Logf("one password check %v; calls with deadlines of %v", check, deadline)
+	app := ca.Issue(t, "app-client")
+	cli := dial(t, Config{Endpoints: []string{m.ClientURL}, CACert: ca.CertFile, Cert: app.CertFile, Key: app.KeyFile, User: "app", Password: "app-password"})
+	errs := make(chan error, 4)
+	giveUp := time.Now().Add(max(30*check, 10*time.Second))
+	for i := range cap(errs) {
+		go func() {
+			var err error
+			for time.Now().Before(giveUp) {
+				ctx, cancel := context.WithTimeout(context.Background(), deadline)
+				_, err = cli.Put(ctx, fmt.Sprintf("/app/short/%d", i), "v")
+				cancel()
+				if err == nil {
+					break
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Errorf("no call with a deadline of a third of a password check succeeded: last %v", err)
+		}
+	}
 }

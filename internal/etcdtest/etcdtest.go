@@ -4,6 +4,7 @@
 package etcdtest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -40,12 +41,21 @@ type Option func(*options)
 type options struct {
 	certFile, keyFile, caFile string
 	quota                     int64
+	bcryptCost                int
 }
 
 // WithQuota sets the member's backend quota in bytes (etcd's
 // --quota-backend-bytes), so that a test can raise the NOSPACE alarm.
 func WithQuota(bytes int64) Option {
 	return func(o *options) { o.quota = bytes }
+}
+
+// WithBcryptCost sets the cost of the password hashes of users added to
+// the member (etcd's --bcrypt-cost; tests default to the minimum, 4; etcd
+// itself to 10, about 0.1 s per password check here, ten times that under
+// -race).
+func WithBcryptCost(cost int) Option {
+	return func(o *options) { o.bcryptCost = cost }
 }
 
 // WithClientTLS serves clients over https with the PEM certificate and key;
@@ -89,7 +99,7 @@ func Start(t testing.TB, opts ...Option) *Member {
 	// costs seconds of CPU under the race detector on a loaded machine,
 	// longer than a replica's 1s election call, which then never gets a
 	// token.
-	cfg.BcryptCost = 4
+	cfg.BcryptCost = uint(cmp.Or(o.bcryptCost, 4))
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		t.Fatalf("start etcd: %v", err)
