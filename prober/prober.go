@@ -315,7 +315,7 @@ type Prober struct {
 	dialer net.Dialer
 	// linkDialer opens persistent connections, with TCP keepalive.
 	linkDialer net.Dialer
-	http       *http.Client
+	http       *statusClient
 	// peerHTTP asks other replicas for second opinions.
 	peerHTTP *http.Client
 	metrics  *metrics
@@ -355,12 +355,12 @@ func New(cfg Config, keys keyspace.Layout, snaps Snapshots, log *logrus.Entry, r
 	// connection costs far less than a handshake. Run closes the idle
 	// ones when the term ends.
 	dialer := net.Dialer{Timeout: cfg.Timeout, Control: cfg.Targets.Control}
-	hc := &http.Client{
+	hc := newStatusClient(&dialer, &http.Client{
 		Transport: &http.Transport{Proxy: nil, MaxIdleConns: max(statusIdleConns, cfg.MaxLinks), MaxIdleConnsPerHost: 1,
 			ReadBufferSize: statusBufSize, WriteBufferSize: statusBufSize,
 			IdleConnTimeout: 2 * cfg.Interval, DialContext: dialer.DialContext, MaxResponseHeaderBytes: 16 << 10},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	}, max(statusIdleConns, cfg.MaxLinks), 2*cfg.Interval)
 	// Other replicas are not targets: the target policy, which bounds
 	// what operator-written addrs may reach, does not apply to them.
 	peerDialer := net.Dialer{Timeout: cfg.Timeout}

@@ -208,7 +208,7 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 		cancel()
 		t.closeLinks()
 		t.probes.Wait()
-		p.http.CloseIdleConnections()
+		p.http.closeIdle()
 		p.metrics.links.Set(0)
 		p.metrics.capacity.Set(0)
 	}()
@@ -642,6 +642,7 @@ func (t *term) endRound(ctx context.Context, now time.Time) error {
 	if ctx.Err() != nil {
 		return nil
 	}
+	p.http.sweep()
 	t.planRound(now)
 	p.metrics.rounds.Inc()
 	if len(t.pending) > 0 || len(t.snap.OrphanHealth()) > 0 {

@@ -22,15 +22,65 @@ type Status = tcpdispatch.Status
 // pullStatus GETs url within timeout and parses the document. 200 is a
 // serving server; 503 with a valid document is a draining one (Draining is
 // forced true); anything else is an error.
-func pullStatus(ctx context.Context, client *http.Client, rawURL string, timeout time.Duration) (Status, error) {
+func pullStatus(ctx context.Context, client *statusClient, rawURL string, timeout time.Duration) (Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	// The URL's query may hold a token: errors, which reach logs and
 	// health records, name it redacted.
 	url := keyspace.RedactURL(rawURL)
-	if err != nil {
+	u, err := neturl.Parse(rawURL)
+	if err != nil || u.Host == "" {
 		return Status{}, fmt.Errorf("status %s: does not parse", url)
+	}
+	var (
+		code int
+		body []byte
+	)
+	if u.Scheme == "http" && u.User == nil {
+		deadline, _ := ctx.Deadline()
+		code, body, err = client.get(ctx, u, deadline)
+		if err != nil {
+			cause := ctx.Err()
+			if cause == nil && !time.Now().Before(deadline) {
+				cause = context.DeadlineExceeded // the conn's timer fired first
+			}
+			if cause != nil && isTimeout(err) {
+				// The conn's deadline is the context's: name it so.
+				err = fmt.Errorf("%w: %w", cause, err)
+			}
+			if errors.Is(err, errStatusTooLarge) {
+				return Status{}, fmt.Errorf("status %s: answer larger than %d bytes", url, maxStatusResponse)
+			}
+			return Status{}, fmt.Errorf("status: Get %q: %w", url, err)
+		}
+	} else {
+		code, body, err = fallbackGet(ctx, client.fallback, rawURL, url)
+		if err != nil {
+			return Status{}, err
+		}
+	}
+	if len(body) > tcpdispatch.MaxStatusBytes {
+		return Status{}, fmt.Errorf("status %s: body larger than %d bytes", url, tcpdispatch.MaxStatusBytes)
+	}
+	if code != http.StatusOK && code != http.StatusServiceUnavailable {
+		return Status{}, fmt.Errorf("status %s: HTTP %d", url, code)
+	}
+	st, err := tcpdispatch.ParseStatus(body)
+	if err != nil {
+		return Status{}, fmt.Errorf("status %s: HTTP %d: %w", url, code, err)
+	}
+	if code == http.StatusServiceUnavailable {
+		st.Draining = true
+	}
+	return st, nil
+}
+
+// fallbackGet GETs rawURL with net/http: the status URLs statusClient does
+// not speak (https).
+func fallbackGet(ctx context.Context, client *http.Client, rawURL, url string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return 0, nil, fmt.Errorf("status %s: does not parse", url)
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := client.Do(req)
@@ -39,27 +89,14 @@ func pullStatus(ctx context.Context, client *http.Client, rawURL string, timeout
 		if errors.As(err, &ue) {
 			ue.URL = url
 		}
-		return Status{}, fmt.Errorf("status: %w", err)
+		return 0, nil, fmt.Errorf("status: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, tcpdispatch.MaxStatusBytes+1))
 	if err != nil {
-		return Status{}, fmt.Errorf("status %s: read body: %w", url, err)
+		return 0, nil, fmt.Errorf("status %s: read body: %w", url, err)
 	}
-	if len(body) > tcpdispatch.MaxStatusBytes {
-		return Status{}, fmt.Errorf("status %s: body larger than %d bytes", url, tcpdispatch.MaxStatusBytes)
-	}
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
-		return Status{}, fmt.Errorf("status %s: HTTP %d", url, resp.StatusCode)
-	}
-	st, err := tcpdispatch.ParseStatus(body)
-	if err != nil {
-		return Status{}, fmt.Errorf("status %s: HTTP %d: %w", url, resp.StatusCode, err)
-	}
-	if resp.StatusCode == http.StatusServiceUnavailable {
-		st.Draining = true
-	}
-	return st, nil
+	return resp.StatusCode, body, nil
 }
 
 // loadTracker smooths one server's reported load and applies overload
