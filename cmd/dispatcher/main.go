@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -22,7 +23,24 @@ import (
 )
 
 func main() {
+	setGCTarget()
 	os.Exit(run(os.Args[1:]))
+}
+
+// defaultGCPercent is the replica's garbage-collection target when GOGC is
+// not set: the heap may grow by half its live size between collections,
+// not by all of it (Go's default, GOGC=100). A replica's live heap is a
+// few tens of MB at 10,000 servers and collection costs the leader about
+// 4 % of its CPU at GOGC=100; at 50 that roughly doubles while followers'
+// resident memory drops by a quarter (make scale, 2026-12-02: followers
+// 135–148 → 102–109 MB, leader 173 → 150 MB, leader CPU 65 → 63 %).
+// GOGC and GOMEMLIMIT in the environment are obeyed as for any Go program.
+const defaultGCPercent = 50
+
+func setGCTarget() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 }
 
 // options are the parsed command line.
