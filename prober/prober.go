@@ -296,6 +296,13 @@ type Snapshots interface {
 	Snapshot() *store.Snapshot
 }
 
+// changeNotifier is implemented by Snapshots that announce a new snapshot
+// (*store.Watcher does): Changed returns a channel closed when one newer
+// than the current one is published.
+type changeNotifier interface {
+	Changed() <-chan struct{}
+}
+
 // Writer commits fenced writes. *election.Leadership implements it; Txn must
 // return election.ErrNotLeader when the fence fails.
 type Writer interface {

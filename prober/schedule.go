@@ -70,6 +70,9 @@ type entry struct {
 	// first marks a server with no verdict yet, probed early (within a
 	// quarter interval of its registration) and then moved to its phase.
 	first bool
+	// synced is the number of the last sync that found the server in the
+	// snapshot; an entry left behind was removed.
+	synced uint64
 }
 
 // schedule is a min-heap of entries by due time.
@@ -149,6 +152,7 @@ type term struct {
 	// replicas (judge) instead of taking servers down one by one.
 	distrustUntil time.Time
 	snap          *store.Snapshot // the last snapshot synced
+	syncs         uint64          // syncs made, numbering them
 	rb            *rebalancer
 	token         string
 	faults        int // consecutive rounds with a self-fault
@@ -227,13 +231,28 @@ func (t *term) run(ctx context.Context) error {
 	var wake time.Time      // when the timer was set to fire
 	var idleSince time.Time // when the loop last started waiting
 	lastPass := time.Time{}
+	// A new snapshot wakes the loop: servers just registered are probed
+	// within a quarter interval, not after the next wake-up (up to an
+	// interval later while nothing else is due).
+	notifier, _ := p.snaps.(changeNotifier)
+	var changed <-chan struct{}
+	coalesce := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
+		case <-changed:
+			coalesce = true
 		case <-t.ready:
-			// Coalesce results arriving close together into one pass.
+			coalesce = true
+		case ev := <-t.links:
+			t.linkClosed(ctx, ev)
+		}
+		if coalesce {
+			// Results arriving close together, and the snapshots of a
+			// registering fleet, are taken in one pass.
+			coalesce = false
 			if d := batchGap - time.Since(lastPass); d > 0 {
 				select {
 				case <-ctx.Done():
@@ -241,8 +260,6 @@ func (t *term) run(ctx context.Context) error {
 				case <-time.After(d):
 				}
 			}
-		case ev := <-t.links:
-			t.linkClosed(ctx, ev)
 		}
 		now = time.Now()
 		lastPass = now
@@ -254,6 +271,10 @@ func (t *term) run(ctx context.Context) error {
 		if !wake.IsZero() && now.After(wake) && idleSince.Before(wake) {
 			schedLag = now.Sub(wake)
 			p.metrics.lag.Observe(schedLag.Seconds())
+		}
+		if notifier != nil {
+			// Taken before the snapshot is read: a newer one closes it.
+			changed = notifier.Changed()
 		}
 		snap := p.snaps.Snapshot()
 		if snap == nil {
@@ -313,7 +334,10 @@ func (t *term) run(ctx context.Context) error {
 // verdict.
 func (t *term) sync(snap *store.Snapshot, now time.Time) {
 	t.snap = snap
-	live := make(map[string]bool, len(snap.Servers))
+	// Entries found are marked with this sync's number, not collected in
+	// a set: a sync runs on every new snapshot, and a map of every server
+	// each time was most of the leader's garbage while a fleet registers.
+	t.syncs++
 	t.statusServers = 0
 	for i := range snap.Servers {
 		s := &snap.Servers[i]
@@ -323,7 +347,6 @@ func (t *term) sync(snap *store.Snapshot, now time.Time) {
 		if s.StatusURL != "" {
 			t.statusServers++
 		}
-		live[s.ID] = true
 		e := t.entries[s.ID]
 		if e == nil {
 			e = &entry{id: s.ID, addr: s.Addr, statusURL: s.StatusURL, index: -1}
@@ -354,9 +377,10 @@ func (t *term) sync(snap *store.Snapshot, now time.Time) {
 		if t.loads[s.ID] == nil {
 			t.loads[s.ID] = &loadTracker{}
 		}
+		e.synced = t.syncs
 	}
 	for id, e := range t.entries {
-		if live[id] {
+		if e.synced == t.syncs {
 			continue
 		}
 		if e.index >= 0 {
@@ -591,7 +615,11 @@ func (t *term) apply(ctx context.Context, batch []target, now time.Time) {
 			t.log.WithFields(logrus.Fields{"server": tg.id, "overloaded": lt.overloaded, "load": lt.last.Utilization()}).Info("server overload changed")
 		}
 		refresh := p.cfg.RefreshInterval > 0 && now.Sub(e.written) >= p.cfg.RefreshInterval
-		verdict := changed || e.written.IsZero() || !recorded(snap, tg.id, tr)
+		// A record that differs from the verdict is written again, but
+		// not within an interval of this term's own write: the probe
+		// after a server's early first one can complete before the watch
+		// has brought that write back (a failed write stays pending).
+		verdict := changed || e.written.IsZero() || !recorded(snap, tg.id, tr) && now.Sub(e.written) >= p.cfg.Interval
 		if verdict || refresh || lt.dirty(now, p.cfg.LoadRefresh) || t.rb.dirty(tg) {
 			h := store.Health{Addr: tr.addr, Healthy: tr.status == statusUp, Since: tr.since,
 				CheckedAt: now, Reason: tr.reason, Epoch: t.w.Epoch(), Leader: t.w.Name()}
