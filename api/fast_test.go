@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -155,20 +154,7 @@ func testFastPathLimits(t *testing.T, loop bool) {
 		t.Fatal(err)
 	}
 	addr, _ := serveListeners(t, s, false)
-	raw := func(req string) (string, time.Duration) {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		start := time.Now()
-		_ = c.SetDeadline(start.Add(5 * time.Second))
-		if _, err := io.WriteString(c, req); err != nil {
-			t.Fatal(err)
-		}
-		line, _ := bufio.NewReader(c).ReadString('\n')
-		return strings.TrimSpace(line), time.Since(start)
-	}
+	raw := func(req string) (string, time.Duration) { return rawRoundTrip(t, addr, req, true) }
 	for _, tc := range []struct {
 		name, req, status string
 	}{

@@ -61,6 +61,29 @@ var dateRE = regexp.MustCompile(`(?m)^Date: [^\r]*\r$`)
 
 func maskDate(s string) string { return dateRE.ReplaceAllString(s, "Date: *\r") }
 
+// rawRoundTrip dials addr, writes req and returns, with the time it took,
+// the answer's first line (firstLine, trimmed) or everything the server
+// sent until it closed the connection, reading for at most 5 s.
+func rawRoundTrip(t *testing.T, addr, req string, firstLine bool) (string, time.Duration) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_ = c.SetDeadline(start.Add(5 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	if firstLine {
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return strings.TrimSpace(line), time.Since(start)
+	}
+	b, _ := io.ReadAll(c)
+	return string(b), time.Since(start)
+}
+
 // TestLoopMatchesFast sends the same raw bytes to a public listener served
 // by the event loops and to one served by fasthttp alone, and checks that
 // the answers are the same bytes (Date aside), for the requests the loops
@@ -182,16 +205,8 @@ func TestLoopTimeouts(t *testing.T) {
 		}
 		addr, _ := serveListeners(t, s, false)
 		wait := func(reqs string) (string, time.Duration) {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			start := time.Now()
-			_ = c.SetDeadline(start.Add(5 * time.Second))
-			_, _ = io.WriteString(c, reqs)
-			b, _ := io.ReadAll(c)
-			return maskDate(string(b)), time.Since(start)
+			b, took := rawRoundTrip(t, addr, reqs, false)
+			return maskDate(b), took
 		}
 		silent, took := wait("")
 		if !strings.HasPrefix(silent, "HTTP/1.1 408 Request Timeout\r\n") || took < 150*time.Millisecond || took > 2*time.Second {
