@@ -396,20 +396,27 @@ func TestListPeersRemembers(t *testing.T) {
 	}
 }
 
+// judgeEnv is suspectEnv with a prober whose suspect rounds ask two real
+// peers, a fenced writer and the term's opinion token.
+func judgeEnv(t *testing.T) (map[string]*server, *Prober, *fencedWriter, string) {
+	e, srvs := suspectEnv(t)
+	p, _ := newTestProber(t, testConfig(), e.keys, e.w)
+	p.UsePeers(startPeers(t, e, 2))
+	wr := newFencedWriter(t, e.cli, "leader")
+	token, err := p.writeToken(context.Background(), wr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srvs, p, wr, token
+}
+
 // TestJudgeSilentLinks: links that time out count as a failure before
 // their notice probe's, so when a leader's links all go silent at once
 // (its own route to the servers lost, while other replicas reach them)
 // the batch is suspect and held, not applied as two failures each.
 func TestJudgeSilentLinks(t *testing.T) {
-	e, srvs := suspectEnv(t)
-	p, _ := newTestProber(t, testConfig(), e.keys, e.w)
-	p.UsePeers(startPeers(t, e, 2))
-	wr := newFencedWriter(t, e.cli, "leader")
+	srvs, p, _, token := judgeEnv(t)
 	ctx := context.Background()
-	token, err := p.writeToken(ctx, wr)
-	if err != nil {
-		t.Fatal(err)
-	}
 	trackers := map[string]*tracker{}
 	for id, s := range srvs {
 		trackers[id] = &tracker{addr: s.addr, status: statusUp}
@@ -435,15 +442,8 @@ func TestJudgeSilentLinks(t *testing.T) {
 // arriving alone in a later batch, must still be judged against those
 // held failures, not applied as if it were the only server failing.
 func TestJudgeRemembersHeld(t *testing.T) {
-	e, srvs := suspectEnv(t)
-	p, _ := newTestProber(t, testConfig(), e.keys, e.w)
-	p.UsePeers(startPeers(t, e, 2))
-	wr := newFencedWriter(t, e.cli, "leader")
+	srvs, p, wr, token := judgeEnv(t)
 	ctx := context.Background()
-	token, err := p.writeToken(ctx, wr)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tm := &term{p: p, w: wr, log: p.log, token: token, snap: &store.Snapshot{},
 		trackers: map[string]*tracker{}, loads: map[string]*loadTracker{}, entries: map[string]*entry{},
 		pending: map[string]store.Health{}, rb: newRebalancer()}
