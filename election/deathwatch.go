@@ -78,6 +78,14 @@ type DeathWatchConfig struct {
 	RetryInterval time.Duration
 	// Dial opens connections; nil uses a net.Dialer. Tests replace it.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Confirm, when set, locates a second listener of a replica's process
+	// (its member's client URL). A leader killed before this replica's
+	// link to it was open (within a moment of winning, on a busy host) is
+	// refused at the first dial; that counts as a notice when a dial to
+	// the Confirm address is refused too: both of the process's listeners
+	// closed. A wrong peer URL alone (the member alive behind its client
+	// URL) still deposes nobody. Nil: a refused first dial is no notice.
+	Confirm Locator
 }
 
 // DefaultDeathWatchConfig returns default timings; Name and Prefix must be
@@ -144,7 +152,8 @@ type DeathWatch struct {
 	// held is the leader key a link was last open to. A refused dial to
 	// that same term counts as a notice even when the link broke for
 	// another reason first (a watch re-evaluation), but a refused first
-	// dial to a leader never linked to (a wrong address) does not.
+	// dial to a leader never linked to (a wrong address) does not, unless
+	// Confirm's address is refused too.
 	held string
 }
 
@@ -217,7 +226,7 @@ func (w *DeathWatch) follow(ctx context.Context) error {
 	}
 	conn, err := w.dial(tctx, addr)
 	if err != nil {
-		if w.held == lt.key && refused(err) && tctx.Err() == nil {
+		if refused(err) && tctx.Err() == nil && (w.held == lt.key || w.bothRefused(tctx, lt)) {
 			w.confirmed(ctx, lt, addr, 0)
 			return nil
 		}
@@ -256,6 +265,26 @@ func (w *DeathWatch) follow(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// bothRefused reports whether a dial to the leader's Confirm address is
+// refused as well (see DeathWatchConfig.Confirm).
+func (w *DeathWatch) bothRefused(ctx context.Context, lt *leaderTerm) bool {
+	if w.cfg.Confirm == nil {
+		return false
+	}
+	lctx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
+	addr, err := w.cfg.Confirm(lctx, lt.name)
+	cancel()
+	if err != nil {
+		return false
+	}
+	conn, err := w.dial(ctx, addr)
+	if err == nil {
+		conn.Close()
+		return false
+	}
+	return refused(err) && ctx.Err() == nil
 }
 
 // refused reports whether err is a refused connection: the host answered
@@ -302,6 +331,8 @@ func (w *DeathWatch) confirmed(ctx context.Context, lt *leaderTerm, addr string,
 	switch {
 	case err != nil:
 		log.WithError(err).Warn("leader death notice: revoke failed; failover left to the lease TTL")
+	case outcome == noticeRevoked && w.held != lt.key:
+		log.Warn("leader death notice: its member's peer and client listeners both refused a connect before a link was open; revoked its election lease")
 	case outcome == noticeRevoked:
 		log.Warn("leader death notice: its link ended and a connect was refused; revoked its election lease")
 	default:

@@ -51,7 +51,8 @@
 //     (such as probing tcp-servers); only its etcd writes are fenced.
 //   - Failover faster than TTL, except by [DeathWatch]: a replica that
 //     does not lead may revoke the leader's lease when the leader's process
-//     is confirmed dead (its link ended and a connect was refused). That
+//     is confirmed dead (its link ended and a connect was refused, or,
+//     before any link was open, both of its member's listeners refused). That
 //     ends the term like an expiry would, and is safe for the same reason:
 //     the fence, not the lease, guards every write.
 //   - Promptness against a dead etcd in one case. If a wait in

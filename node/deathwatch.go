@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tcpdispatch/tcpdispatch/election"
@@ -39,23 +40,25 @@ func newDeathWatch(cfg Config, prefix string, opTimeout time.Duration, cli *clie
 	}
 	dcfg := election.DefaultDeathWatchConfig()
 	dcfg.Name, dcfg.Prefix, dcfg.OpTimeout = cfg.Name, prefix, opTimeout
-	return election.NewDeathWatch(dcfg, cli, peerLocator(cli), log, reg)
+	dcfg.Confirm = memberLocator(cli, "client", func(m *etcdserverpb.Member) []string { return m.ClientURLs })
+	return election.NewDeathWatch(dcfg, cli, memberLocator(cli, "peer", func(m *etcdserverpb.Member) []string { return m.PeerURLs }), log, reg)
 }
 
-// peerLocator locates a replica at its embedded member's first peer URL.
-func peerLocator(cli *clientv3.Client) election.Locator {
+// memberLocator locates a replica at the first of its embedded member's
+// URLs of one kind (peer or client).
+func memberLocator(cli *clientv3.Client, kind string, urls func(*etcdserverpb.Member) []string) election.Locator {
 	return func(ctx context.Context, name string) (string, error) {
 		ml, err := cli.MemberList(ctx)
 		if err != nil {
 			return "", fmt.Errorf("list members: %w", err)
 		}
 		for _, m := range ml.Members {
-			if m.Name != name || len(m.PeerURLs) == 0 {
+			if m.Name != name || len(urls(m)) == 0 {
 				continue
 			}
-			u, err := url.Parse(m.PeerURLs[0])
+			u, err := url.Parse(urls(m)[0])
 			if err != nil || u.Host == "" {
-				return "", fmt.Errorf("member %s: peer URL %q: want scheme://host:port", name, m.PeerURLs[0])
+				return "", fmt.Errorf("member %s: %s URL %q: want scheme://host:port", name, kind, urls(m)[0])
 			}
 			return u.Host, nil
 		}
