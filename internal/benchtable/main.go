@@ -105,6 +105,10 @@ type loadResult struct {
 	// other work takes the core away, so it compares servers on a noisy
 	// machine. Zero when unknown.
 	CPU float64 `json:"-"`
+	// GenBusy is the load generator's CPU time (user + system) over the
+	// round's duration: near 1, the generator, not the server, set the
+	// pace. Zero when unknown.
+	GenBusy float64 `json:"-"`
 }
 
 // cpuTicks returns the user + system CPU time of pid in clock ticks
@@ -277,12 +281,19 @@ func httpComparison(t *table, bin, abBin string, abFlags []string, rounds, conns
 	// else this binary's own load generator (httpload).
 	wrk, _ := exec.LookPath("wrk")
 	load := func(s *server, d time.Duration) (loadResult, error) {
+		busy := func(cmd *exec.Cmd) float64 {
+			ps := cmd.ProcessState
+			return (ps.UserTime() + ps.SystemTime()).Seconds() / d.Seconds()
+		}
 		if wrk != "" {
-			out, err := pinned(1, wrk, "-t1", "-c"+strconv.Itoa(conns), "-d"+d.String(), "--latency", "http://"+s.addr+s.path).Output()
+			cmd := pinned(1, wrk, "-t1", "-c"+strconv.Itoa(conns), "-d"+d.String(), "--latency", "http://"+s.addr+s.path)
+			out, err := cmd.Output()
 			if err != nil {
 				return loadResult{}, fmt.Errorf("wrk %s: %w", s.name, err)
 			}
-			return parseWrk(string(out))
+			r, err := parseWrk(string(out))
+			r.GenBusy = busy(cmd)
+			return r, err
 		}
 		cmd := pinned(1, self, "-load", s.addr, "-path", s.path, "-conns", strconv.Itoa(conns), "-duration", d.String())
 		cmd.Stderr = os.Stderr
@@ -294,6 +305,7 @@ func httpComparison(t *table, bin, abBin string, abFlags []string, rounds, conns
 		if err := json.Unmarshal(out, &r); err != nil {
 			return loadResult{}, fmt.Errorf("load %s: %w", s.name, err)
 		}
+		r.GenBusy = busy(cmd)
 		return r, nil
 	}
 	if wrk != "" {
@@ -354,9 +366,9 @@ func httpComparison(t *table, bin, abBin string, abFlags []string, rounds, conns
 	for _, s := range servers {
 		var rs []string
 		for _, r := range s.runs {
-			rs = append(rs, fmt.Sprintf("%.1fk %.0f/%.0f µs %.1f µs/req", r.Rate/1000, r.P50, r.P99, r.CPU))
+			rs = append(rs, fmt.Sprintf("%.1fk %.0f/%.0f µs %.1f µs/req gen %.0f%%", r.Rate/1000, r.P50, r.P99, r.CPU, 100*r.GenBusy))
 		}
-		t.add(s.name+", each round (req/s, p50/p99, CPU per request)", strings.Join(rs, "; "), "", "")
+		t.add(s.name+", each round (req/s, p50/p99, CPU per request, load generator's CPU)", strings.Join(rs, "; "), "", "")
 	}
 	if other != nil && ngx != nil {
 		o, n := med(other), med(ngx)
