@@ -670,7 +670,6 @@ func (t *term) endRound(ctx context.Context, now time.Time) error {
 	if ctx.Err() != nil {
 		return nil
 	}
-	p.http.sweep()
 	t.planRound(now)
 	p.metrics.rounds.Inc()
 	if len(t.pending) > 0 || len(t.snap.OrphanHealth()) > 0 {

@@ -40,6 +40,10 @@ type statusClient struct {
 
 	mu   sync.Mutex
 	idle map[string]idleStatusConn // by host:port, one each
+	// sweeper closes connections idle past idleFor; armed while any is
+	// kept, so that a replica that stops pulling (a follower after
+	// answering a second opinion) does not keep them.
+	sweeper *time.Timer
 
 	bufs sync.Pool // *bufio.Reader of statusBufSize
 }
@@ -178,10 +182,13 @@ func (c *statusClient) put(host string, conn net.Conn) {
 		return
 	}
 	c.idle[host] = idleStatusConn{conn: conn, since: c.now()}
+	if c.sweeper == nil {
+		c.sweeper = time.AfterFunc(c.idleFor, c.sweep)
+	}
 }
 
 // sweep closes the connections idle for longer than idleFor: those of
-// servers removed or no longer pulled.
+// servers removed or no longer pulled. It runs from the sweeper.
 func (c *statusClient) sweep() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -192,6 +199,14 @@ func (c *statusClient) sweep() {
 			delete(c.idle, host)
 		}
 	}
+	if c.sweeper == nil {
+		return // closeIdle ran meanwhile
+	}
+	if len(c.idle) > 0 {
+		c.sweeper.Reset(c.idleFor)
+	} else {
+		c.sweeper = nil
+	}
 }
 
 // closeIdle closes every idle connection (the term ended).
@@ -201,6 +216,10 @@ func (c *statusClient) closeIdle() {
 	for host, ic := range c.idle {
 		ic.conn.Close()
 		delete(c.idle, host)
+	}
+	if c.sweeper != nil {
+		c.sweeper.Stop()
+		c.sweeper = nil
 	}
 	c.fallback.CloseIdleConnections()
 }

@@ -157,24 +157,36 @@ func TestStatusClientHTTPS(t *testing.T) {
 	}
 }
 
-// TestStatusClientSweep: connections idle longer than their bound are closed.
+// TestStatusClientSweep: connections idle longer than their bound are
+// closed, by the sweeper's timer when nothing else runs (a follower that
+// answered a second opinion and pulls nothing more).
 func TestStatusClientSweep(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, okDoc) }))
 	defer srv.Close()
 	p, _ := newTestProber(t, testConfig(), keyspace.Layout{}, nil)
 	defer p.http.closeIdle()
-	now := time.Now()
-	p.http.now = func() time.Time { return now }
+	p.http.idleFor = 50 * time.Millisecond
 	if _, err := pullStatus(context.Background(), p.http, srv.URL+"/status", time.Second); err != nil {
 		t.Fatal(err)
 	}
-	p.http.sweep()
 	if n := p.http.idleConns(); n != 1 {
 		t.Fatalf("%d idle after a pull; want 1", n)
 	}
-	now = now.Add(p.http.idleFor + time.Millisecond)
-	p.http.sweep()
-	if n := p.http.idleConns(); n != 0 {
-		t.Errorf("%d idle past the idle bound; want 0", n)
+	deadline := time.Now().Add(5 * time.Second)
+	for p.http.idleConns() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("an idle connection outlived its bound by 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A pull after the sweep keeps a connection, and a new sweeper is armed.
+	if _, err := pullStatus(context.Background(), p.http, srv.URL+"/status", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for p.http.idleConns() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the second idle connection outlived its bound")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
