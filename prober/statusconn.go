@@ -149,10 +149,9 @@ func (c *statusClient) exchange(ctx context.Context, conn net.Conn, req string, 
 	if err != nil {
 		return 0, nil, false, true, fmt.Errorf("read body: %w", err)
 	}
-	// Reusable only when the whole answer was read and nothing follows it.
-	var probe [1]byte
-	n, rerr := resp.Body.Read(probe[:])
-	keep = n == 0 && rerr == io.EOF && !resp.Close && br.Buffered() == 0
+	// Reusable only when the whole answer was read (ReadAll reached the
+	// body's end, not the limit) and nothing follows it.
+	keep = len(body) <= tcpdispatch.MaxStatusBytes && !resp.Close && br.Buffered() == 0
 	return resp.StatusCode, body, keep, true, nil
 }
 
