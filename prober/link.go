@@ -413,10 +413,7 @@ func (t *term) noticeProbe(ctx context.Context, e *entry, lost bool) {
 	tg := target{id: e.id, addr: e.addr, notice: true, linkLost: lost}
 	gen := e.gen
 	t.inflight++
-	t.probes.Go(func() {
-		t.p.probeOne(ctx, &tg, 0)
-		t.complete(result{target: tg, gen: gen})
-	})
+	t.startProbe(ctx, tg, gen, 0)
 }
 
 // refused reports whether err says nothing listens at the address: the

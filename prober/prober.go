@@ -479,15 +479,31 @@ func (p *Prober) probe(ctx context.Context, targets []target, lag time.Duration)
 // probe started.
 func (p *Prober) probeOne(ctx context.Context, t *target, lag time.Duration) {
 	if !t.noDial || t.statusURL == "" {
-		var err error
-		t.ok, t.reason, t.local, err = p.dial(ctx, t.addr, lag)
-		t.refused = err != nil && !t.local && refused(err)
-		t.timedOut = err != nil && !t.local && isTimeout(err)
-		t.exhausted = outOfFiles(err)
+		start := time.Now()
+		conn, err := p.dialer.DialContext(ctx, "tcp", t.addr)
+		if err == nil {
+			conn.Close()
+		}
+		p.dialed(t, err, time.Since(start), lag)
 		if !t.ok || t.statusURL == "" {
 			return
 		}
 	}
+	p.pull(ctx, t, lag)
+}
+
+// dialed fills in t's result from its connect probe's outcome: err after
+// elapsed (nil: connected), lag how late the probe started.
+func (p *Prober) dialed(t *target, err error, elapsed, lag time.Duration) {
+	t.ok, t.reason, t.local = p.judgeDial(t.addr, err, elapsed, lag)
+	t.refused = err != nil && !t.local && refused(err)
+	t.timedOut = err != nil && !t.local && isTimeout(err)
+	t.exhausted = outOfFiles(err)
+}
+
+// pull fetches t's status document after a connect probe that worked (or
+// none, see target.noDial) and fills in t's result.
+func (p *Prober) pull(ctx context.Context, t *target, lag time.Duration) {
 	start := time.Now()
 	st, err := pullStatus(ctx, p.http, shedURL(t.statusURL, t.shed), p.cfg.Timeout)
 	if err != nil {
@@ -505,26 +521,28 @@ func (p *Prober) probeOne(ctx context.Context, t *target, lag time.Duration) {
 // check connects to addr once. local reports a failure that describes the
 // prober's own host (see classifier); lag is how late the probe started.
 func (p *Prober) check(ctx context.Context, addr string, lag time.Duration) (ok bool, reason string, local bool) {
-	ok, reason, local, _ = p.dial(ctx, addr, lag)
-	return ok, reason, local
-}
-
-// dial is check, with the connect's error.
-func (p *Prober) dial(ctx context.Context, addr string, lag time.Duration) (ok bool, reason string, local bool, err error) {
 	start := time.Now()
 	conn, err := p.dialer.DialContext(ctx, "tcp", addr)
-	elapsed := time.Since(start)
-	p.metrics.latency.Observe(elapsed.Seconds())
-	if err != nil {
-		if p.class.isLocal(addr, err, elapsed, lag) {
-			p.metrics.localFailures.Inc()
-			return false, "prober's own fault: " + err.Error(), true, err
-		}
-		p.metrics.failures.Inc()
-		return false, err.Error(), false, err
+	if err == nil {
+		conn.Close()
 	}
-	conn.Close()
-	return true, "", false, nil
+	return p.judgeDial(addr, err, time.Since(start), lag)
+}
+
+// judgeDial counts a connect probe of addr that ended with err after
+// elapsed, and says what it means: ok, the failure's reason, and whether
+// that failure is the prober's own (see classifier).
+func (p *Prober) judgeDial(addr string, err error, elapsed, lag time.Duration) (ok bool, reason string, local bool) {
+	p.metrics.latency.Observe(elapsed.Seconds())
+	if err == nil {
+		return true, "", false
+	}
+	if p.class.isLocal(addr, err, elapsed, lag) {
+		p.metrics.localFailures.Inc()
+		return false, "prober's own fault: " + err.Error(), true
+	}
+	p.metrics.failures.Inc()
+	return false, err.Error(), false
 }
 
 // hasPeers reports whether other replicas are registered that could lead

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
@@ -169,6 +170,9 @@ type term struct {
 	// poller watches the open links; nil when links are off or it could
 	// not be created.
 	poller *linkPoller
+	// conn runs connect probes (connect.go); nil when it could not be
+	// created, and every probe then dials on a goroutine.
+	conn *connector
 
 	mu       sync.Mutex // guards done
 	done     []result
@@ -200,13 +204,19 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 		entries: make(map[string]*entry), sheds: make(map[string]int64),
 		pending: make(map[string]store.Health), rb: newRebalancer(),
 		ready: make(chan struct{}, 1), links: make(chan linkEvent, 64), nofile: openFileLimit()}
+	var err error
 	if !p.cfg.DisableLinks {
-		var err error
 		if t.poller, err = newLinkPoller(t.links); err != nil {
 			t.log.WithError(err).Warn("no persistent connections this term")
 		} else {
 			t.probes.Go(func() { t.poller.run(ctx) })
 		}
+	}
+	if t.conn, err = newConnector(p.dialer.Control); err != nil {
+		t.log.WithError(err).Warn("connect probes on goroutines this term")
+		t.conn = nil
+	} else {
+		t.probes.Go(func() { t.conn.run(ctx) })
 	}
 	defer func() {
 		cancel()
@@ -464,11 +474,34 @@ func (t *term) dispatch(ctx context.Context, now time.Time, schedLag time.Durati
 		} else {
 			e.dialedAt = now
 		}
-		t.probes.Go(func() {
-			t.p.probeOne(ctx, &tg, lag)
-			t.complete(result{target: tg, gen: gen})
-		})
+		t.startProbe(ctx, tg, gen, lag)
 	}
+}
+
+// startProbe runs tg's probe and hands its result to Run. A connect to an
+// IP literal goes through the connector (no goroutine while it waits); a
+// status pull, and a connect to a host name, run on a goroutine.
+func (t *term) startProbe(ctx context.Context, tg target, gen uint64, lag time.Duration) {
+	if t.conn != nil && (!tg.noDial || tg.statusURL == "") {
+		if ap, err := netip.ParseAddrPort(tg.addr); err == nil && ap.Addr().Zone() == "" {
+			t.conn.start(ap, t.p.cfg.Timeout, func(err error, elapsed time.Duration) {
+				t.p.dialed(&tg, err, elapsed, lag)
+				if !tg.ok || tg.statusURL == "" {
+					t.complete(result{target: tg, gen: gen})
+					return
+				}
+				t.probes.Go(func() {
+					t.p.pull(ctx, &tg, lag)
+					t.complete(result{target: tg, gen: gen})
+				})
+			})
+			return
+		}
+	}
+	t.probes.Go(func() {
+		t.p.probeOne(ctx, &tg, lag)
+		t.complete(result{target: tg, gen: gen})
+	})
 }
 
 // complete hands a probe's result to Run.
