@@ -8,8 +8,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
 // metrics are the series the HTTP front registers. State that lives in the
@@ -90,20 +88,10 @@ var (
 		"Replicas campaigning for leadership (holding an election key) in this replica's snapshot.", nil, nil)
 	descHasLeader = prometheus.NewDesc("tcpdispatch_has_leader",
 		"1 while this replica's snapshot names a leader.", nil, nil)
-
-	serverLabel       = []string{"server"}
-	descServerUp      = prometheus.NewDesc("tcpdispatch_server_up", "1 while the leader's last verdict for the server is up.", serverLabel, nil)
-	descServerWeight  = prometheus.NewDesc("tcpdispatch_server_effective_weight", "Weight get-tcp-ip balances on; 0 when the server is not eligible.", serverLabel, nil)
-	descServerLoad    = prometheus.NewDesc("tcpdispatch_server_load", "Reported load (0..1) from a fresh report; 0 without one.", serverLabel, nil)
-	descServerConns   = prometheus.NewDesc("tcpdispatch_server_conns", "Reported connections from a fresh report; 0 without one.", serverLabel, nil)
-	descServerPicks   = prometheus.NewDesc("tcpdispatch_server_picks_total", "get-tcp-ip answers of this replica naming the server.", serverLabel, nil)
-	perServerDescList = []*prometheus.Desc{descServerUp, descServerWeight, descServerLoad, descServerConns, descServerPicks}
 )
 
 // stateCollector reads the current snapshot at scrape time. The per-server
-// series cost five samples per registered server (about 2.4 MB of text at
-// 10,000 servers, see BenchmarkScrape); Config.MetricsPerServer turns them
-// off.
+// series are not among its metrics: see serverFamilies.
 type stateCollector struct{ s *Server }
 
 var _ prometheus.Collector = stateCollector{}
@@ -114,11 +102,6 @@ func newStateCollector(s *Server) stateCollector { return stateCollector{s} }
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descIsLeader, descSnapshotAge, descEtcdReachable, descReplicas, descHasLeader} {
 		ch <- d
-	}
-	if c.s.cfg.MetricsPerServer {
-		for _, d := range perServerDescList {
-			ch <- d
-		}
 	}
 }
 
@@ -144,17 +127,6 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descReplicas, float64(len(snap.Candidates)))
 	gauge(descHasLeader, boolFloat(snap.Leader != ""))
-	if !s.cfg.MetricsPerServer {
-		return
-	}
-	for i := range snap.Servers {
-		srv := &snap.Servers[i]
-		gauge(descServerUp, boolFloat(srv.State == store.HealthUp), srv.ID)
-		gauge(descServerWeight, float64(srv.EffectiveWeight), srv.ID)
-		gauge(descServerLoad, srv.Load, srv.ID)
-		gauge(descServerConns, float64(srv.Conns), srv.ID)
-		ch <- prometheus.MustNewConstMetric(descServerPicks, prometheus.CounterValue, float64(srv.Picks()), srv.ID)
-	}
 }
 
 func boolFloat(b bool) float64 {

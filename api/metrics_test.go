@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -184,5 +186,66 @@ func BenchmarkFleetVsServers(b *testing.B) {
 			}
 			b.ReportMetric(float64(size), "bytes/answer")
 		})
+	}
+}
+
+// TestMetricsGzipAndFormat: with per-server series on, a scrape that
+// accepts gzip gets gzip, and both forms parse to the same families, the
+// per-server ones among them in the text format's content type.
+func TestMetricsGzipAndFormat(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := api.DefaultConfig()
+	cfg.Name = "r1"
+	srv, err := api.New(cfg, staticSource{snapshotOf(t, 4)}, isLeader{}, nil, reg, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := srv.Handler()
+	parse := func(r io.Reader) map[string]*dto.MetricFamily {
+		t.Helper()
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := parser.TextToMetricFamilies(r)
+		if err != nil {
+			t.Fatalf("parse scrape: %v", err)
+		}
+		return fams
+	}
+	plain := httptest.NewRecorder()
+	h.ServeHTTP(plain, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if ct := plain.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+		t.Errorf("Content-Type %q, want the text format", ct)
+	}
+	if ce := plain.Header().Get("Content-Encoding"); ce != "" {
+		t.Errorf("Content-Encoding %q without Accept-Encoding", ce)
+	}
+	want := parse(plain.Body)
+
+	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	req.Header.Set("Accept-Encoding", "deflate, gzip;q=0.9")
+	zipped := httptest.NewRecorder()
+	h.ServeHTTP(zipped, req)
+	if ce := zipped.Header().Get("Content-Encoding"); ce != "gzip" {
+		t.Fatalf("Content-Encoding %q, want gzip", ce)
+	}
+	zr, err := gzip.NewReader(zipped.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := parse(zr)
+	for _, name := range []string{"tcpdispatch_server_up", "tcpdispatch_server_picks_total", "tcpdispatch_build_info"} {
+		if len(got[name].GetMetric()) == 0 || len(got[name].GetMetric()) != len(want[name].GetMetric()) {
+			t.Errorf("%s: %d series gzipped, %d plain", name, len(got[name].GetMetric()), len(want[name].GetMetric()))
+		}
+	}
+	if got["tcpdispatch_server_picks_total"].GetType() != dto.MetricType_COUNTER || got["tcpdispatch_server_up"].GetType() != dto.MetricType_GAUGE {
+		t.Errorf("per-server families typed %v and %v", got["tcpdispatch_server_picks_total"].GetType(), got["tcpdispatch_server_up"].GetType())
+	}
+
+	req = httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip;q=0")
+	refused := httptest.NewRecorder()
+	h.ServeHTTP(refused, req)
+	if ce := refused.Header().Get("Content-Encoding"); ce != "" {
+		t.Errorf("Content-Encoding %q for gzip;q=0", ce)
 	}
 }

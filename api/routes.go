@@ -6,7 +6,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tcpdispatch/tcpdispatch"
 )
@@ -42,7 +41,7 @@ func (s *Server) adminRoutes(gatherer prometheus.Gatherer) []route {
 		{path: "/v1/fleet", h: s.fleet},
 	}
 	if gatherer != nil {
-		rs = append(rs, route{path: "/metrics", h: echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))})
+		rs = append(rs, route{path: "/metrics", h: echo.WrapHandler(s.metricsHandler(gatherer))})
 	}
 	return rs
 }

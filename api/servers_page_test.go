@@ -133,3 +133,40 @@ func TestServersPaged(t *testing.T) {
 		t.Errorf("tcpdispatch_admin_bad_requests_total = %v, want 7", got)
 	}
 }
+
+// TestServersStreamedAsEncoded: the streamed /v1/servers decodes to what
+// encoding/json makes of the whole response (?pretty), every field and
+// every page shape included: a full list, a cut page with its cursor, an
+// empty page.
+func TestServersStreamedAsEncoded(t *testing.T) {
+	h := newTestServer(t, sourceOf(pageSnapshot(t)), fakeLeader(false), prometheus.NewRegistry()).Handler()
+	for _, q := range []string{"", "?limit=4", "?state=down&limit=3&after=s03", "?state=unknown&after=s24"} {
+		decode := func(target string) map[string]any {
+			t.Helper()
+			rec := get(t, h, target, "127.0.0.1:1234")
+			if rec.Code != http.StatusOK {
+				t.Fatalf("%s: status %d (%s)", target, rec.Code, rec.Body)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Errorf("%s: Content-Type %q", target, ct)
+			}
+			var v map[string]any
+			if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil {
+				t.Fatalf("%s: %v in %s", target, err, rec.Body)
+			}
+			delete(v, "snapshot_age_ms")
+			return v
+		}
+		sep := "?"
+		if q != "" {
+			sep = "&"
+		}
+		streamed, whole := decode("/v1/servers"+q), decode("/v1/servers"+q+sep+"pretty")
+		if fmt.Sprint(streamed) != fmt.Sprint(whole) {
+			t.Errorf("/v1/servers%s streamed:\n%v\nwhole:\n%v", q, streamed, whole)
+		}
+		if list, ok := streamed["servers"].([]any); !ok || list == nil {
+			t.Errorf("/v1/servers%s: servers %v, want a list (empty or not)", q, streamed["servers"])
+		}
+	}
+}
