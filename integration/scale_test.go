@@ -187,16 +187,22 @@ func TestScale(t *testing.T) {
 		}
 	}
 	for _, r := range c.replicas {
+		// RSS first, then one scrape for the breakdown: a scrape's own
+		// garbage must not be in the figure.
+		rss, anon, file := rssKB(r.cmdPid()), procStatusKB(r.cmdPid(), "RssAnon"), procStatusKB(r.cmdPid(), "RssFile")
 		var mem []string
-		for _, m := range []string{"go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes"} {
-			if v, err := metricValue(r.adminURL()+"/metrics", m); err == nil {
-				mem = append(mem, fmt.Sprintf("%s %.0f MB", strings.TrimSuffix(strings.TrimPrefix(m, "go_memstats_"), "_bytes"), v/1e6))
+		names := []string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_alloc_bytes", "go_memstats_next_gc_bytes",
+			"go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes",
+			"go_memstats_gc_sys_bytes", "go_memstats_other_sys_bytes", "go_memstats_sys_bytes"}
+		if vals, err := metricValues(r.adminURL()+"/metrics", names...); err == nil {
+			for _, m := range names {
+				mem = append(mem, fmt.Sprintf("%s %.0f MB", strings.TrimSuffix(strings.TrimPrefix(m, "go_memstats_"), "_bytes"), vals[m]/1e6))
 			}
 		}
 		// RSS counts the binary's pages read from disk too (RssFile).
-		mem = append(mem, fmt.Sprintf("RssAnon %d MB, RssFile %d MB", procStatusKB(r.cmdPid(), "RssAnon")/1024, procStatusKB(r.cmdPid(), "RssFile")/1024))
+		mem = append(mem, fmt.Sprintf("RssAnon %d MB, RssFile %d MB", anon/1024, file/1024))
 		t.Logf("memory %s: %s", r.name, strings.Join(mem, ", "))
-		rep.add(fmt.Sprintf("RSS %s after %v", r.name, time.Since(began).Round(time.Second)), fmt.Sprintf("%.0f MB", float64(rssKB(r.cmdPid()))/1024), "< 100 MB")
+		rep.add(fmt.Sprintf("RSS %s after %v", r.name, time.Since(began).Round(time.Second)), fmt.Sprintf("%.0f MB", float64(rss)/1024), "< 100 MB")
 	}
 	rep.add("RSS fake fleet", fmt.Sprintf("%.0f MB", float64(rssKB(f.pid()))/1024), "—")
 	rep.add("scenario wall time", time.Since(began).Round(time.Second).String(), "≤ 10 min")
@@ -332,19 +338,37 @@ func (c *cluster) roundTime(leader *replica, d time.Duration) (time.Duration, er
 
 // metricValue reads one unlabelled sample from a Prometheus text page.
 func metricValue(url, name string) (float64, error) {
+	vals, err := metricValues(url, name)
+	return vals[name], err
+}
+
+// metricValues reads several unlabelled samples from one scrape of url.
+func metricValues(url string, names ...string) (map[string]float64, error) {
 	resp, err := httpClient.Get(url)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
+	vals := make(map[string]float64, len(names))
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+	for sc.Scan() && len(vals) < len(names) {
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !slices.Contains(names, name) {
+			continue
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			return nil, fmt.Errorf("metric %s at %s: %w", name, url, err)
+		}
+		vals[name] = f
+	}
+	for _, name := range names {
+		if _, ok := vals[name]; !ok {
+			return vals, fmt.Errorf("metric %s not found at %s", name, url)
 		}
 	}
-	return 0, fmt.Errorf("metric %s not found at %s", name, url)
+	return vals, nil
 }
 
 // saveProfile writes what url answers to path.
