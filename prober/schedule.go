@@ -384,9 +384,6 @@ func (t *term) sync(snap *store.Snapshot, now time.Time) {
 			t.trackers[s.ID] = &tracker{addr: s.Addr}
 			delete(t.loads, s.ID)
 		}
-		if t.loads[s.ID] == nil {
-			t.loads[s.ID] = &loadTracker{}
-		}
 		e.synced = t.syncs
 	}
 	for id, e := range t.entries {
@@ -591,6 +588,7 @@ func (t *term) apply(ctx context.Context, batch []target, now time.Time) {
 	}
 	batch = append(batch, extra...)
 	snap := t.snap
+	var none loadTracker // stands in for the tracker a server does not keep
 	for i := range batch {
 		tg := &batch[i]
 		if !tg.confirmed {
@@ -640,7 +638,16 @@ func (t *term) apply(ctx context.Context, batch []target, now time.Time) {
 			p.metrics.transitions.Inc()
 			t.log.WithFields(logrus.Fields{"server": tg.id, "addr": tg.addr, "up": tr.status == statusUp, "reason": tg.reason}).Info("server health changed")
 		}
+		// Only servers with a status URL, or a report in etcd, keep a
+		// load tracker; for the others it would stay empty.
 		lt := t.loads[tg.id]
+		if lt == nil && tg.statusURL != "" {
+			lt = &loadTracker{}
+			t.loads[tg.id] = lt
+		} else if lt == nil {
+			none = loadTracker{}
+			lt = &none
+		}
 		if tg.statusURL != "" || lt.has || lt.written {
 			lt.observe(tg.status, now, p.cfg.LoadSmoothing, snap.Balancing.OverloadThreshold, snap.Balancing.OverloadRecover)
 		}
