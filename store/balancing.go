@@ -218,7 +218,7 @@ func (m *model) balancing() (Balancing, []string) {
 			b.set(name, f.good)
 			recoverSet = recoverSet || name == ConfigOverloadRecover
 		}
-		if f.err != "" {
+		if f.rejected() {
 			problems = append(problems, m.keys.Config(name)+": "+f.problem())
 		}
 	}

@@ -77,7 +77,15 @@ type field[T any] struct {
 	present bool // the key exists
 	hasGood bool // good holds the value in force; false: as if absent
 	good    T
-	err     string // why the current value was rejected; empty if it was not
+	// rej describes the current value when it was rejected; nil when it
+	// was not (nearly always: kept apart, so that the fields of every
+	// server do not each carry two empty strings).
+	rej *rejection
+}
+
+// rejection is why a value was rejected and how that was resolved.
+type rejection struct {
+	err string
 	// note says how the rejected value was resolved (or that it is not yet).
 	note string
 }
@@ -85,10 +93,10 @@ type field[T any] struct {
 func (f *field[T]) set(v any, err error) {
 	f.present = true
 	if err != nil {
-		f.err, f.note = err.Error(), noteUnresolved
+		f.rej = &rejection{err: err.Error(), note: noteUnresolved}
 		return
 	}
-	f.good, f.hasGood, f.err, f.note = v.(T), true, "", ""
+	f.good, f.hasGood, f.rej = v.(T), true, nil
 }
 
 // resolve puts v in force for a rejected value, or, when found is false,
@@ -96,10 +104,11 @@ func (f *field[T]) set(v any, err error) {
 // names the value and its revision, so an unchanged note means an unchanged
 // resolution; resolve reports whether it changed.
 func (f *field[T]) resolve(v any, found bool, note string) bool {
-	if f.note == note {
+	if f.rej == nil || f.rej.note == note {
+		// Not rejected (a valid value came meanwhile), or resolved so.
 		return false
 	}
-	f.note = note
+	f.rej.note = note
 	if !found {
 		var zero T
 		f.good, f.hasGood = zero, false
@@ -110,15 +119,18 @@ func (f *field[T]) resolve(v any, found bool, note string) bool {
 }
 
 // resolved reports whether a rejected value has been resolved.
-func (f *field[T]) resolved() bool { return f.note != noteUnresolved }
+func (f *field[T]) resolved() bool { return f.rej == nil || f.rej.note != noteUnresolved }
+
+// rejected reports whether the current value was rejected.
+func (f *field[T]) rejected() bool { return f.rej != nil }
 
 // problem returns the rejection with how it was resolved; empty when the
 // current value is valid.
 func (f *field[T]) problem() string {
-	if f.err == "" {
+	if f.rej == nil {
 		return ""
 	}
-	return f.err + "; " + f.note
+	return f.rej.err + "; " + f.rej.note
 }
 
 func (f *field[T]) clear() { *f = field[T]{} }
@@ -486,7 +498,7 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 	if m.strategy.hasGood {
 		s.Strategy = m.strategy.good
 	}
-	if m.strategy.err != "" {
+	if m.strategy.rejected() {
 		s.Problems = append(s.Problems, m.keys.Strategy()+": "+m.strategy.problem())
 	}
 	for _, k := range slices.Sorted(maps.Keys(m.invalid)) {
@@ -599,7 +611,7 @@ func (m *model) refresh(st *serverState, out *Server) {
 	} else if !st.addr.present {
 		srv.Errors = append(srv.Errors, "addr: not registered ("+m.keys.ServerField(id, keyspace.FieldAddr)+" is missing)")
 	}
-	if st.addr.err != "" {
+	if st.addr.rejected() {
 		srv.Errors = append(srv.Errors, st.addr.problem())
 	}
 	// A weight key that never held a valid value leaves the documented
@@ -608,13 +620,13 @@ func (m *model) refresh(st *serverState, out *Server) {
 	if st.weight.hasGood {
 		srv.Weight = st.weight.good
 	}
-	if st.weight.err != "" {
+	if st.weight.rejected() {
 		srv.Errors = append(srv.Errors, st.weight.problem())
 	}
 	if st.statusURL.hasGood {
 		srv.StatusURL = st.statusURL.good
 	}
-	if st.statusURL.err != "" {
+	if st.statusURL.rejected() {
 		srv.Errors = append(srv.Errors, st.statusURL.problem())
 	}
 	srv.Draining = st.drain.hasGood && st.drain.good || srv.Weight == 0
@@ -622,7 +634,7 @@ func (m *model) refresh(st *serverState, out *Server) {
 		n := keyspace.ParseDrainNote(v)
 		srv.DrainReason = &n
 	}
-	if st.drain.err != "" {
+	if st.drain.rejected() {
 		srv.Errors = append(srv.Errors, st.drain.problem())
 	}
 	var h Health
@@ -642,7 +654,7 @@ func (m *model) refresh(st *serverState, out *Server) {
 				srv.State = HealthUp
 			}
 		}
-		if hf.err != "" {
+		if hf.rejected() {
 			srv.Errors = append(srv.Errors, hf.problem())
 		}
 	}
