@@ -39,6 +39,10 @@ type pendingConnect struct {
 	index    int  // in the deadline heap
 	timedOut bool // its deadline passed first
 	done     connectDone
+	// keep hands the connected socket to done's caller (see open)
+	// instead of closing it.
+	keep   bool
+	opened func(fd int, err error)
 }
 
 // connector runs connect probes on one epoll instance.
@@ -76,15 +80,46 @@ func newConnector(control func(network, address string, c syscall.RawConn) error
 	return &connector{epfd: epfd, file: f, raw: raw, control: control, pending: make(map[int]*pendingConnect)}, nil
 }
 
-// start connects to addr within timeout and calls done with the outcome:
-// at once (in the caller's goroutine) when the connect completes or fails
-// immediately, else later from run's goroutine. After run has returned, done
-// is called at once with net.ErrClosed.
+// start connects to addr within timeout, closes the connection, and calls
+// done with the outcome: at once (in the caller's goroutine) when the
+// connect completes or fails immediately, else later from run's goroutine.
+// After run has returned, done is called at once with net.ErrClosed.
 func (c *connector) start(addr netip.AddrPort, timeout time.Duration, done connectDone) {
-	started := time.Now()
-	fail := func(err error) {
-		done(&net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: err}, time.Since(started))
+	now := time.Now()
+	c.connect(&pendingConnect{addr: addr, started: now, deadline: now.Add(timeout), done: done})
+}
+
+// open is start for a connection that is kept: opened receives the
+// connected socket (non-blocking, close-on-exec), which the caller then
+// owns, or the error; when, as for start.
+func (c *connector) open(addr netip.AddrPort, timeout time.Duration, opened func(fd int, err error)) {
+	now := time.Now()
+	c.connect(&pendingConnect{addr: addr, started: now, deadline: now.Add(timeout), keep: true, opened: opened})
+}
+
+// report hands pc's outcome to its caller; fd is the connected socket,
+// closed here unless pc keeps it.
+func (pc *pendingConnect) report(fd int, err error, elapsed time.Duration) {
+	if err != nil {
+		err = &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(pc.addr), Err: err}
 	}
+	if pc.keep {
+		if err != nil {
+			fd = -1
+		}
+		pc.opened(fd, err)
+		return
+	}
+	if err == nil {
+		syscall.Close(fd)
+	}
+	pc.done(err, elapsed)
+}
+
+// connect starts pc's connect.
+func (c *connector) connect(pc *pendingConnect) {
+	addr := pc.addr
+	fail := func(err error) { pc.report(-1, err, time.Since(pc.started)) }
 	ip := addr.Addr().Unmap()
 	family, sa := syscall.AF_INET, syscall.Sockaddr(nil)
 	if ip.Is4() {
@@ -118,8 +153,7 @@ func (c *connector) start(addr netip.AddrPort, timeout time.Duration, done conne
 	}
 	switch err {
 	case nil, syscall.EISCONN:
-		syscall.Close(fd)
-		done(nil, time.Since(started))
+		pc.report(fd, nil, time.Since(pc.started))
 		return
 	case syscall.EINPROGRESS, syscall.EALREADY:
 	default:
@@ -127,7 +161,7 @@ func (c *connector) start(addr netip.AddrPort, timeout time.Duration, done conne
 		fail(os.NewSyscallError("connect", err))
 		return
 	}
-	pc := &pendingConnect{fd: fd, addr: addr, started: started, deadline: started.Add(timeout), done: done}
+	pc.fd = fd
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()
@@ -248,16 +282,16 @@ func (c *connector) forget(pc *pendingConnect) {
 	heap.Remove(&c.byDue, pc.index)
 }
 
-// finish reads pc's outcome, closes its socket and reports.
+// finish reads pc's outcome and reports it; a failed connect's socket is
+// closed.
 func (c *connector) finish(pc *pendingConnect, now time.Time) {
 	elapsed := now.Sub(pc.started)
 	if pc.timedOut {
 		syscall.Close(pc.fd)
-		pc.done(&net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(pc.addr), Err: os.ErrDeadlineExceeded}, elapsed)
+		pc.report(-1, os.ErrDeadlineExceeded, elapsed)
 		return
 	}
 	errno, err := syscall.GetsockoptInt(pc.fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
-	syscall.Close(pc.fd)
 	switch {
 	case err != nil:
 		err = os.NewSyscallError("getsockopt", err)
@@ -265,10 +299,11 @@ func (c *connector) finish(pc *pendingConnect, now time.Time) {
 		err = os.NewSyscallError("connect", syscall.Errno(errno))
 	}
 	if err != nil {
-		pc.done(&net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(pc.addr), Err: err}, elapsed)
+		syscall.Close(pc.fd)
+		pc.report(-1, err, elapsed)
 		return
 	}
-	pc.done(nil, elapsed)
+	pc.report(pc.fd, nil, elapsed)
 }
 
 // deadlines is a min-heap of pending connects by deadline.

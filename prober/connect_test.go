@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
 	"github.com/tcpdispatch/tcpdispatch/store"
 )
 
@@ -234,4 +235,61 @@ func openFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+// TestConnectorOpenKeepsSocket: open hands over the connected socket, which
+// a link then holds with the dialer's keepalive settings; a refusal hands
+// over nothing.
+func TestConnectorOpenKeepsSocket(t *testing.T) {
+	c, _, _ := runConnector(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type opened struct {
+		fd  int
+		err error
+	}
+	open := func(ap netip.AddrPort) opened {
+		ch := make(chan opened, 1)
+		c.open(ap, time.Second, func(fd int, err error) { ch <- opened{fd, err} })
+		return <-ch
+	}
+	o := open(ln.Addr().(*net.TCPAddr).AddrPort())
+	if o.err != nil || o.fd < 0 {
+		t.Fatalf("open a listener: fd %d, %v", o.fd, o.err)
+	}
+	defer syscall.Close(o.fd)
+	peer, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	if err := setKeepAlive(o.fd, net.KeepAliveConfig{Enable: true, Idle: 2 * time.Second, Interval: 1500 * time.Millisecond, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []struct {
+		level, opt, v int
+		name          string
+	}{
+		{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1, "SO_KEEPALIVE"},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 2, "TCP_KEEPIDLE"},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 2, "TCP_KEEPINTVL"},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 1, "TCP_KEEPCNT"},
+	} {
+		if v, err := syscall.GetsockoptInt(o.fd, want.level, want.opt); err != nil || v != want.v {
+			t.Errorf("%s = %d (%v), want %d", want.name, v, err, want.v)
+		}
+	}
+	// The socket is the connection: what the peer writes arrives on it.
+	if _, err := peer.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1)
+	etcdtest.WaitFor(t, 5*time.Second, "the peer's byte on the opened socket", func() bool { n, _ := syscall.Read(o.fd, buf); return n == 1 })
+
+	if o := open(closedAddr(t)); o.err == nil || o.fd != -1 || !refused(o.err) {
+		t.Errorf("open a closed port: fd %d, %v; want -1 and a refusal", o.fd, o.err)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -120,6 +121,29 @@ func (t *term) openLink(ctx context.Context, e *entry) {
 	t.linkCount++
 	t.p.metrics.links.Set(float64(t.linkCount))
 	id, gen, addr := e.id, e.gen, e.addr
+	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Zone() == "" && t.conn != nil {
+		// Opened by the connector: no goroutine, and no net.Conn kept.
+		t.conn.open(ap, t.p.cfg.Timeout, func(fd int, err error) {
+			ev, polled := t.pollLink(l, fd, err, id, gen)
+			if polled {
+				return
+			}
+			ev.id, ev.gen, ev.l = id, gen, l
+			// Possibly called from Run's own goroutine (a connect that
+			// completed at once): never block on Run.
+			select {
+			case t.links <- ev:
+			default:
+				t.probes.Go(func() {
+					select {
+					case t.links <- ev:
+					case <-ctx.Done():
+					}
+				})
+			}
+		})
+		return
+	}
 	t.probes.Go(func() {
 		ev, polled := t.dialLink(ctx, l, addr, id, gen)
 		if polled {
@@ -158,6 +182,49 @@ func (t *term) dialLink(ctx context.Context, l *link, addr, id string, gen uint6
 	return linkEvent{}, true
 }
 
+// pollLink hands the socket the connector opened (fd, or err) to the
+// poller, as dialLink does a dialed connection.
+func (t *term) pollLink(l *link, fd int, err error, id string, gen uint64) (linkEvent, bool) {
+	if err != nil {
+		return linkEvent{err: err}, false
+	}
+	if err := setKeepAlive(fd, t.p.linkDialer.KeepAliveConfig); err != nil {
+		syscall.Close(fd)
+		return linkEvent{dialed: true, err: err}, false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		syscall.Close(fd)
+		return linkEvent{dialed: true, err: net.ErrClosed}, false
+	}
+	key, err := t.poller.addFD(fd, linkEvent{id: id, gen: gen, l: l, dialed: true})
+	if err != nil {
+		syscall.Close(fd)
+		return linkEvent{dialed: true, err: err}, false
+	}
+	l.id = key
+	l.open.Store(true)
+	return linkEvent{}, true
+}
+
+// setKeepAlive sets TCP keepalive on fd as net.Dialer does for cfg
+// (whole seconds).
+func setKeepAlive(fd int, cfg net.KeepAliveConfig) error {
+	secs := func(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
+	for _, o := range []struct{ level, opt, v int }{
+		{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, secs(cfg.Idle)},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, secs(cfg.Interval)},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, cfg.Count},
+	} {
+		if err := syscall.SetsockoptInt(fd, o.level, o.opt, o.v); err != nil {
+			return os.NewSyscallError("setsockopt", err)
+		}
+	}
+	return nil
+}
+
 // linkPoller watches every open link of a term with one epoll instance:
 // a link is idle, so any readiness is news (a close, a reset, a keepalive
 // timeout, or bytes a link should not carry). The conns stay registered
@@ -176,10 +243,12 @@ type linkPoller struct {
 	conns map[uint64]*polledLink
 }
 
-// polledLink is one link the poller holds.
+// polledLink is one link the poller holds: a dialed conn, or (conn nil)
+// a socket fd the connector opened, non-blocking and outside Go's poller.
 type polledLink struct {
 	conn     net.Conn
 	raw      syscall.RawConn
+	fd       int
 	ev       linkEvent // what to report when it ends
 	openedAt time.Time
 	read     int
@@ -237,6 +306,24 @@ func (p *linkPoller) add(conn net.Conn, ev linkEvent) (uint64, error) {
 	return key, nil
 }
 
+// addFD registers a connected socket the poller then owns; see add.
+func (p *linkPoller) addFD(fd int, ev linkEvent) (uint64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns == nil {
+		return 0, net.ErrClosed
+	}
+	p.next++
+	key := p.next
+	e := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP}
+	*(*uint64)(unsafe.Pointer(&e.Fd)) = key
+	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &e); err != nil {
+		return 0, os.NewSyscallError("epoll_ctl", err)
+	}
+	p.conns[key] = &polledLink{fd: fd, ev: ev, openedAt: time.Now()}
+	return key, nil
+}
+
 // remove closes the link key from the leader's side; false if it had
 // already ended.
 func (p *linkPoller) remove(key uint64) bool {
@@ -253,6 +340,11 @@ func (p *linkPoller) remove(key uint64) bool {
 
 // drop deregisters and closes pl.
 func (p *linkPoller) drop(pl *polledLink) {
+	if pl.conn == nil {
+		_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, pl.fd, nil)
+		syscall.Close(pl.fd)
+		return
+	}
 	_ = pl.raw.Control(func(fd uintptr) {
 		_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
 	})
@@ -326,7 +418,7 @@ func (p *linkPoller) check(key uint64) (linkEvent, bool) {
 	}
 	var rerr error
 	var buf [256]byte
-	err := pl.raw.Read(func(fd uintptr) bool {
+	drain := func(fd uintptr) bool {
 		for {
 			n, err := syscall.Read(int(fd), buf[:])
 			switch {
@@ -347,7 +439,13 @@ func (p *linkPoller) check(key uint64) (linkEvent, bool) {
 				return true
 			}
 		}
-	})
+	}
+	var err error
+	if pl.conn == nil {
+		drain(uintptr(pl.fd)) // non-blocking: returns on EAGAIN
+	} else {
+		err = pl.raw.Read(drain)
+	}
 	rerr = cmp.Or(rerr, err)
 	if rerr == nil {
 		return linkEvent{}, false

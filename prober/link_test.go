@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -42,12 +43,37 @@ func TestLinkPoller(t *testing.T) {
 	go func() { p.run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 
+	// Links alternate between a dialed conn (add) and a bare socket, as
+	// the connector opens them (addFD).
+	viaFD := false
 	open := func(id string) (uint64, net.Conn) {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
-		key, err := p.add(c, linkEvent{id: id, l: &link{}, dialed: true})
+		ev := linkEvent{id: id, l: &link{}, dialed: true}
+		viaFD = !viaFD
+		if !viaFD {
+			key, err := p.add(c, ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return key, <-accepted
+		}
+		f, err := c.(*net.TCPConn).File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, err := syscall.Dup(int(f.Fd()))
+		f.Close()
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.SetNonblock(fd, true); err != nil {
+			t.Fatal(err)
+		}
+		key, err := p.addFD(fd, ev)
 		if err != nil {
 			t.Fatal(err)
 		}
