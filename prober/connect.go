@@ -63,18 +63,8 @@ type connector struct {
 
 // newConnector creates the epoll instance.
 func newConnector(control func(network, address string, c syscall.RawConn) error) (*connector, error) {
-	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	epfd, f, raw, err := newEpoll("connect-epoll")
 	if err != nil {
-		return nil, os.NewSyscallError("epoll_create1", err)
-	}
-	if err := syscall.SetNonblock(epfd, true); err != nil {
-		syscall.Close(epfd)
-		return nil, os.NewSyscallError("fcntl", err)
-	}
-	f := os.NewFile(uintptr(epfd), "connect-epoll")
-	raw, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	return &connector{epfd: epfd, file: f, raw: raw, control: control, pending: make(map[int]*pendingConnect)}, nil

@@ -257,22 +257,32 @@ type polledLink struct {
 // newLinkPoller creates the epoll instance; ended receives the links that
 // end on the server's side.
 func newLinkPoller(ended chan<- linkEvent) (*linkPoller, error) {
-	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	epfd, f, raw, err := newEpoll("link-epoll")
 	if err != nil {
-		return nil, os.NewSyscallError("epoll_create1", err)
-	}
-	if err := syscall.SetNonblock(epfd, true); err != nil {
-		syscall.Close(epfd)
-		return nil, os.NewSyscallError("fcntl", err)
-	}
-	// Non-blocking, so os.NewFile registers it with Go's poller.
-	f := os.NewFile(uintptr(epfd), "link-epoll")
-	raw, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	return &linkPoller{epfd: epfd, file: f, raw: raw, ended: ended, conns: make(map[uint64]*polledLink)}, nil
+}
+
+// newEpoll creates a non-blocking epoll instance and registers it with
+// Go's poller (os.NewFile does for a non-blocking fd), so that it is
+// waited on there, never in a blocking epoll_wait.
+func newEpoll(name string) (int, *os.File, syscall.RawConn, error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return -1, nil, nil, os.NewSyscallError("epoll_create1", err)
+	}
+	if err := syscall.SetNonblock(epfd, true); err != nil {
+		syscall.Close(epfd)
+		return -1, nil, nil, os.NewSyscallError("fcntl", err)
+	}
+	f := os.NewFile(uintptr(epfd), name)
+	raw, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return -1, nil, nil, err
+	}
+	return epfd, f, raw, nil
 }
 
 // add registers conn; ev is reported, with the error and the time lived,
