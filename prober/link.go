@@ -514,14 +514,35 @@ func (t *term) linkClosed(ctx context.Context, ev linkEvent) {
 	}
 }
 
+// noticeRecheck is how long a notice probe that connected waits before it
+// connects once more. A process being killed closes its sockets one by
+// one: its link can end while its listener still accepts, so a notice
+// probe sent at once (microseconds later) may connect to a server that is
+// dying. The recheck, well inside noticeGather, sees it refused.
+const noticeRecheck = 15 * time.Millisecond
+
 // noticeProbe connects to e's addr at once, outside its schedule: a
-// refusal then takes it down at once (see apply). lost marks a link that
-// timed out.
+// refusal then takes it down at once (see apply); a connect that works is
+// tried again after noticeRecheck, and the second outcome counts. lost
+// marks a link that timed out. Notices are rare: the probe runs on a
+// goroutine, which may wait.
 func (t *term) noticeProbe(ctx context.Context, e *entry, lost bool) {
 	tg := target{id: e.id, addr: e.addr, notice: true, linkLost: lost}
 	gen := e.gen
 	t.inflight++
-	t.startProbe(ctx, tg, gen, 0)
+	t.probes.Go(func() {
+		first := tg
+		t.p.probeOne(ctx, &first, 0)
+		if first.ok {
+			select {
+			case <-ctx.Done():
+			case <-time.After(noticeRecheck):
+				first = tg
+				t.p.probeOne(ctx, &first, 0)
+			}
+		}
+		t.complete(result{target: first, gen: gen})
+	})
 }
 
 // refused reports whether err says nothing listens at the address: the

@@ -153,10 +153,36 @@ func (s *holdingServer) kill() {
 	s.conns = nil
 }
 
+// closeLinksFirst closes the server's connections, then, after a pause,
+// its listener: a dying process whose sockets close in that order accepts
+// the first notice probe.
+func (s *holdingServer) closeLinksFirst(pause time.Duration) {
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.conns = nil
+	s.mu.Unlock()
+	time.Sleep(pause)
+	s.kill()
+}
+
 // TestProberDeathNotice checks the persistent connection: a server process
 // that dies while its host stays up is down within milliseconds, long
-// before the next regular probe.
+// before the next regular probe, whichever of its sockets closes first.
 func TestProberDeathNotice(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kill func(*holdingServer)
+	}{
+		{"listener first", (*holdingServer).kill},
+		{"links first, listener 3ms later", func(s *holdingServer) { s.closeLinksFirst(3 * time.Millisecond) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testDeathNotice(t, tc.kill) })
+	}
+}
+
+func testDeathNotice(t *testing.T, kill func(*holdingServer)) {
 	e := newEnv(t)
 	srv := newHoldingServer(t)
 	e.waitSnapshot(t, e.register(t, "a", srv.addr))
@@ -169,7 +195,7 @@ func TestProberDeathNotice(t *testing.T) {
 	etcdtest.WaitFor(t, 10*time.Second, "a link to a", func() bool { return gauge(t, reg, "tcpdispatch_prober_links") == 1 })
 	time.Sleep(cfg.Interval + 100*time.Millisecond) // the link has held
 	killed := time.Now()
-	srv.kill()
+	kill(srv)
 	h := waitHealth(t, e.cli, e.keys, "a", "down", func(h store.Health, ok bool) bool { return ok && !h.Healthy })
 	if d := h.CheckedAt.Sub(killed); d > 100*time.Millisecond {
 		t.Errorf("a went down %v after its process died; want < 100ms (a death notice)", d)
