@@ -49,7 +49,20 @@ func TestScale(t *testing.T) {
 	c.waitServing(t)
 
 	// Register all 10,000 and wait for the first full verdict: a health
-	// record for every server, served by every replica.
+	// record for every server, served by every replica. With profiles
+	// asked for, every replica's CPU is profiled over the registration
+	// and the first verdict (the next 6 s), *-register-profile.pb.gz.
+	var regProfiles sync.WaitGroup
+	if profDir != "" {
+		for _, r := range c.replicas {
+			regProfiles.Go(func() {
+				if err := saveProfile(r.adminURL()+"/debug/pprof/profile?seconds=6", filepath.Join(profDir, r.name+"-register-profile.pb.gz")); err != nil {
+					t.Logf("profile %s: %v", r.name, err)
+				}
+			})
+		}
+		defer regProfiles.Wait()
+	}
 	regStart := time.Now()
 	// register writes every server's keys in transactions of 128 puts and
 	// returns the revision of the last.
