@@ -296,28 +296,21 @@ func (p *linkPoller) add(conn net.Conn, ev linkEvent) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.conns == nil {
-		return 0, net.ErrClosed
-	}
-	p.next++
-	key := p.next
-	var cerr error
+	var key uint64
+	var rerr error
 	err = raw.Control(func(fd uintptr) {
-		e := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP}
-		*(*uint64)(unsafe.Pointer(&e.Fd)) = key
-		cerr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &e)
+		key, rerr = p.register(int(fd), &polledLink{conn: conn, raw: raw, ev: ev})
 	})
-	if err = cmp.Or(err, cerr); err != nil {
-		return 0, os.NewSyscallError("epoll_ctl", err)
-	}
-	p.conns[key] = &polledLink{conn: conn, raw: raw, ev: ev, openedAt: time.Now()}
-	return key, nil
+	return key, cmp.Or(err, rerr)
 }
 
 // addFD registers a connected socket the poller then owns; see add.
 func (p *linkPoller) addFD(fd int, ev linkEvent) (uint64, error) {
+	return p.register(fd, &polledLink{fd: fd, ev: ev})
+}
+
+// register adds fd to the epoll set under a new key and holds pl for it.
+func (p *linkPoller) register(fd int, pl *polledLink) (uint64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.conns == nil {
@@ -330,7 +323,8 @@ func (p *linkPoller) addFD(fd int, ev linkEvent) (uint64, error) {
 	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &e); err != nil {
 		return 0, os.NewSyscallError("epoll_ctl", err)
 	}
-	p.conns[key] = &polledLink{fd: fd, ev: ev, openedAt: time.Now()}
+	pl.openedAt = time.Now()
+	p.conns[key] = pl
 	return key, nil
 }
 
