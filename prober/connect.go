@@ -87,16 +87,13 @@ func (c *connector) open(addr netip.AddrPort, timeout time.Duration, opened func
 	c.connect(&pendingConnect{addr: addr, started: now, deadline: now.Add(timeout), keep: true, opened: opened})
 }
 
-// report hands pc's outcome to its caller; fd is the connected socket,
-// closed here unless pc keeps it.
+// report hands pc's outcome to its caller; fd is the connected socket
+// (-1 with an error), closed here unless pc keeps it.
 func (pc *pendingConnect) report(fd int, err error, elapsed time.Duration) {
 	if err != nil {
 		err = &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(pc.addr), Err: err}
 	}
 	if pc.keep {
-		if err != nil {
-			fd = -1
-		}
 		pc.opened(fd, err)
 		return
 	}

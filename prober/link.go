@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -121,7 +120,7 @@ func (t *term) openLink(ctx context.Context, e *entry) {
 	t.linkCount++
 	t.p.metrics.links.Set(float64(t.linkCount))
 	id, gen, addr := e.id, e.gen, e.addr
-	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Zone() == "" && t.conn != nil {
+	if ap, ok := t.connectable(addr); ok {
 		// Opened by the connector: no goroutine, and no net.Conn kept.
 		t.conn.open(ap, t.p.cfg.Timeout, func(fd int, err error) {
 			ev, polled := t.pollLink(l, fd, err, id, gen)
@@ -166,15 +165,23 @@ func (t *term) dialLink(ctx context.Context, l *link, addr, id string, gen uint6
 	if err != nil {
 		return linkEvent{err: err}, false
 	}
+	return t.holdLink(l, id, gen, func() { conn.Close() },
+		func(ev linkEvent) (uint64, error) { return t.poller.add(conn, ev) })
+}
+
+// holdLink hands an open connection to the poller unless l was closed
+// meanwhile; release closes the connection when the poller does not take
+// it. It reports false with the event to send when the link did not open.
+func (t *term) holdLink(l *link, id string, gen uint64, release func(), add func(linkEvent) (uint64, error)) (linkEvent, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		conn.Close()
+		release()
 		return linkEvent{dialed: true, err: net.ErrClosed}, false
 	}
-	key, err := t.poller.add(conn, linkEvent{id: id, gen: gen, l: l, dialed: true})
+	key, err := add(linkEvent{id: id, gen: gen, l: l, dialed: true})
 	if err != nil {
-		conn.Close()
+		release()
 		return linkEvent{dialed: true, err: err}, false
 	}
 	l.id = key
@@ -192,20 +199,8 @@ func (t *term) pollLink(l *link, fd int, err error, id string, gen uint64) (link
 		syscall.Close(fd)
 		return linkEvent{dialed: true, err: err}, false
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		syscall.Close(fd)
-		return linkEvent{dialed: true, err: net.ErrClosed}, false
-	}
-	key, err := t.poller.addFD(fd, linkEvent{id: id, gen: gen, l: l, dialed: true})
-	if err != nil {
-		syscall.Close(fd)
-		return linkEvent{dialed: true, err: err}, false
-	}
-	l.id = key
-	l.open.Store(true)
-	return linkEvent{}, true
+	return t.holdLink(l, id, gen, func() { syscall.Close(fd) },
+		func(ev linkEvent) (uint64, error) { return t.poller.addFD(fd, ev) })
 }
 
 // setKeepAlive sets TCP keepalive on fd as net.Dialer does for cfg

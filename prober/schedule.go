@@ -475,12 +475,19 @@ func (t *term) dispatch(ctx context.Context, now time.Time, schedLag time.Durati
 	}
 }
 
+// connectable reports whether addr goes through the connector: an IP
+// literal without a zone, while the term has one.
+func (t *term) connectable(addr string) (netip.AddrPort, bool) {
+	ap, err := netip.ParseAddrPort(addr)
+	return ap, err == nil && ap.Addr().Zone() == "" && t.conn != nil
+}
+
 // startProbe runs tg's probe and hands its result to Run. A connect to an
 // IP literal goes through the connector (no goroutine while it waits); a
 // status pull, and a connect to a host name, run on a goroutine.
 func (t *term) startProbe(ctx context.Context, tg target, gen uint64, lag time.Duration) {
-	if t.conn != nil && (!tg.noDial || tg.statusURL == "") {
-		if ap, err := netip.ParseAddrPort(tg.addr); err == nil && ap.Addr().Zone() == "" {
+	if !tg.noDial || tg.statusURL == "" {
+		if ap, ok := t.connectable(tg.addr); ok {
 			t.conn.start(ap, t.p.cfg.Timeout, func(err error, elapsed time.Duration) {
 				t.p.dialed(&tg, err, elapsed, lag)
 				if !tg.ok || tg.statusURL == "" {
