@@ -507,7 +507,8 @@ func (t *term) linkClosed(ctx context.Context, ev linkEvent) {
 // connects once more. A process being killed closes its sockets one by
 // one: its link can end while its listener still accepts, so a notice
 // probe sent at once (microseconds later) may connect to a server that is
-// dying. The recheck, well inside noticeGather, sees it refused.
+// dying. The recheck, well inside noticeGather, sees it refused; the
+// results of others wait for it (see pass).
 const noticeRecheck = 15 * time.Millisecond
 
 // noticeProbe connects to e's addr at once, outside its schedule: a
@@ -519,6 +520,7 @@ func (t *term) noticeProbe(ctx context.Context, e *entry, lost bool) {
 	tg := target{id: e.id, addr: e.addr, notice: true, linkLost: lost}
 	gen := e.gen
 	t.inflight++
+	t.noticeOut++
 	t.probes.Go(func() {
 		first := tg
 		t.p.probeOne(ctx, &first, 0)

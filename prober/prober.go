@@ -559,24 +559,50 @@ func (p *Prober) hasPeers(ctx context.Context) bool {
 // longer registered, in fenced transactions of at most BatchSize writes.
 // Records that were written are removed from pending.
 func (p *Prober) flush(ctx context.Context, w Writer, snap *store.Snapshot, pending map[string]store.Health) error {
-	return p.flushSome(ctx, w, snap, pending, 0)
+	chunks, err := p.takeWrites(snap, pending, 0)
+	if err != nil {
+		return err
+	}
+	err = p.writeChunks(ctx, w, chunks)
+	for _, c := range chunks {
+		if c.err == nil {
+			for _, id := range c.ids {
+				if id != "" {
+					delete(pending, id)
+				}
+			}
+		}
+	}
+	return err
 }
 
-// flushSome is flush in at most maxTxns transactions (0: as many as it
-// takes); what does not fit stays pending.
-func (p *Prober) flushSome(ctx context.Context, w Writer, snap *store.Snapshot, pending map[string]store.Health, maxTxns int) error {
+// writeChunk is one transaction of a flush: puts of pending records
+// (ids[i], hs[i]) and deletions of orphaned ones (ids[i] == "").
+type writeChunk struct {
+	ops []clientv3.Op
+	ids []string
+	hs  []store.Health
+	err error // the transaction's outcome
+}
+
+// takeWrites encodes the pending records and the orphans' deletions into
+// transactions of at most BatchSize writes, at most maxTxns of them (0: as
+// many as it takes). It does not change pending.
+func (p *Prober) takeWrites(snap *store.Snapshot, pending map[string]store.Health, maxTxns int) ([]*writeChunk, error) {
 	var ops []clientv3.Op
 	var ids []string
+	var hs []store.Health
 	for id, h := range pending {
 		if maxTxns > 0 && len(ops) >= maxTxns*p.cfg.BatchSize {
 			break
 		}
 		b, err := json.Marshal(h)
 		if err != nil {
-			return fmt.Errorf("encode health of %s: %w", id, err)
+			return nil, fmt.Errorf("encode health of %s: %w", id, err)
 		}
 		ops = append(ops, clientv3.OpPut(p.keys.Health(id), string(b)))
 		ids = append(ids, id)
+		hs = append(hs, h)
 	}
 	for _, id := range snap.OrphanHealth() {
 		if maxTxns > 0 && len(ops) >= maxTxns*p.cfg.BatchSize {
@@ -587,21 +613,24 @@ func (p *Prober) flushSome(ctx context.Context, w Writer, snap *store.Snapshot, 
 		unregistered := clientv3.Compare(clientv3.CreateRevision(p.keys.Server(id)), "=", 0).WithPrefix()
 		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{unregistered}, []clientv3.Op{clientv3.OpDelete(p.keys.Health(id))}, nil))
 		ids = append(ids, "")
+		hs = append(hs, store.Health{})
 	}
+	var chunks []*writeChunk
+	for len(ops) > 0 {
+		n := min(len(ops), p.cfg.BatchSize)
+		chunks = append(chunks, &writeChunk{ops: ops[:n], ids: ids[:n], hs: hs[:n]})
+		ops, ids, hs = ops[n:], ids[n:], hs[n:]
+	}
+	return chunks, nil
+}
+
+// writeChunks commits the chunks, each in one fenced transaction, and
+// records each one's outcome in it. It returns the first error,
+// election.ErrNotLeader before any other.
+func (p *Prober) writeChunks(ctx context.Context, w Writer, chunks []*writeChunk) error {
 	// The transactions go to etcd flushParallel at a time: etcd commits
 	// proposals that arrive together in one raft entry and one fsync, so
 	// a term's first 10,000 records cost a few fsyncs, not a hundred.
-	type chunk struct {
-		ops []clientv3.Op
-		ids []string
-		err error
-	}
-	var chunks []*chunk
-	for len(ops) > 0 {
-		n := min(len(ops), p.cfg.BatchSize)
-		chunks = append(chunks, &chunk{ops: ops[:n], ids: ids[:n]})
-		ops, ids = ops[n:], ids[n:]
-	}
 	sem := make(chan struct{}, flushParallel)
 	var wg sync.WaitGroup
 	for _, c := range chunks {
@@ -625,11 +654,6 @@ func (p *Prober) flushSome(ctx context.Context, w Writer, snap *store.Snapshot, 
 		}
 		p.metrics.txns.Inc()
 		p.metrics.writes.Add(float64(len(c.ops)))
-		for _, id := range c.ids {
-			if id != "" {
-				delete(pending, id)
-			}
-		}
 	}
 	return first
 }

@@ -39,13 +39,18 @@ const batchGap = 5 * time.Millisecond
 // the next pass.
 const flushTxns = 2 * flushParallel
 
-// noticeGather is how long a death notice's result waits for others: the
-// links of servers that die together (a rack, a deploy gone wrong) close
-// within milliseconds of one another, and judging them in one batch lets
-// the suspect check see them together and writes them in one transaction,
-// so that replicas' mass-removal guard sees one update, as it did when a
-// round's verdicts were written together.
-const noticeGather = 30 * time.Millisecond
+// noticeGather is the longest a death notice's result waits for others:
+// the links of servers that die together (a rack, a deploy gone wrong)
+// close within milliseconds of one another, and judging them in one batch
+// lets the suspect check see them together and writes them in one
+// transaction, so that replicas' mass-removal guard sees one update, as it
+// did when a round's verdicts were written together. The wait ends sooner,
+// noticeQuiet after the last notice's result, once no notice probe is in
+// flight: a lone death is judged about noticeQuiet after its notice.
+const (
+	noticeGather = 30 * time.Millisecond
+	noticeQuiet  = 8 * time.Millisecond
+)
 
 // entry is one server's place in the schedule. Only Run's goroutine uses it.
 type entry struct {
@@ -139,9 +144,22 @@ type term struct {
 	urgent bool
 	// flushAfter delays writes after a failed one.
 	flushAfter time.Time
-	// noticeAt is when a death notice's result was first seen; results
-	// are held until noticeGather after it.
-	noticeAt time.Time
+	// writing is set while a flush's transactions are in flight, on their
+	// own goroutine so that probing and judging go on meanwhile; wrote
+	// brings back their outcome. One flush at a time: a newer record of a
+	// server is written after the one in flight.
+	writing bool
+	wrote   chan []*writeChunk
+	// beatOwed: the round ended with every check passed but records still
+	// being written; the heartbeat follows once they are.
+	beatOwed bool
+	// noticeAt is when a death notice's result was first seen, noticeLast
+	// when the last one was; results are held until noticeGather after the
+	// first, or noticeQuiet after the last once every notice probe is back
+	// (noticeOut started, noticesSeen of them done at the last pass).
+	noticeAt, noticeLast time.Time
+	noticeOut            int
+	noticesSeen          int
 	// exhaustedAt is when a socket last failed for want of descriptors.
 	exhaustedAt time.Time
 	// distrustUntil: until then no link vouches for its server. An up
@@ -174,12 +192,14 @@ type term struct {
 	// created, and every probe then dials on a goroutine.
 	conn *connector
 
-	mu       sync.Mutex // guards done
-	done     []result
-	ready    chan struct{} // signalled when done grows
-	probes   sync.WaitGroup
-	nofile   int // the open-file limit, for the capacity bound
-	lastBeat time.Time
+	mu   sync.Mutex // guards done and doneNotices
+	done []result
+	// doneNotices counts the notice probes' results in done.
+	doneNotices int
+	ready       chan struct{} // signalled when done grows
+	probes      sync.WaitGroup
+	nofile      int // the open-file limit, for the capacity bound
+	lastBeat    time.Time
 }
 
 // roundStats are one round's counts for the self-fault checks and the
@@ -203,7 +223,8 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 		trackers: make(map[string]*tracker), loads: make(map[string]*loadTracker),
 		entries: make(map[string]*entry), sheds: make(map[string]int64),
 		pending: make(map[string]store.Health), rb: newRebalancer(),
-		ready: make(chan struct{}, 1), links: make(chan linkEvent, 64), nofile: openFileLimit()}
+		ready: make(chan struct{}, 1), links: make(chan linkEvent, 64), wrote: make(chan []*writeChunk, 1),
+		nofile: openFileLimit()}
 	var err error
 	if !p.cfg.DisableLinks {
 		if t.poller, err = newLinkPoller(t.links); err != nil {
@@ -258,6 +279,10 @@ func (t *term) run(ctx context.Context) error {
 			coalesce = true
 		case ev := <-t.links:
 			t.linkClosed(ctx, ev)
+		case chunks := <-t.wrote:
+			if err := t.written(ctx, chunks, time.Now()); err != nil {
+				return err
+			}
 		}
 		if coalesce {
 			// Results arriving close together, and the snapshots of a
@@ -325,7 +350,11 @@ func (t *term) run(ctx context.Context) error {
 			next = t.queue[0].due
 		}
 		if !t.noticeAt.IsZero() {
-			if at := t.noticeAt.Add(noticeGather); at.Before(next) {
+			at := t.noticeAt.Add(noticeGather)
+			if quiet := t.noticeLast.Add(noticeQuiet); quiet.Before(at) {
+				at = quiet
+			}
+			if at.Before(next) {
 				next = at
 			}
 		}
@@ -512,6 +541,9 @@ func (t *term) startProbe(ctx context.Context, tg target, gen uint64, lag time.D
 func (t *term) complete(r result) {
 	t.mu.Lock()
 	t.done = append(t.done, r)
+	if r.notice {
+		t.doneNotices++
+	}
 	t.mu.Unlock()
 	select {
 	case t.ready <- struct{}{}:
@@ -522,22 +554,23 @@ func (t *term) complete(r result) {
 // pass judges the completed results and writes what changed.
 func (t *term) pass(ctx context.Context, now time.Time) error {
 	t.mu.Lock()
-	done := t.done
-	if t.noticeAt.IsZero() {
-		for _, r := range done {
-			if r.notice {
-				t.noticeAt = now
-				break
-			}
+	done, notices := t.done, t.doneNotices
+	if notices > 0 {
+		if t.noticeAt.IsZero() {
+			t.noticeAt = now
+		}
+		if notices > t.noticesSeen {
+			t.noticeLast, t.noticesSeen = now, notices
+		}
+		if now.Sub(t.noticeAt) < noticeGather && (t.noticeOut > notices || now.Sub(t.noticeLast) < noticeQuiet) {
+			// Let the notices of servers dying together gather.
+			t.mu.Unlock()
+			return nil
 		}
 	}
-	if !t.noticeAt.IsZero() && now.Sub(t.noticeAt) < noticeGather {
-		// Let the notices of servers dying together gather.
-		t.mu.Unlock()
-		return nil
-	}
-	t.noticeAt = time.Time{}
-	t.done = nil
+	t.noticeAt, t.noticeLast, t.noticesSeen = time.Time{}, time.Time{}, 0
+	t.noticeOut -= notices
+	t.done, t.doneNotices = nil, 0
 	t.mu.Unlock()
 	batch := make([]target, 0, len(done))
 	for _, r := range done {
@@ -581,7 +614,7 @@ func (t *term) pass(ctx context.Context, now time.Time) error {
 		t.apply(ctx, batch, now)
 	}
 	if t.urgent && !now.Before(t.flushAfter) {
-		return t.flush(ctx, now)
+		t.flush(ctx, now)
 	}
 	return nil
 }
@@ -719,26 +752,36 @@ func (t *term) endRound(ctx context.Context, now time.Time) error {
 	}
 	t.planRound(now)
 	p.metrics.rounds.Inc()
-	if len(t.pending) > 0 || len(t.snap.OrphanHealth()) > 0 {
-		if now.Before(t.flushAfter) {
-			return nil
-		}
-		if err := t.flush(ctx, now); err != nil || len(t.pending) > 0 {
-			return err
-		}
-	}
 	// The heartbeat vouches for every record of this epoch: only when all
 	// are written and none is held back, and only after the term wrote
 	// the records it probed (a record of an earlier epoch is not
 	// confirmed by it anyway).
-	if p.cfg.HeartbeatInterval > 0 && fault == "" && !r.held && now.Sub(t.lastBeat) >= p.cfg.HeartbeatInterval-p.cfg.Interval/2 {
-		if err := t.heartbeat(ctx, now); err != nil {
-			if errors.Is(err, election.ErrNotLeader) {
-				return err
-			}
-			if ctx.Err() == nil {
-				t.log.WithError(err).Warn("write heartbeat; retrying next round")
-			}
+	t.beatOwed = p.cfg.HeartbeatInterval > 0 && fault == "" && !r.held && now.Sub(t.lastBeat) >= p.cfg.HeartbeatInterval-p.cfg.Interval/2
+	if len(t.pending) > 0 || len(t.snap.OrphanHealth()) > 0 {
+		if !now.Before(t.flushAfter) {
+			t.flush(ctx, now)
+		}
+		return nil // the heartbeat, if owed, once the records are written
+	}
+	if t.writing {
+		return nil
+	}
+	return t.beat(ctx, now)
+}
+
+// beat writes the heartbeat if one is owed and nothing of the round under
+// way withholds it.
+func (t *term) beat(ctx context.Context, now time.Time) error {
+	if !t.beatOwed || t.round.held || t.round.fault != "" {
+		return nil
+	}
+	t.beatOwed = false
+	if err := t.heartbeat(ctx, now); err != nil {
+		if errors.Is(err, election.ErrNotLeader) {
+			return err
+		}
+		if ctx.Err() == nil {
+			t.log.WithError(err).Warn("write heartbeat; retrying next round")
 		}
 	}
 	return nil
@@ -759,24 +802,70 @@ func (t *term) planRound(now time.Time) {
 	}
 }
 
-// flush writes the pending records; on failure it holds writes back for
-// a round (retrying sooner would only add load to a struggling etcd).
-func (t *term) flush(ctx context.Context, now time.Time) error {
-	// A few transactions per pass: a term's first writes (one per server)
-	// must not hold up the probes due meanwhile, whose lateness would
-	// count as the leader's own fault.
-	err := t.p.flushSome(ctx, t.w, t.snap, t.pending, flushTxns)
-	if err == nil {
-		t.urgent = len(t.pending) > 0
+// flush starts writing the pending records, unless a flush is in flight:
+// a few transactions at a time, taken out of pending and put back if they
+// fail (see written).
+func (t *term) flush(ctx context.Context, now time.Time) {
+	if t.writing {
+		return
+	}
+	chunks, err := t.p.takeWrites(t.snap, t.pending, flushTxns)
+	if err != nil {
+		t.log.WithError(err).Warn("write health records; retrying next round")
+		t.flushAfter = now.Add(t.p.cfg.Interval)
+		return
+	}
+	for _, c := range chunks {
+		for _, id := range c.ids {
+			delete(t.pending, id) // "" (an orphan's deletion) is not there
+		}
+	}
+	t.urgent = len(t.pending) > 0
+	if len(chunks) == 0 {
+		return
+	}
+	t.writing = true
+	t.probes.Go(func() {
+		_ = t.p.writeChunks(ctx, t.w, chunks)
+		t.wrote <- chunks // never blocks: one flush at a time
+	})
+}
+
+// written takes a flush's outcome: the records of a failed transaction go
+// back to pending unless a newer one is there, and writes are held back
+// for a round (retrying sooner would only add load to a struggling etcd).
+// It returns election.ErrNotLeader if a write found leadership lost.
+func (t *term) written(ctx context.Context, chunks []*writeChunk, now time.Time) error {
+	t.writing = false
+	var first error
+	for _, c := range chunks {
+		if c.err == nil {
+			continue
+		}
+		if first == nil || errors.Is(c.err, election.ErrNotLeader) {
+			first = c.err
+		}
+		for i, id := range c.ids {
+			if _, newer := t.pending[id]; id != "" && !newer {
+				t.pending[id] = c.hs[i]
+			}
+		}
+	}
+	t.urgent = len(t.pending) > 0
+	if first != nil {
+		if errors.Is(first, election.ErrNotLeader) {
+			return first
+		}
+		if ctx.Err() == nil {
+			t.log.WithError(first).Warn("write health records; retrying next round")
+		}
+		t.flushAfter = now.Add(t.p.cfg.Interval)
+		t.beatOwed = false
 		return nil
 	}
-	if errors.Is(err, election.ErrNotLeader) {
-		return err
+	if len(t.pending) == 0 {
+		return t.beat(ctx, now)
 	}
-	if ctx.Err() == nil {
-		t.log.WithError(err).Warn("write health records; retrying next round")
-	}
-	t.flushAfter = now.Add(t.p.cfg.Interval)
 	return nil
 }
 
