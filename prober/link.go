@@ -41,6 +41,9 @@ const (
 	// before it gets none for linkBackoff.
 	linkMaxFails = 3
 	linkBackoff  = 10 * time.Minute
+	// linkMinLife: a link that ends sooner was closed by the server on
+	// accepting it, which says nothing about its death.
+	linkMinLife = 50 * time.Millisecond
 	// linkReserve is the open files kept free of links for everything
 	// else: probes in flight are counted apart; this covers etcd, HTTP
 	// listeners and kept-alive status pulls.
@@ -485,11 +488,20 @@ func (t *term) linkClosed(ctx context.Context, ev linkEvent) {
 		return
 	}
 	t.p.metrics.linkCloses.Inc()
-	if ev.lived >= t.p.cfg.Interval {
-		// A link that held: its end is news. (One the server closes at
-		// once says nothing about its death.) One that timed out was
-		// silent through a keepalive: that counts as a failure.
-		t.noticeProbe(ctx, e, isTimeout(ev.err))
+	// The end of a link that held is news; so is the end of a young one
+	// (a server killed just after it came up, its link opened at its
+	// second good probe), unless the server closed it on accepting it
+	// (within linkMinLife) or was seen closing young links while it
+	// stayed up: a server that closes idle connections says nothing by
+	// it, and gets no link for a while after linkMaxFails closes (below).
+	// A link that timed out was silent through a keepalive: that counts
+	// as a failure.
+	young := ev.lived < t.p.cfg.Interval
+	if !young || ev.lived >= linkMinLife && !e.closesLinks {
+		t.noticeProbe(ctx, e, isTimeout(ev.err), young)
+	}
+	if !young {
+		e.closesLinks = false
 	}
 	e.linkFails++
 	if ev.lived >= linkBackoff/10 {
@@ -514,11 +526,12 @@ const noticeRecheck = 15 * time.Millisecond
 // noticeProbe connects to e's addr at once, outside its schedule: a
 // refusal then takes it down at once (see apply); a connect that works is
 // tried again after noticeRecheck, and the second outcome counts. lost
-// marks a link that timed out. Notices are rare: the probe runs on a
-// goroutine, which may wait.
-func (t *term) noticeProbe(ctx context.Context, e *entry, lost bool) {
-	tg := target{id: e.id, addr: e.addr, notice: true, linkLost: lost}
+// marks a link that timed out, young one that ended within an interval.
+// Notices are rare: the probe runs on a goroutine, which may wait.
+func (t *term) noticeProbe(ctx context.Context, e *entry, lost, young bool) {
+	tg := target{id: e.id, addr: e.addr, notice: true, linkLost: lost, youngLink: young}
 	gen := e.gen
+	t.p.metrics.noticeProbes.Inc()
 	t.inflight++
 	t.noticeOut++
 	t.probes.Go(func() {

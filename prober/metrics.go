@@ -19,7 +19,7 @@ type metrics struct {
 
 	capacity, links                  prometheus.Gauge
 	deferred, linkCloses, heartbeats prometheus.Counter
-	deathNotices                     prometheus.Counter
+	deathNotices, noticeProbes       prometheus.Counter
 	vouched                          prometheus.Counter
 }
 
@@ -62,7 +62,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		deferred: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_deferred_probes_total",
 			Help: "Probes started late because the in-flight capacity was full."}),
 		linkCloses: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_link_closes_total",
-			Help: "Persistent connections closed by the server side (each checked at once by a notice probe)."}),
+			Help: "Persistent connections closed by the server side."}),
+		noticeProbes: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_notice_probes_total",
+			Help: "Connects made at once because a server's persistent connection ended (not for links the server closes on accepting them or, once seen, within an interval while it stays up)."}),
 		deathNotices: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_death_notices_total",
 			Help: "Servers taken down at once: their persistent connection closed and a connect was refused."}),
 		vouched: prometheus.NewCounter(prometheus.CounterOpts{Name: "tcpdispatch_prober_vouched_total",
@@ -71,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Heartbeats written (one per interval while the leader vouches for its records)."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.capacity, m.links, m.deferred, m.linkCloses, m.deathNotices, m.vouched, m.heartbeats, m.rounds, m.transitions, m.failures, m.txns, m.writes, m.latency, m.statusFailures,
+		for _, c := range []prometheus.Collector{m.capacity, m.links, m.deferred, m.linkCloses, m.deathNotices, m.noticeProbes, m.vouched, m.heartbeats, m.rounds, m.transitions, m.failures, m.txns, m.writes, m.latency, m.statusFailures,
 			m.localFailures, m.suspectRounds, m.heldVerdicts, m.selfFaultRounds, m.opinionsServed, m.opinionsRejected, m.opinionFailures, m.lag} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register prober metrics: %w", err)

@@ -418,6 +418,10 @@ type target struct {
 	// linkLost marks the notice probe of a link that timed out (TCP
 	// keepalive unanswered): that silence counts as one failure.
 	linkLost bool
+	// youngLink marks the notice probe of a link that ended within an
+	// interval of opening: if the server still accepts, it is one that
+	// closes idle connections (see entry.closesLinks).
+	youngLink bool
 	// timedOut is set when the probe failed by timing out (not local):
 	// the server, or the path to it, went silent.
 	timedOut bool

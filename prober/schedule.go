@@ -67,6 +67,11 @@ type entry struct {
 	// linkAfter is when the next link may be tried.
 	linkFails int
 	linkAfter time.Time
+	// closesLinks is set when a link ended within an interval while the
+	// server stayed up (its notice probe connected): the end of its next
+	// young link says nothing, and sends no notice probe. A link that
+	// holds an interval clears it.
+	closesLinks bool
 	// dialedAt is when its last connect probe started; probedOK is set
 	// while its last probe (connect, and status pull when it has a status
 	// URL) worked: only then may something else vouch for it (see
@@ -404,7 +409,7 @@ func (t *term) sync(snap *store.Snapshot, now time.Time) {
 			e.addr, e.statusURL = s.Addr, s.StatusURL
 			e.gen++
 			t.closeLink(e)
-			e.linkFails, e.linkAfter = 0, time.Time{}
+			e.linkFails, e.linkAfter, e.closesLinks = 0, time.Time{}, false
 		}
 		tr := t.trackers[s.ID]
 		if tr == nil || tr.addr != s.Addr {
@@ -583,6 +588,15 @@ func (t *term) pass(ctx context.Context, now time.Time) error {
 		}
 		if e == nil || r.gen != e.gen {
 			continue // removed or re-addressed meanwhile
+		}
+		switch {
+		case r.notice && r.ok && r.youngLink:
+			e.closesLinks = true
+		case r.notice && r.refused:
+			// The link ended with its server's death: not a link it
+			// closed while staying up, which would count against its
+			// next one (linkMaxFails).
+			e.linkFails, e.linkAfter = 0, time.Time{}
 		}
 		if !r.notice && !r.vouched {
 			e.probedOK = r.ok

@@ -121,8 +121,11 @@ type holdingServer struct {
 	wg    sync.WaitGroup
 }
 
-func newHoldingServer(t *testing.T) *holdingServer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func newHoldingServer(t *testing.T) *holdingServer { return holdingServerAt(t, "127.0.0.1:0") }
+
+// holdingServerAt is newHoldingServer listening on addr.
+func holdingServerAt(t *testing.T, addr string) *holdingServer {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,20 +172,25 @@ func (s *holdingServer) closeLinksFirst(pause time.Duration) {
 
 // TestProberDeathNotice checks the persistent connection: a server process
 // that dies while its host stays up is down within milliseconds, long
-// before the next regular probe, whichever of its sockets closes first.
+// before the next regular probe, whichever of its sockets closes first and
+// however young its link (a server killed just after it came up).
 func TestProberDeathNotice(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		kill func(*holdingServer)
+		held time.Duration // how long the link is open before the kill
 	}{
-		{"listener first", (*holdingServer).kill},
-		{"links first, listener 3ms later", func(s *holdingServer) { s.closeLinksFirst(3 * time.Millisecond) }},
+		{"listener first", (*holdingServer).kill, time.Second + 100*time.Millisecond},
+		{"links first, listener 3ms later", func(s *holdingServer) { s.closeLinksFirst(3 * time.Millisecond) }, time.Second + 100*time.Millisecond},
+		{"a link open for 200ms", (*holdingServer).kill, 200 * time.Millisecond},
 	} {
-		t.Run(tc.name, func(t *testing.T) { testDeathNotice(t, tc.kill) })
+		t.Run(tc.name, func(t *testing.T) { testDeathNotice(t, tc.kill, tc.held) })
 	}
 }
 
-func testDeathNotice(t *testing.T, kill func(*holdingServer)) {
+// linkedProber runs a prober at a 1 s interval (so that links are young
+// for a while) over one holding server registered as "a".
+func linkedProber(t *testing.T) (*env, *holdingServer, *Prober, *prometheus.Registry) {
 	e := newEnv(t)
 	srv := newHoldingServer(t)
 	e.waitSnapshot(t, e.register(t, "a", srv.addr))
@@ -191,9 +199,14 @@ func testDeathNotice(t *testing.T, kill func(*holdingServer)) {
 	p, reg := newTestProber(t, cfg, e.keys, e.w)
 	wr := newFencedWriter(t, e.cli, "leader")
 	runInBackground(t, "prober", func(ctx context.Context) error { return p.Run(ctx, wr) })
+	return e, srv, p, reg
+}
+
+func testDeathNotice(t *testing.T, kill func(*holdingServer), held time.Duration) {
+	e, srv, p, reg := linkedProber(t)
 	waitHealth(t, e.cli, e.keys, "a", "up", func(h store.Health, ok bool) bool { return ok && h.Healthy })
 	etcdtest.WaitFor(t, 10*time.Second, "a link to a", func() bool { return gauge(t, reg, "tcpdispatch_prober_links") == 1 })
-	time.Sleep(cfg.Interval + 100*time.Millisecond) // the link has held
+	time.Sleep(held)
 	killed := time.Now()
 	kill(srv)
 	h := waitHealth(t, e.cli, e.keys, "a", "down", func(h store.Health, ok bool) bool { return ok && !h.Healthy })
@@ -313,5 +326,65 @@ func TestFirstProbeEarly(t *testing.T) {
 		if want := phaseDue(id, now, interval); !e.due.Equal(want) || e.first {
 			t.Errorf("%s: after its first turn due %v first %v; want its phase %v", id, e.due, e.first, want)
 		}
+	}
+}
+
+// TestProberIdleTimeoutServer: a server that closes idle connections
+// after 150 ms (its links end young while it stays up) costs one notice
+// probe, not one per link, and stays up.
+func TestProberIdleTimeoutServer(t *testing.T) {
+	e := newEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				time.Sleep(150 * time.Millisecond)
+				c.Close()
+			})
+		}
+	})
+	e.waitSnapshot(t, e.register(t, "a", ln.Addr().String()))
+	cfg := testConfig()
+	cfg.Interval, cfg.Timeout = time.Second, 500*time.Millisecond
+	p, _ := newTestProber(t, cfg, e.keys, e.w)
+	wr := newFencedWriter(t, e.cli, "leader")
+	runInBackground(t, "prober", func(ctx context.Context) error { return p.Run(ctx, wr) })
+	etcdtest.WaitFor(t, 20*time.Second, "three links closed by the server", func() bool {
+		return testutil.ToFloat64(p.metrics.linkCloses) >= linkMaxFails
+	})
+	time.Sleep(100 * time.Millisecond) // a notice probe of the last close would have started
+	if n := testutil.ToFloat64(p.metrics.noticeProbes); n != 1 {
+		t.Errorf("%v notice probes for %d young links of a live server; want 1", n, linkMaxFails)
+	}
+	if h, ok := getHealth(t, e.cli, e.keys, "a"); !ok || !h.Healthy {
+		t.Errorf("a = %+v (recorded %v); want up", h, ok)
+	}
+}
+
+// TestProberRepeatedDeaths: a server that dies again and again (restarted
+// each time, killed once its new link is open) is taken down by a death
+// notice every time: a link that ended with its server's death does not
+// count against the server's next link as one it closed while up would.
+func TestProberRepeatedDeaths(t *testing.T) {
+	e, srv, p, reg := linkedProber(t)
+	for i := range linkMaxFails + 1 {
+		waitHealth(t, e.cli, e.keys, "a", "up", func(h store.Health, ok bool) bool { return ok && h.Healthy })
+		etcdtest.WaitFor(t, 10*time.Second, "a link to a", func() bool { return gauge(t, reg, "tcpdispatch_prober_links") == 1 })
+		time.Sleep(200 * time.Millisecond)
+		srv.kill()
+		waitHealth(t, e.cli, e.keys, "a", "down", func(h store.Health, ok bool) bool { return ok && !h.Healthy })
+		if n := testutil.ToFloat64(p.metrics.deathNotices); n != float64(i+1) {
+			t.Fatalf("death %d: %v death notices; want %d", i+1, n, i+1)
+		}
+		srv = holdingServerAt(t, srv.addr)
 	}
 }
