@@ -187,6 +187,9 @@ type term struct {
 	// statusServers counts the servers with a status URL: each holds a
 	// kept-alive connection.
 	statusServers int
+	// linkable holds, during a pass, the servers whose good probe may
+	// open their link.
+	linkable []*entry
 
 	// links is closed-link notices from persistent connections.
 	links chan linkEvent
@@ -616,12 +619,8 @@ func (t *term) pass(ctx context.Context, now time.Time) error {
 			}
 		}
 		batch = append(batch, r.target)
-		// A link opens after the second good probe of the term, not the
-		// first: a term's first records (every server at once when it
-		// starts or a fleet registers) are not held up by as many dials
-		// again.
-		if r.ok && !r.local && !e.written.IsZero() && e.link == nil && e.statusURL == "" && !t.p.cfg.DisableLinks && !now.Before(e.linkAfter) {
-			t.openLink(ctx, e)
+		if r.ok && !r.local && e.link == nil && e.statusURL == "" && !t.p.cfg.DisableLinks && !now.Before(e.linkAfter) {
+			t.linkable = append(t.linkable, e)
 		}
 	}
 	if len(batch) > 0 {
@@ -630,6 +629,18 @@ func (t *term) pass(ctx context.Context, now time.Time) error {
 	if t.urgent && !now.Before(t.flushAfter) {
 		t.flush(ctx, now)
 	}
+	// A link opens at a server's first good probe, once its record is
+	// written or being written (a server killed a second after it came
+	// up dies by a notice too), and after this pass's flush has started:
+	// a term's first records (every server at once when it starts or a
+	// fleet registers) are not held up by as many dials.
+	for _, e := range t.linkable {
+		if !e.written.IsZero() && e.link == nil {
+			t.openLink(ctx, e)
+		}
+	}
+	clear(t.linkable)
+	t.linkable = t.linkable[:0]
 	return nil
 }
 
