@@ -322,11 +322,6 @@ func (c *cluster) waitFullVerdict(tb testing.TB, n int, d time.Duration) (time.T
 
 // waitRevision waits until every replica serves revision rev or later.
 func (c *cluster) waitRevision(rev int64, deadline time.Time) (time.Time, bool) {
-	return c.waitRevisionEvery(rev, deadline, 20*time.Millisecond)
-}
-
-// waitRevisionEvery is waitRevision asking every replica each period.
-func (c *cluster) waitRevisionEvery(rev int64, deadline time.Time, period time.Duration) (time.Time, bool) {
 	for time.Now().Before(deadline) {
 		all := true
 		for _, r := range c.replicas {
@@ -338,7 +333,7 @@ func (c *cluster) waitRevisionEvery(rev int64, deadline time.Time, period time.D
 		if all {
 			return time.Now(), true
 		}
-		time.Sleep(period)
+		time.Sleep(20 * time.Millisecond)
 	}
 	return time.Time{}, false
 }

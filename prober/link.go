@@ -490,7 +490,7 @@ func (t *term) linkClosed(ctx context.Context, ev linkEvent) {
 	t.p.metrics.linkCloses.Inc()
 	// The end of a link that held is news; so is the end of a young one
 	// (a server killed just after it came up, its link opened at its
-	// second good probe), unless the server closed it on accepting it
+	// first good probe), unless the server closed it on accepting it
 	// (within linkMinLife) or was seen closing young links while it
 	// stayed up: a server that closes idle connections says nothing by
 	// it, and gets no link for a while after linkMaxFails closes (below).

@@ -154,7 +154,7 @@ type term struct {
 	// brings back their outcome. One flush at a time: a newer record of a
 	// server is written after the one in flight.
 	writing bool
-	wrote   chan []*writeChunk
+	wrote   chan flushed
 	// beatOwed: the round ended with every check passed but records still
 	// being written; the heartbeat follows once they are.
 	beatOwed bool
@@ -231,7 +231,7 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 		trackers: make(map[string]*tracker), loads: make(map[string]*loadTracker),
 		entries: make(map[string]*entry), sheds: make(map[string]int64),
 		pending: make(map[string]store.Health), rb: newRebalancer(),
-		ready: make(chan struct{}, 1), links: make(chan linkEvent, 64), wrote: make(chan []*writeChunk, 1),
+		ready: make(chan struct{}, 1), links: make(chan linkEvent, 64), wrote: make(chan flushed, 1),
 		nofile: openFileLimit()}
 	var err error
 	if !p.cfg.DisableLinks {
@@ -287,8 +287,8 @@ func (t *term) run(ctx context.Context) error {
 			coalesce = true
 		case ev := <-t.links:
 			t.linkClosed(ctx, ev)
-		case chunks := <-t.wrote:
-			if err := t.written(ctx, chunks, time.Now()); err != nil {
+		case f := <-t.wrote:
+			if err := t.written(ctx, f, time.Now()); err != nil {
 				return err
 			}
 		}
@@ -851,24 +851,27 @@ func (t *term) flush(ctx context.Context, now time.Time) {
 	}
 	t.writing = true
 	t.probes.Go(func() {
-		_ = t.p.writeChunks(ctx, t.w, chunks)
-		t.wrote <- chunks // never blocks: one flush at a time
+		err := t.p.writeChunks(ctx, t.w, chunks)
+		t.wrote <- flushed{chunks, err} // never blocks: one flush at a time
 	})
+}
+
+// flushed is a flush's outcome: its chunks, each with its own, and the
+// first error (election.ErrNotLeader before any other).
+type flushed struct {
+	chunks []*writeChunk
+	err    error
 }
 
 // written takes a flush's outcome: the records of a failed transaction go
 // back to pending unless a newer one is there, and writes are held back
 // for a round (retrying sooner would only add load to a struggling etcd).
 // It returns election.ErrNotLeader if a write found leadership lost.
-func (t *term) written(ctx context.Context, chunks []*writeChunk, now time.Time) error {
+func (t *term) written(ctx context.Context, f flushed, now time.Time) error {
 	t.writing = false
-	var first error
-	for _, c := range chunks {
+	for _, c := range f.chunks {
 		if c.err == nil {
 			continue
-		}
-		if first == nil || errors.Is(c.err, election.ErrNotLeader) {
-			first = c.err
 		}
 		for i, id := range c.ids {
 			if _, newer := t.pending[id]; id != "" && !newer {
@@ -877,12 +880,12 @@ func (t *term) written(ctx context.Context, chunks []*writeChunk, now time.Time)
 		}
 	}
 	t.urgent = len(t.pending) > 0
-	if first != nil {
-		if errors.Is(first, election.ErrNotLeader) {
-			return first
+	if f.err != nil {
+		if errors.Is(f.err, election.ErrNotLeader) {
+			return f.err
 		}
 		if ctx.Err() == nil {
-			t.log.WithError(first).Warn("write health records; retrying next round")
+			t.log.WithError(f.err).Warn("write health records; retrying next round")
 		}
 		t.flushAfter = now.Add(t.p.cfg.Interval)
 		t.beatOwed = false
