@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/tcpdispatch/tcpdispatch/client"
+	"github.com/tcpdispatch/tcpdispatch/internal/etcdtest"
 )
 
 // binDir holds bin/dispatcher and bin/tcpserver; TestMain builds them when
@@ -164,26 +165,9 @@ func (p *proc) stop() {
 	}
 }
 
-// freePorts returns n distinct loopback ports that were free a moment ago.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return ports
-}
+// freePorts returns n distinct loopback ports that were free a moment ago,
+// below the kernel's ephemeral range (see etcdtest.FreePorts).
+func freePorts(t testing.TB, n int) []int { return etcdtest.FreePorts(t, n) }
 
 // replica is one bin/dispatcher process.
 type replica struct {

@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"sync"
@@ -135,15 +136,44 @@ func (m *Member) Client(t testing.TB) *clientv3.Client {
 	return cli
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago; see
+// FreePorts.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
+	return FreePorts(t, 1)[0]
+}
+
+// Ports handed out by FreePorts lie below the kernel's ephemeral range
+// (32768–60999 here): a port the kernel picks for a listener on :0 is one
+// any outgoing connection may take as its source port between the moment
+// it is released and the moment the caller binds it again, whereas a port
+// outside the range is only ever taken by another listener.
+const minPort, maxPort = 20000, 32000
+
+// FreePorts returns n distinct loopback TCP ports that were free a moment
+// ago, chosen at random below the kernel's ephemeral range.
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	ports := make([]int, 0, n)
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for try := 0; len(ports) < n; try++ {
+		if try == 100*n {
+			t.Fatalf("free ports: found %d of %d between %d and %d", len(ports), n, minPort, maxPort)
+		}
+		port := minPort + rand.IntN(maxPort-minPort)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // taken
+		}
+		ls = append(ls, l) // held until all are found: distinct
+		ports = append(ports, port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 func mustURL(t testing.TB, s string) *url.URL {
