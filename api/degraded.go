@@ -50,7 +50,7 @@ func (s *Server) headTCPIP(r *reply, snap *store.Snapshot, q *query, exclude []s
 // in exclude.
 func anyServable(snap *store.Snapshot, exclude []string) bool {
 	for i := range snap.Servers {
-		srv := &snap.Servers[i]
+		srv := snap.Servers[i]
 		if !srv.Eligible {
 			continue
 		}

@@ -101,7 +101,7 @@ func (s *Server) metricsHandler(g prometheus.Gatherer) http.Handler {
 
 // writeServerFamilies writes the per-server families of servers in the
 // text exposition format.
-func writeServerFamilies(w *bufio.Writer, servers []store.Server) {
+func writeServerFamilies(w *bufio.Writer, servers []*store.Server) {
 	var num [32]byte
 	for _, f := range serverFamilies {
 		w.WriteString("# HELP ")
@@ -113,8 +113,7 @@ func writeServerFamilies(w *bufio.Writer, servers []store.Server) {
 		w.WriteByte(' ')
 		w.WriteString(f.typ)
 		w.WriteByte('\n')
-		for i := range servers {
-			srv := &servers[i]
+		for _, srv := range servers {
 			w.WriteString(f.name)
 			w.WriteString(`{server="`)
 			writeLabelValue(w, srv.ID)

@@ -85,16 +85,16 @@ func parseServersPage(q url.Values) (serversPage, error) {
 // the next page ("" when this one reaches the end). Servers are sorted by
 // id, so a cursor is the last id returned and the page starts with a
 // binary search: O(log n + what it skips and returns).
-func (p serversPage) page(servers []store.Server) (out []*store.Server, next string) {
+func (p serversPage) page(servers []*store.Server) (out []*store.Server, next string) {
 	i := 0
 	if p.after != "" {
-		i, _ = slices.BinarySearchFunc(servers, p.after, func(s store.Server, id string) int { return strings.Compare(s.ID, id) })
+		i, _ = slices.BinarySearchFunc(servers, p.after, func(s *store.Server, id string) int { return strings.Compare(s.ID, id) })
 		if i < len(servers) && servers[i].ID == p.after {
 			i++
 		}
 	}
 	for ; i < len(servers); i++ {
-		srv := &servers[i]
+		srv := servers[i]
 		if len(p.states) > 0 && !slices.Contains(p.states, srv.State) {
 			continue
 		}

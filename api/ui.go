@@ -101,7 +101,7 @@ func (s *Server) fleet(c echo.Context) error {
 	}
 	picks := make([]int64, len(snap.Servers))
 	for i := range snap.Servers {
-		srv := &snap.Servers[i]
+		srv := snap.Servers[i]
 		picks[i] = srv.Picks()
 		fs := fleetServer{ID: srv.ID, Addr: srv.Addr, State: srv.State, Reason: srv.Reason, Since: srv.Since,
 			Weight: srv.Weight, EffectiveWeight: srv.EffectiveWeight, Eligible: srv.Eligible, Report: srv.Report,

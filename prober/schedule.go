@@ -387,7 +387,7 @@ func (t *term) sync(snap *store.Snapshot, now time.Time) {
 	t.syncs++
 	t.statusServers = 0
 	for i := range snap.Servers {
-		s := &snap.Servers[i]
+		s := snap.Servers[i]
 		if s.Addr == "" {
 			continue
 		}

@@ -305,9 +305,9 @@ func TestFirstProbeEarly(t *testing.T) {
 	now := time.Date(2026, 12, 1, 0, 0, 0, 30_000_000, time.UTC)
 	var snap store.Snapshot
 	for i := range 200 {
-		snap.Servers = append(snap.Servers, store.Server{ID: fmt.Sprintf("new%03d", i), Addr: "127.0.0.1:1"})
+		snap.Servers = append(snap.Servers, &store.Server{ID: fmt.Sprintf("new%03d", i), Addr: "127.0.0.1:1"})
 	}
-	snap.Servers = append(snap.Servers, store.Server{ID: "known", Addr: "127.0.0.1:2"})
+	snap.Servers = append(snap.Servers, &store.Server{ID: "known", Addr: "127.0.0.1:2"})
 	tm.sync(&snap, now)
 	for id, e := range tm.entries {
 		if id == "known" {

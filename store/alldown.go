@@ -7,26 +7,24 @@ package store
 // took out (drained, weight 0) are used only when no other server has a
 // valid addr: a client is better off trying a server the leader could not reach, or one being drained,
 // than getting no answer at all, but operator intent still comes first.
-func serveAllDown(servers []Server) (allDown bool) {
-	for i := range servers {
-		if servers[i].Eligible {
+func serveAllDown(in []policyIn, out []decision) (allDown bool) {
+	for i := range out {
+		if out[i].eligible {
 			return false
 		}
 	}
 	undrained := false
-	for i := range servers {
-		srv := &servers[i]
-		if srv.Addr != "" && !srv.Draining && srv.Weight > 0 {
+	for i := range in {
+		if x := &in[i]; x.hasAddr && !x.draining && x.weight > 0 {
 			undrained = true
 			break
 		}
 	}
-	for i := range servers {
-		srv := &servers[i]
-		if srv.Addr == "" || undrained && (srv.Draining || srv.Weight <= 0) {
+	for i := range in {
+		if x := &in[i]; !x.hasAddr || undrained && (x.draining || x.weight <= 0) {
 			continue
 		}
-		srv.Eligible, srv.Degraded, srv.EffectiveWeight = true, true, max(srv.Weight, 1)
+		out[i].eligible, out[i].degraded, out[i].effective = true, true, max(in[i].weight, 1)
 		allDown = true
 	}
 	return allDown

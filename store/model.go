@@ -50,6 +50,19 @@ type model struct {
 	heartbeat Heartbeat
 	// alarms describes etcd's raised alarms (see alarms.go).
 	alarms []string
+	// flat is the flat view of the last build's servers (see flat), in
+	// order; lastOut holds the decisions of the last snapshot while
+	// flat.out takes the next ones. rederive says a build failed: the
+	// next derives every entry again.
+	flat     flat
+	lastOut  []decision
+	rederive bool
+	// dirty lists the servers marked dirty since the last build; reporters
+	// those whose entry applies a report (serverState.reporting); updated
+	// the indices of entries replaced by update during a build.
+	dirty     []*serverState
+	reporters []*serverState
+	updated   []int
 	// lastPicker is the picker of the last build, whose schedule or ring
 	// the next build reuses when its inputs did not change.
 	lastPicker *balancer.Picker
@@ -160,12 +173,15 @@ type serverState struct {
 	picks *balancer.Counter
 
 	// dirty says a key of the server or its health record changed since
-	// its entry was derived; a build derives it again (see refresh) and
-	// copies the others from the last snapshot (m.last.Servers[idx]): a
-	// change of k servers costs O(k) work beyond flat copies, and the
-	// entry is kept once, in the snapshot, not a second time here.
+	// its entry was derived (the server is then in model.dirty); a build
+	// derives it again (see refresh) and shares the others' entries with
+	// the last snapshot (m.last.Servers[idx]): a change of k servers costs
+	// O(k) work beyond flat passes, and the entry is kept once, in the
+	// snapshots, not a second time here.
 	dirty bool
 	idx   int
+	// reporting says the server is in model.reporters.
+	reporting bool
 	// draining is the entry's Draining before a report's own flag.
 	draining bool
 	// report is the health record in force when it carries a load report,
@@ -202,8 +218,16 @@ func (m *model) touch(kind keyspace.Kind, id string) {
 	switch kind {
 	case keyspace.KindServerField, keyspace.KindHealth:
 		if s := m.servers[id]; s != nil {
-			s.dirty = true
+			m.markDirty(s)
 		}
+	}
+}
+
+// markDirty marks s for refresh by the next build.
+func (m *model) markDirty(s *serverState) {
+	if !s.dirty {
+		s.dirty = true
+		m.dirty = append(m.dirty, s)
 	}
 }
 
@@ -393,7 +417,7 @@ func (m *model) del(key string) {
 		if s == nil {
 			return
 		}
-		s.dirty = true
+		m.markDirty(s)
 		switch name {
 		case keyspace.FieldAddr:
 			s.addr.clear()
@@ -488,11 +512,16 @@ func (m *model) endRelist() {
 // on now (slow start, report expiry); the snapshot's RebuildAt says when
 // they next change without any etcd event.
 //
-// Cost: the servers whose keys changed since the last build are derived
-// again (refresh); every other entry is copied as it was. What remains
-// proportional to the fleet is flat: one copy of the entries, the weight
-// policy's arithmetic over them, and the picker's prefix sums. Sorting the
-// ids, and placing a hash ring, happen only when servers join or leave.
+// Cost: without joins or leaves, a build visits only the servers marked
+// dirty since the last one (a key or the health record changed) and those
+// applying a load report (whose freshness depends on now), and allocates
+// an entry only for a server whose fields changed; every other entry is
+// the last snapshot's, shared. The passes over the whole fleet (the weight
+// policy, finding the decisions that changed, the verdict summary, the
+// picker's arrays) stream through the flat view, not the entries: 0.7 ms
+// and 0.65 MB at 10,000 servers (BenchmarkRebuild). A join or leave sorts
+// the ids and visits every server once; placing a hash ring happens only
+// then.
 func (m *model) build(now time.Time) (*Snapshot, error) {
 	s := &Snapshot{Revision: m.rev, BuiltAt: now, Strategy: balancer.WRR}
 	if m.strategy.hasGood {
@@ -515,47 +544,75 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 	}
 	slices.SortFunc(s.Candidates, func(a, b Candidate) int { return cmp.Compare(a.Epoch, b.Epoch) })
 
+	full := m.order == nil || m.last == nil || m.reindex || m.rederive
 	if m.order == nil {
 		m.order = slices.SortedFunc(maps.Values(m.servers), func(a, b *serverState) int { return strings.Compare(a.id, b.id) })
 		m.reindex = true
 	}
-	s.Servers = make([]Server, len(m.order))
+	// Entries: the last snapshot's, but new ones for the servers whose
+	// keys, verdict or report changed (update) and then for those whose
+	// decision changed (decide). Without joins or leaves, only the servers
+	// marked dirty and those with a report are visited; the passes over the
+	// whole fleet read the flat view (ids, inputs, decisions), not entries.
+	n := len(m.order)
+	f := &m.flat
 	var rebuild time.Time
-	for i, st := range m.order {
-		srv := &s.Servers[i]
-		if st.dirty || st.idx < 0 || m.last == nil {
-			m.refresh(st, srv)
-		} else {
-			*srv = m.last.Servers[st.idx]
-			srv.underive(st.draining)
+	m.updated = m.updated[:0]
+	if full {
+		f.ids, f.in = resize(f.ids, n), resize(f.in, n)
+		f.counters, f.out, m.lastOut = resize(f.counters, n), resize(f.out, n), resize(m.lastOut, n)
+		s.Servers = make([]*Server, n)
+		m.reporters = m.reporters[:0]
+		for i, st := range m.order {
+			f.ids[i] = st.id
+			s.Servers[i] = m.lastEntry(st)
+			if expires := m.update(s.Servers, i, st, now); !expires.IsZero() {
+				rebuild = earliest(rebuild, expires)
+			}
+			f.in[i], f.counters[i] = inputsOf(s.Servers[i]), s.Servers[i].counter
+			if st.reporting = st.report != nil; st.reporting {
+				m.reporters = append(m.reporters, st)
+			}
 		}
-		if r := st.report; r != nil {
-			srv.ReportedAt = r.ReportedAt
-			srv.Report = ReportExpired
-			// A heartbeat of the report's epoch keeps it in use (verdict.go).
-			if expires := reportExpires(*r, m.heartbeat); now.Before(expires) {
-				srv.Report = ReportFresh
-				srv.Load, srv.Conns, srv.MaxConns, srv.Overloaded = r.Load, r.Conns, r.MaxConns, r.Overloaded
-				srv.RebalanceTarget, srv.ShedTotal = r.RebalanceTarget, r.ShedTotal
-				srv.Draining = srv.Draining || r.Draining
+	} else {
+		s.Servers = slices.Clone(m.last.Servers)
+		for _, st := range m.dirty {
+			m.update(s.Servers, st.idx, st, now)
+			if st.report != nil && !st.reporting {
+				st.reporting = true
+				m.reporters = append(m.reporters, st)
+			}
+		}
+		m.reporters = slices.DeleteFunc(m.reporters, func(st *serverState) bool {
+			st.reporting = st.report != nil
+			return !st.reporting
+		})
+		// A report's freshness changes with time: every build looks at
+		// each.
+		for _, st := range m.reporters {
+			if expires := m.update(s.Servers, st.idx, st, now); !expires.IsZero() {
 				rebuild = earliest(rebuild, expires)
 			}
 		}
 	}
-	w, guard := weigh(s.Servers, bal, now, m.guard)
+	m.dirty = m.dirty[:0]
+	w, guard := weigh(f.ids, f.in, f.out, bal, now, m.guard)
 	m.guard = guard
 	s.Panic, s.MassRemoval, s.AllDown = w.panic, w.massRemoval, w.allDown
 	if !w.rebuildAt.IsZero() {
 		rebuild = earliest(rebuild, w.rebuildAt)
 	}
-	// Answers are encoded once per addr and carried by eligible entries
-	// only, which are all get-tcp-ip may return.
-	for i, st := range m.order {
-		if srv := &s.Servers[i]; srv.Eligible {
-			srv.answer, srv.answerText = answers(st.answer, srv.Addr)
+	// An entry of the last snapshot carries the last decision (m.lastOut);
+	// one updated now carries the last or none.
+	for i := range f.out {
+		if full || f.out[i] != m.lastOut[i] {
+			m.decide(s.Servers, i)
 		}
 	}
-	s.setVerdicts(m.heartbeat)
+	for _, i := range m.updated {
+		m.decide(s.Servers, i)
+	}
+	s.setVerdicts(m.heartbeat, f)
 	s.electionProblems = m.electionProblems()
 	s.Problems = append(s.Problems, s.electionProblems...)
 	s.Problems = append(s.Problems, m.alarms...)
@@ -572,16 +629,18 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 	}
 	s.orphans = m.orphans
 	s.RebuildAt = rebuild
-	s, err := newSnapshot(s, m.lastPicker)
+	s, err := newSnapshot(s, f, m.lastPicker)
 	if err != nil {
 		// Entries derived for this build are lost with it: derive every
 		// one again next time.
 		for _, st := range m.order {
 			st.dirty = true
 		}
+		m.rederive = true
 		return nil, err
 	}
-	m.lastPicker, m.last = s.picker, s
+	m.lastPicker, m.last, m.rederive = s.picker, s, false
+	f.out, m.lastOut = m.lastOut, f.out
 	if m.reindex {
 		for i, st := range m.order {
 			st.idx = i
@@ -591,18 +650,125 @@ func (m *model) build(now time.Time) (*Snapshot, error) {
 	return s, nil
 }
 
-// underive takes an entry copied from the last snapshot back to what the
-// keys and verdict alone say: no report applied (draining is the entry's
-// Draining without one), no policy, no answer.
-func (srv *Server) underive(draining bool) {
-	srv.Report, srv.ReportedAt, srv.Load, srv.Conns, srv.MaxConns, srv.Overloaded = ReportNone, time.Time{}, 0, 0, 0, false
-	srv.RebalanceTarget, srv.ShedTotal, srv.Draining = 0, 0, draining
-	srv.SlowStart, srv.EffectiveWeight, srv.Eligible, srv.Held, srv.Degraded = 1, 0, false, false, false
+// lastEntry returns st's entry in the last snapshot; nil when st was not
+// in it.
+func (m *model) lastEntry(st *serverState) *Server {
+	if m.last == nil || st.idx < 0 {
+		return nil
+	}
+	return m.last.Servers[st.idx]
+}
+
+// update brings servers[i], the entry of st, up to date with st's keys,
+// verdict and report at now, replacing it when they changed, and puts its
+// inputs in the flat view. It returns when the report in use expires;
+// zero without a fresh one. It is idempotent.
+func (m *model) update(servers []*Server, i int, st *serverState, now time.Time) (expires time.Time) {
+	srv := servers[i]
+	if st.dirty || srv == nil {
+		srv = new(Server)
+		m.refresh(st, srv)
+	}
+	l, expires := m.loadOf(st, now)
+	if !l.matches(srv) {
+		if srv == m.lastEntry(st) {
+			srv = clone(srv)
+		}
+		l.apply(srv)
+	}
+	if srv != servers[i] {
+		servers[i] = srv
+		m.flat.in[i], m.flat.counters[i] = inputsOf(srv), srv.counter
+		m.updated = append(m.updated, i)
+	}
+	return expires
+}
+
+// decide gives servers[i] the decision m.flat.out[i], replacing the entry
+// when it is the last snapshot's and carries another; an entry carries its
+// answers exactly while eligible.
+func (m *model) decide(servers []*Server, i int) {
+	srv, d := servers[i], &m.flat.out[i]
+	if d.matches(srv) {
+		return
+	}
+	st := m.order[i]
+	if srv == m.lastEntry(st) {
+		srv = clone(srv)
+		servers[i] = srv
+	}
+	d.apply(srv)
 	srv.answer, srv.answerText = nil, nil
+	if srv.Eligible {
+		// Answers are encoded once per addr and carried by eligible
+		// entries only, which are all get-tcp-ip may return.
+		srv.answer, srv.answerText = answerFor(st.answer, srv.ID, srv.Addr)
+	}
+}
+
+// resize returns s with length n, reusing its array when large enough.
+func resize[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+func clone(srv *Server) *Server {
+	c := *srv
+	return &c
+}
+
+// loadFields are the entry fields a load report sets: what loadOf says
+// the server's report applies at a given time.
+type loadFields struct {
+	report     ReportState
+	reportedAt time.Time
+	load       float64
+	conns      int64
+	maxConns   int64
+	overloaded bool
+	target     int64
+	shed       int64
+	draining   bool
+}
+
+// loadOf returns the load fields of st's entry at now, and when its report
+// expires: zero when it has no fresh report.
+func (m *model) loadOf(st *serverState, now time.Time) (l loadFields, expires time.Time) {
+	l = loadFields{report: ReportNone, draining: st.draining}
+	r := st.report
+	if r == nil {
+		return l, time.Time{}
+	}
+	l.report, l.reportedAt = ReportExpired, r.ReportedAt
+	// A heartbeat of the report's epoch keeps it in use (verdict.go).
+	if expires = reportExpires(*r, m.heartbeat); !now.Before(expires) {
+		return l, time.Time{}
+	}
+	l.report = ReportFresh
+	l.load, l.conns, l.maxConns, l.overloaded = r.Load, r.Conns, r.MaxConns, r.Overloaded
+	l.target, l.shed = r.RebalanceTarget, r.ShedTotal
+	l.draining = l.draining || r.Draining
+	return l, expires
+}
+
+// matches reports whether srv carries l.
+func (l *loadFields) matches(srv *Server) bool {
+	return srv.Report == l.report && srv.ReportedAt.Equal(l.reportedAt) && srv.Load == l.load && srv.Conns == l.conns &&
+		srv.MaxConns == l.maxConns && srv.Overloaded == l.overloaded && srv.RebalanceTarget == l.target &&
+		srv.ShedTotal == l.shed && srv.Draining == l.draining
+}
+
+// apply sets l's fields on srv.
+func (l *loadFields) apply(srv *Server) {
+	srv.Report, srv.ReportedAt, srv.Load, srv.Conns, srv.MaxConns = l.report, l.reportedAt, l.load, l.conns, l.maxConns
+	srv.Overloaded, srv.RebalanceTarget, srv.ShedTotal, srv.Draining = l.overloaded, l.target, l.shed, l.draining
 }
 
 // refresh derives the entry of st into srv from the server's keys and
-// health record, as underive leaves a copied one, and clears st.dirty.
+// health record alone (no report applied, no decision, no answer), and
+// clears st.dirty.
 func (m *model) refresh(st *serverState, out *Server) {
 	id := st.id
 	srv := Server{ID: id, Weight: keyspace.DefaultWeight, State: HealthUnknown, Report: ReportNone, SlowStart: 1}

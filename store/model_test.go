@@ -298,7 +298,7 @@ func TestModelBuild(t *testing.T) {
 			if s.Eligible() != eligible {
 				t.Errorf("Eligible() = %d; want %d", s.Eligible(), eligible)
 			}
-			if !slices.IsSortedFunc(s.Servers, func(a, b Server) int { return strings.Compare(a.ID, b.ID) }) {
+			if !slices.IsSortedFunc(s.Servers, func(a, b *Server) int { return strings.Compare(a.ID, b.ID) }) {
 				t.Errorf("servers not sorted by id: %v", ids(s))
 			}
 		})

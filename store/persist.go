@@ -192,7 +192,7 @@ func LoadSnapshot(path string, now time.Time) (*Snapshot, time.Time, error) {
 	}
 	s.Leader, s.LeaderEpoch = saved.Leader, saved.LeaderEpoch
 	if saved.Heartbeat != nil {
-		s.setVerdicts(*saved.Heartbeat)
+		s.setVerdicts(*saved.Heartbeat, flatOf(s.Servers))
 	}
 	return s, saved.ConfirmedAt, nil
 }

@@ -16,6 +16,21 @@ func up(id string, weight int, since time.Time) Server {
 	return Server{ID: id, Addr: "10.0.0.1:1", Weight: weight, Healthy: true, State: "up", Since: since, SlowStart: 1, Report: "none"}
 }
 
+// weighEntries runs weigh on servers and sets each one's decision on it,
+// as a build does on its entries.
+func weighEntries(servers []Server, bal Balancing, now time.Time, prev guardState) (weighed, guardState) {
+	ptrs := make([]*Server, len(servers))
+	for i := range servers {
+		ptrs[i] = &servers[i]
+	}
+	f := flatOf(ptrs)
+	w, next := weigh(f.ids, f.in, f.out, bal, now, prev)
+	for i := range f.out {
+		f.out[i].apply(&servers[i])
+	}
+	return w, next
+}
+
 // TestWeigh exercises the weight policy as a pure function: plain entries
 // in, weights out, no etcd and no model.
 func TestWeigh(t *testing.T) {
@@ -51,7 +66,7 @@ func TestWeigh(t *testing.T) {
 			if tt.bal != nil {
 				tt.bal(&b)
 			}
-			got, _ := weigh(tt.servers, b, now, guardState{})
+			got, _ := weighEntries(tt.servers, b, now, guardState{})
 			for i, srv := range tt.servers {
 				if srv.EffectiveWeight != tt.want[i] || srv.Eligible != (tt.want[i] > 0) {
 					t.Errorf("%s: effective %d eligible %v, want %d", srv.ID, srv.EffectiveWeight, srv.Eligible, tt.want[i])
@@ -82,18 +97,18 @@ func TestWeighGuard(t *testing.T) {
 		}
 		return out
 	}
-	_, g := weigh(fleet(), bal, now, guardState{})
+	_, g := weighEntries(fleet(), bal, now, guardState{})
 	s := fleet("b", "c", "d")
-	w, g := weigh(s, bal, now, g)
+	w, g := weighEntries(s, bal, now, g)
 	if !strings.Contains(w.massRemoval, "3 of 4") || !s[2].Held || s[2].EffectiveWeight != 100 {
 		t.Fatalf("removal %q, c held %v weight %d", w.massRemoval, s[2].Held, s[2].EffectiveWeight)
 	}
 	s = fleet("b", "c", "d")
-	if w, _ = weigh(s, bal, now, g); w.massRemoval != "" || !s[3].Held {
+	if w, _ = weighEntries(s, bal, now, g); w.massRemoval != "" || !s[3].Held {
 		t.Fatalf("hold in force: removal %q (want none), d held %v", w.massRemoval, s[3].Held)
 	}
 	s = fleet("d")
-	if _, g = weigh(s, bal, now, g); s[3].Held || g.hold != nil {
+	if _, g = weighEntries(s, bal, now, g); s[3].Held || g.hold != nil {
 		t.Fatalf("after recovery: d held %v, hold %v", s[3].Held, g.hold)
 	}
 }
@@ -135,6 +150,10 @@ func incrementalMatchesFresh(t *testing.T, seed uint64) {
 	}
 	strategies := []balancer.Strategy{balancer.WRR, balancer.Hash, balancer.P2C}
 	const n = 60
+	// Successive snapshots share entries: a build must never change one
+	// that an earlier snapshot, still served, holds.
+	var last *Snapshot
+	var lastDigest string
 	for round := range 200 {
 		for range 1 + rng.IntN(8) {
 			i := rng.IntN(n)
@@ -179,6 +198,10 @@ func incrementalMatchesFresh(t *testing.T, seed uint64) {
 		if g, w := fullDigest(got), fullDigest(want); g != w {
 			t.Fatalf("round %d: incremental build differs from a fresh one:\n got %s\nwant %s", round, g, w)
 		}
+		if last != nil && fullDigest(last) != lastDigest {
+			t.Fatalf("round %d: the build changed the snapshot of round %d:\n now %s\n was %s", round, round-1, fullDigest(last), lastDigest)
+		}
+		last, lastDigest = got, fullDigest(got)
 		for _, key := range []string{"10.1.2.3", "192.0.2.1", "k"} {
 			a, b := got.Pick(key, nil), want.Pick(key, nil)
 			if got.Strategy == balancer.Hash && (a == nil) != (b == nil) || a != nil && b != nil && got.Strategy == balancer.Hash && a.ID != b.ID {
@@ -194,7 +217,7 @@ func fullDigest(s *Snapshot) string {
 	fmt.Fprintf(&b, "%s panic=%v all-down=%v eligible=%d rebuild=%v problems=%q orphans=%q\n",
 		s.Strategy, s.Panic, s.AllDown, s.Eligible(), s.RebuildAt.UnixNano(), s.Problems, s.OrphanHealth())
 	for _, srv := range s.Servers {
-		c := srv
+		c := *srv
 		c.counter, c.picks, c.answer, c.answerText, c.DrainReason = nil, nil, nil, nil, nil
 		fmt.Fprintf(&b, "%+v answer=%s text=%s", c, srv.Answer(), srv.AnswerText())
 		if srv.DrainReason != nil {

@@ -122,8 +122,10 @@ func (s *Server) AnswerText() []byte { return s.answerText }
 type Snapshot struct {
 	// Revision is the etcd revision of the last change applied.
 	Revision int64
-	// Servers are all registered servers sorted by id.
-	Servers []Server
+	// Servers are all registered servers sorted by id. Entries are
+	// immutable and shared by successive snapshots: a build allocates new
+	// entries only for the servers whose fields changed.
+	Servers []*Server
 	// Strategy is the balancing strategy in force.
 	Strategy balancer.Strategy
 	// Leader is the name of the replica holding the election key with the
@@ -185,8 +187,8 @@ type Candidate struct {
 
 // Lookup returns the server with id, or nil.
 func (s *Snapshot) Lookup(id string) *Server {
-	if i, ok := slices.BinarySearchFunc(s.Servers, id, func(srv Server, id string) int { return strings.Compare(srv.ID, id) }); ok {
-		return &s.Servers[i]
+	if i, ok := slices.BinarySearchFunc(s.Servers, id, func(srv *Server, id string) int { return strings.Compare(srv.ID, id) }); ok {
+		return s.Servers[i]
 	}
 	return nil
 }
@@ -215,7 +217,7 @@ func (s *Snapshot) Pick(key string, exclude []string) *Server {
 	if i < 0 {
 		return nil
 	}
-	srv := &s.Servers[i]
+	srv := s.Servers[i]
 	srv.picks.Add(1)
 	return srv
 }
@@ -229,7 +231,7 @@ func (s *Snapshot) PickN(key string, exclude []string, n int, dst []*Server) []*
 	var buf [16]int
 	idx := s.picker.PickN(key, exclude, n, buf[:0])
 	for _, i := range idx {
-		dst = append(dst, &s.Servers[i])
+		dst = append(dst, s.Servers[i])
 	}
 	if len(idx) > 0 {
 		dst[len(dst)-len(idx)].picks.Add(1)
@@ -257,67 +259,97 @@ func NewSnapshotWith(revision int64, strategy balancer.Strategy, bal Balancing, 
 // newSnapshotFrom is NewSnapshotWith for a snapshot that may be in the
 // all-down state (see Snapshot.AllDown), as one restored from disk.
 func newSnapshotFrom(revision int64, strategy balancer.Strategy, bal Balancing, allDown bool, servers []Server, now time.Time) (*Snapshot, error) {
-	s := &Snapshot{Revision: revision, Strategy: strategy, BuiltAt: now, Servers: slices.Clone(servers), Balancing: bal, AllDown: allDown}
-	slices.SortFunc(s.Servers, func(a, b Server) int { return strings.Compare(a.ID, b.ID) })
-	for i, srv := range s.Servers {
+	entries := slices.Clone(servers)
+	slices.SortFunc(entries, func(a, b Server) int { return strings.Compare(a.ID, b.ID) })
+	s := &Snapshot{Revision: revision, Strategy: strategy, BuiltAt: now, Servers: make([]*Server, len(entries)), Balancing: bal, AllDown: allDown}
+	for i := range entries {
+		srv := &entries[i]
 		if err := tcpdispatch.ValidateID(srv.ID); err != nil {
 			return nil, err
 		}
-		if i > 0 && s.Servers[i-1].ID == srv.ID {
+		if i > 0 && entries[i-1].ID == srv.ID {
 			return nil, fmt.Errorf("server id %q: listed twice", srv.ID)
 		}
 		if srv.Eligible && srv.EffectiveWeight == 0 {
-			s.Servers[i].EffectiveWeight = srv.Weight
+			srv.EffectiveWeight = srv.Weight
 		}
-	}
-	s.setVerdicts(Heartbeat{})
-	return newSnapshot(s, nil)
-}
-
-// newSnapshot finishes a snapshot whose exported fields are set: it
-// pre-encodes the answers servers do not carry yet and builds the picker,
-// reusing the costly parts of prev (the picker of the snapshot this one
-// replaces) when they still apply.
-func newSnapshot(s *Snapshot, prev *balancer.Picker) (*Snapshot, error) {
-	backends := make([]balancer.Backend, len(s.Servers))
-	loads := make([]balancer.Load, len(s.Servers))
-	ring := make([]int, len(s.Servers))
-	for i := range s.Servers {
-		srv := &s.Servers[i]
-		backends[i].ID = srv.ID
 		if srv.picks == nil {
 			srv.picks = new(balancer.Counter)
 		}
+		if srv.counter == nil {
+			srv.counter = new(balancer.Counter)
+		}
+		if srv.Eligible && srv.answer == nil {
+			srv.answer, srv.answerText = answerFor(nil, srv.ID, srv.Addr)
+		}
+		s.Servers[i] = srv
+	}
+	f := flatOf(s.Servers)
+	s.setVerdicts(Heartbeat{}, f)
+	return newSnapshot(s, f, nil)
+}
+
+// flat is the view of a snapshot's servers that the policy, the verdict
+// summary and the picker read: one entry per server in each slice, in the
+// snapshot's order. The model keeps it from build to build and updates
+// only the servers that changed.
+type flat struct {
+	ids      []string
+	in       []policyIn
+	out      []decision
+	counters []*balancer.Counter
+	// backends, loads and ring are the picker's inputs, which it does not
+	// keep: rewritten by each build rather than allocated again.
+	backends []balancer.Backend
+	loads    []balancer.Load
+	ring     []int
+}
+
+// flatOf returns the flat view of servers, whose entries carry their
+// decisions.
+func flatOf(servers []*Server) *flat {
+	f := &flat{ids: make([]string, len(servers)), in: make([]policyIn, len(servers)),
+		out: make([]decision, len(servers)), counters: make([]*balancer.Counter, len(servers))}
+	for i, srv := range servers {
+		f.ids[i], f.in[i], f.counters[i] = srv.ID, inputsOf(srv), srv.counter
+		f.out[i] = decision{slowStart: srv.SlowStart, effective: srv.EffectiveWeight, eligible: srv.Eligible, held: srv.Held, degraded: srv.Degraded}
+	}
+	return f
+}
+
+// newSnapshot finishes a snapshot whose exported fields and entries are
+// set (picks and assignment counters, answers of eligible ones), f being
+// its flat view: it builds the picker, reusing the costly parts of prev
+// (the picker of the snapshot this one replaces) when they still apply.
+// It reads f only, never the entries.
+func newSnapshot(s *Snapshot, f *flat, prev *balancer.Picker) (*Snapshot, error) {
+	n := len(f.ids)
+	f.backends, f.loads, f.ring = resize(f.backends, n), resize(f.loads, n), resize(f.ring, n)
+	backends, loads, ring := f.backends, f.loads, f.ring
+	for i, id := range f.ids {
+		backends[i], loads[i], ring[i] = balancer.Backend{ID: id}, balancer.Load{}, 0
+		x, d := &f.in[i], &f.out[i]
 		// The ring is placed on static weights of every server with an
 		// addr, eligible or not, so neither load nor health changes move
 		// keys or rebuild it; effective weights size the load bounds.
 		// At least 1: the all-down set may hold servers of weight 0.
-		if srv.Addr != "" {
-			ring[i] = max(srv.Weight, 1)
+		if x.hasAddr {
+			ring[i] = max(x.weight, 1)
 		}
-		if !srv.Eligible {
+		if !d.eligible {
 			continue
 		}
-		if srv.answer == nil {
-			body := encodeAnswer(srv.ID, srv.Addr)
-			if srv.answer, srv.answerText = answers(body, srv.Addr); srv.answer == nil {
-				srv.answer, srv.answerText = body, []byte(srv.Addr)
-			}
-		}
-		backends[i].Weight = srv.EffectiveWeight
-		if srv.counter == nil {
-			srv.counter = new(balancer.Counter)
-		}
+		backends[i].Weight = d.effective
 		// Scores divide by static weight × slow start: the load factor in
 		// the effective weight would count the reported load twice.
-		l := balancer.Load{Conns: srv.Conns, Capacity: scaleWeight(srv.Weight, srv.SlowStart)}
+		l := balancer.Load{Conns: x.conns, Capacity: scaleWeight(x.weight, d.slowStart)}
 		// Bounded hash counts only servers with a fresh report: without
 		// one, a counter never resets, so it would count every client ever
 		// sent (reconnects of the same key included) and slowly push keys
 		// off their servers. With no reports at all, hash stays plain
 		// consistent hashing.
-		if s.Balancing.Accounting && (s.Strategy != balancer.Hash || srv.Report == ReportFresh) {
-			l.Assigned = srv.counter
+		if s.Balancing.Accounting && (s.Strategy != balancer.Hash || x.fresh) {
+			l.Assigned = f.counters[i]
 		}
 		loads[i] = l
 		s.eligible++
@@ -341,6 +373,19 @@ func encodeAnswer(id, addr string) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// answerFor returns the answers of server id at addr: those of body when
+// it was made for addr (see answers), else newly encoded ones.
+func answerFor(body []byte, id, addr string) (answer, text []byte) {
+	if answer, text = answers(body, addr); answer != nil {
+		return answer, text
+	}
+	body = encodeAnswer(id, addr)
+	if answer, text = answers(body, addr); answer != nil {
+		return answer, text
+	}
+	return body, []byte(addr)
 }
 
 // answers returns the JSON body encodeAnswer made for addr and the plain

@@ -52,7 +52,7 @@ func TestModelTargets(t *testing.T) {
 		{key: testPrefix + "servers/c/status-url", value: "http://192.0.2.3:9100/status?token=xyz", rev: 7, bad: true},
 	})
 	s := mustBuild(t, m)
-	byID := map[string]Server{}
+	byID := map[string]*Server{}
 	for _, srv := range s.Servers {
 		byID[srv.ID] = srv
 	}

@@ -112,22 +112,31 @@ func (v *verdictState) oldest(hb Heartbeat) time.Time {
 }
 
 // setVerdicts summarises the verdicts of the servers get-tcp-ip may return
-// per epoch and sets OldestVerdict as of hb, the heartbeat known now.
-func (s *Snapshot) setVerdicts(hb Heartbeat) {
-	s.verdicts.epochs = s.verdicts.epochs[:0]
-	s.verdicts.built = hb
-	for i := range s.Servers {
-		srv := &s.Servers[i]
-		if !srv.Eligible || srv.CheckedAt.IsZero() {
+// per epoch and sets OldestVerdict as of hb, the heartbeat known now; f is
+// the flat view of s.Servers.
+func (s *Snapshot) setVerdicts(hb Heartbeat, f *flat) {
+	type oldest struct {
+		epoch, at int64
+		i         int // the server with that verdict
+	}
+	var epochs []oldest
+	for i := range f.in {
+		x := &f.in[i]
+		if !f.out[i].eligible || x.checkedAt == 0 {
 			continue
 		}
-		k := slices.IndexFunc(s.verdicts.epochs, func(e epochVerdicts) bool { return e.epoch == srv.VerdictEpoch })
+		k := slices.IndexFunc(epochs, func(e oldest) bool { return e.epoch == x.epoch })
 		if k < 0 {
-			s.verdicts.epochs = append(s.verdicts.epochs, epochVerdicts{epoch: srv.VerdictEpoch, oldest: srv.CheckedAt})
-		} else if srv.CheckedAt.Before(s.verdicts.epochs[k].oldest) {
-			s.verdicts.epochs[k].oldest = srv.CheckedAt
+			epochs = append(epochs, oldest{x.epoch, x.checkedAt, i})
+		} else if x.checkedAt < epochs[k].at {
+			epochs[k].at, epochs[k].i = x.checkedAt, i
 		}
 	}
+	s.verdicts.epochs = s.verdicts.epochs[:0]
+	for _, e := range epochs {
+		s.verdicts.epochs = append(s.verdicts.epochs, epochVerdicts{epoch: e.epoch, oldest: s.Servers[e.i].CheckedAt})
+	}
+	s.verdicts.built = hb
 	s.OldestVerdict = s.verdicts.oldest(hb)
 }
 
