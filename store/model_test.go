@@ -578,3 +578,41 @@ func FuzzModelPut(f *testing.F) {
 		mustBuild(t, m)
 	})
 }
+
+// TestBuildSharesUnchangedEntries checks the cost model of build: after a
+// change of one server's verdict, the next snapshot shares every other
+// entry with the last one, and so does a build with no change at all.
+func TestBuildSharesUnchangedEntries(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	for _, reports := range []bool{false, true} {
+		m := fleetModel(t, 1000, balancer.WRR, reports, now)
+		first, err := m.build(now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flip(t, m, 500, true, now)
+		second, err := m.build(now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		third, err := m.build(now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var changed, again []string
+		for i := range second.Servers {
+			if first.Servers[i] != second.Servers[i] {
+				changed = append(changed, second.Servers[i].ID)
+			}
+			if second.Servers[i] != third.Servers[i] {
+				again = append(again, third.Servers[i].ID)
+			}
+		}
+		if len(changed) != 1 || changed[0] != "tcp00500" || second.Servers[500].Eligible {
+			t.Errorf("reports %v: entries replaced by one verdict: %v (want [tcp00500], now not eligible)", reports, changed)
+		}
+		if len(again) != 0 {
+			t.Errorf("reports %v: entries replaced by a build with no change: %v", reports, again)
+		}
+	}
+}
