@@ -67,12 +67,13 @@ func (s *Server) metricsHandler(g prometheus.Gatherer) http.Handler {
 			return
 		}
 		w.Header().Set("Content-Type", string(format))
-		var out io.Writer = w
+		// Streamed: see flushing.
+		var out io.Writer = newFlushing(w)
 		if acceptsGzip(r) {
 			w.Header().Set("Content-Encoding", "gzip")
 			w.Header().Add("Vary", "Accept-Encoding")
 			gz := scrapeGzips.Get().(*gzip.Writer)
-			gz.Reset(w)
+			gz.Reset(out)
 			defer func() {
 				gz.Close()
 				gz.Reset(nil)

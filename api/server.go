@@ -29,6 +29,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -367,7 +368,7 @@ func streamServers(w *echo.Response, resp *serversResponse, page []*store.Server
 	w.Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
 	w.WriteHeader(http.StatusOK)
 	bw := serversBufs.Get().(*bufio.Writer)
-	bw.Reset(w)
+	bw.Reset(newFlushing(w))
 	defer func() {
 		bw.Reset(nil)
 		serversBufs.Put(bw)
@@ -390,6 +391,35 @@ func streamServers(w *echo.Response, resp *serversResponse, page []*store.Server
 }
 
 var serversBufs = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
+
+// flushing writes to w and flushes it after every write, so that each
+// chunk a streaming handler's buffer fills goes to the client at once. On
+// the public listener, fasthttpadaptor otherwise holds the whole body (a
+// 3.4 MB /v1/servers at 10,000 servers, and its copy in fasthttp's
+// response) until the handler returns: 25 MB allocated per full listing
+// and the heap up by 23–30 MB, against 6 MB and 8–10 MB streamed. On
+// net/http (the admin listener) bodies were chunked past 4 kB anyway. A
+// writer that cannot flush just buffers.
+type flushing struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func newFlushing(w http.ResponseWriter) flushing {
+	rw := w
+	if r, ok := w.(*echo.Response); ok {
+		rw = r.Writer // echo's own Flush panics where flushing is not supported
+	}
+	return flushing{w: w, rc: http.NewResponseController(rw)}
+}
+
+func (f flushing) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil {
+		_ = f.rc.Flush()
+	}
+	return n, err
+}
 
 // statusResponse is the body of /v1/status.
 type statusResponse struct {

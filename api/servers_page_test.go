@@ -1,8 +1,11 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -167,6 +170,88 @@ func TestServersStreamedAsEncoded(t *testing.T) {
 		}
 		if list, ok := streamed["servers"].([]any); !ok || list == nil {
 			t.Errorf("/v1/servers%s: servers %v, want a list (empty or not)", q, streamed["servers"])
+		}
+	}
+}
+
+// TestListingsStreamedOnPublicListener: a full /v1/servers listing and a
+// /metrics scrape with per-server series, on the public listener
+// (fasthttp, echo through fasthttpadaptor), are streamed chunk by chunk,
+// not buffered whole before the first byte leaves; the listing decodes
+// to every server.
+func TestListingsStreamedOnPublicListener(t *testing.T) {
+	const n = 2000 // ~0.5 MB: many of streamServers' 32 kB chunks
+	servers := make([]store.Server, n)
+	for i := range servers {
+		servers[i] = store.Server{ID: fmt.Sprintf("s%04d", i), Addr: fmt.Sprintf("127.0.%d.%d:1", i/250, i%250+1), Weight: 100, State: "up", Healthy: true, Eligible: true}
+	}
+	snap, err := store.NewSnapshot(7, "wrr", servers, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	cfg := DefaultConfig()
+	cfg.Name, cfg.MetricsPerServer = "replica-1", true
+	srv, err := New(cfg, sourceOf(snap), fakeLeader(false), nil, reg, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("http://" + ln.Addr().String() + "/v1/servers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if resp.ContentLength != -1 || !slices.Contains(resp.TransferEncoding, "chunked") {
+		t.Errorf("Content-Length %d, Transfer-Encoding %q: the listing was buffered whole, not streamed", resp.ContentLength, resp.TransferEncoding)
+	}
+	var body pageBody
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if len(body.Servers) != n || body.Servers[n-1].ID != servers[n-1].ID {
+		t.Errorf("%d servers listed, want %d", len(body.Servers), n)
+	}
+
+	for _, gz := range []bool{false, true} {
+		req, err := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gz {
+			req.Header.Set("Accept-Encoding", "gzip") // the client then leaves the body compressed
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("/metrics gzip %v: status %d, %v", gz, resp.StatusCode, err)
+		}
+		if resp.ContentLength != -1 || !slices.Contains(resp.TransferEncoding, "chunked") {
+			t.Errorf("/metrics gzip %v: Content-Length %d, Transfer-Encoding %q: buffered whole, not streamed", gz, resp.ContentLength, resp.TransferEncoding)
+		}
+		if !gz && !strings.Contains(string(b), `tcpdispatch_server_up{server="s1999"}`) {
+			t.Errorf("/metrics: no per-server series of s1999 in %d bytes", len(b))
 		}
 	}
 }
