@@ -167,6 +167,26 @@ func newTestServer(t testing.TB, src Source, leader LeaderState, reg *prometheus
 	return s
 }
 
+// runPublic serves srv's public listener on a loopback port until the
+// test ends, failing it if Run does, and returns the listener's address.
+func runPublic(t testing.TB, srv *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
 func sourceOf(s *store.Snapshot) *fakeSource {
 	src := &fakeSource{sync: store.Sync{Revision: 42, At: time.Now()}, age: 1500 * time.Millisecond, reachable: true}
 	if s != nil {

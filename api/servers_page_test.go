@@ -1,11 +1,9 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -196,22 +194,10 @@ func TestListingsStreamedOnPublicListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	addr := runPublic(t, srv)
 	client := &http.Client{Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
-	resp, err := client.Get("http://" + ln.Addr().String() + "/v1/servers")
+	resp, err := client.Get("http://" + addr + "/v1/servers")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +217,7 @@ func TestListingsStreamedOnPublicListener(t *testing.T) {
 	}
 
 	for _, gz := range []bool{false, true} {
-		req, err := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/metrics", nil)
+		req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
