@@ -186,13 +186,14 @@ func LoadSnapshot(path string, now time.Time) (*Snapshot, time.Time, error) {
 	for i, srv := range saved.Servers {
 		servers[i] = srv.server()
 	}
-	s, err := newSnapshotFrom(saved.Revision, st, bal, saved.AllDown, servers, now)
+	var hb Heartbeat
+	if saved.Heartbeat != nil {
+		hb = *saved.Heartbeat
+	}
+	s, err := newSnapshotFrom(saved.Revision, st, bal, saved.AllDown, servers, now, hb)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("load snapshot %s: %w", path, err)
 	}
 	s.Leader, s.LeaderEpoch = saved.Leader, saved.LeaderEpoch
-	if saved.Heartbeat != nil {
-		s.setVerdicts(*saved.Heartbeat, flatOf(s.Servers))
-	}
 	return s, saved.ConfirmedAt, nil
 }

@@ -253,12 +253,13 @@ func NewSnapshot(revision int64, strategy balancer.Strategy, servers []Server, n
 // bal.Accounting and bal.HashLoadFactor matter here, as the servers'
 // effective weights are taken as given.
 func NewSnapshotWith(revision int64, strategy balancer.Strategy, bal Balancing, servers []Server, now time.Time) (*Snapshot, error) {
-	return newSnapshotFrom(revision, strategy, bal, false, servers, now)
+	return newSnapshotFrom(revision, strategy, bal, false, servers, now, Heartbeat{})
 }
 
 // newSnapshotFrom is NewSnapshotWith for a snapshot that may be in the
-// all-down state (see Snapshot.AllDown), as one restored from disk.
-func newSnapshotFrom(revision int64, strategy balancer.Strategy, bal Balancing, allDown bool, servers []Server, now time.Time) (*Snapshot, error) {
+// all-down state (see Snapshot.AllDown), as one restored from disk, whose
+// verdicts' age counts from hb (zero: none known).
+func newSnapshotFrom(revision int64, strategy balancer.Strategy, bal Balancing, allDown bool, servers []Server, now time.Time, hb Heartbeat) (*Snapshot, error) {
 	entries := slices.Clone(servers)
 	slices.SortFunc(entries, func(a, b Server) int { return strings.Compare(a.ID, b.ID) })
 	s := &Snapshot{Revision: revision, Strategy: strategy, BuiltAt: now, Servers: make([]*Server, len(entries)), Balancing: bal, AllDown: allDown}
@@ -285,7 +286,7 @@ func newSnapshotFrom(revision int64, strategy balancer.Strategy, bal Balancing, 
 		s.Servers[i] = srv
 	}
 	f := flatOf(s.Servers)
-	s.setVerdicts(Heartbeat{}, f)
+	s.setVerdicts(hb, f)
 	return newSnapshot(s, f, nil)
 }
 
