@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -291,5 +292,46 @@ func TestConnectorOpenKeepsSocket(t *testing.T) {
 
 	if o := open(closedAddr(t)); o.err == nil || o.fd != -1 || !refused(o.err) {
 		t.Errorf("open a closed port: fd %d, %v; want -1 and a refusal", o.fd, o.err)
+	}
+}
+
+// TestProbeConnectionsReset: a connect probe that gets through closes its
+// connection with a reset, by the connector or after net.Dialer (a host
+// name): the server reads ECONNRESET, not EOF, and the leader keeps no
+// TIME_WAIT socket per probe.
+func TestProbeConnectionsReset(t *testing.T) {
+	c, _, _ := runConnector(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().(*net.TCPAddr).AddrPort()
+	for _, tc := range []struct {
+		name  string
+		probe func() error
+	}{
+		{"connector", func() error { return connectOnce(c, addr, time.Second).err }},
+		{"net.Dialer", func() error {
+			conn, err := net.DialTimeout("tcp", "localhost:"+strconv.Itoa(int(addr.Port())), time.Second)
+			if err == nil {
+				closeProbeConn(conn)
+			}
+			return err
+		}},
+	} {
+		if err := tc.probe(); err != nil {
+			t.Fatalf("%s: probe: %v", tc.name, err)
+		}
+		conn, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("%s: the server read %v after the probe, want a connection reset", tc.name, err)
+		}
 	}
 }

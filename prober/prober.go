@@ -486,7 +486,7 @@ func (p *Prober) probeOne(ctx context.Context, t *target, lag time.Duration) {
 		start := time.Now()
 		conn, err := p.dialer.DialContext(ctx, "tcp", t.addr)
 		if err == nil {
-			conn.Close()
+			closeProbeConn(conn)
 		}
 		p.dialed(t, err, time.Since(start), lag)
 		if !t.ok || t.statusURL == "" {
@@ -494,6 +494,15 @@ func (p *Prober) probeOne(ctx context.Context, t *target, lag time.Duration) {
 		}
 	}
 	p.pull(ctx, t, lag)
+}
+
+// closeProbeConn closes a connect probe's connection dialed by net.Dialer
+// (a host name) with a reset, as closeReset does for the connector's.
+func closeProbeConn(conn net.Conn) {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	conn.Close()
 }
 
 // dialed fills in t's result from its connect probe's outcome: err after
@@ -528,7 +537,7 @@ func (p *Prober) check(ctx context.Context, addr string, lag time.Duration) (ok 
 	start := time.Now()
 	conn, err := p.dialer.DialContext(ctx, "tcp", addr)
 	if err == nil {
-		conn.Close()
+		closeProbeConn(conn)
 	}
 	return p.judgeDial(addr, err, time.Since(start), lag)
 }
