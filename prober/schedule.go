@@ -208,6 +208,10 @@ type term struct {
 	probes      sync.WaitGroup
 	nofile      int // the open-file limit, for the capacity bound
 	lastBeat    time.Time
+	// beating is set while a heartbeat write is in flight on its own
+	// goroutine; beaten brings back its outcome (see beat).
+	beating bool
+	beaten  chan beatOutcome
 }
 
 // roundStats are one round's counts for the self-fault checks and the
@@ -232,7 +236,7 @@ func (p *Prober) Run(ctx context.Context, w Writer) error {
 		entries: make(map[string]*entry), sheds: make(map[string]int64),
 		pending: make(map[string]store.Health), rb: newRebalancer(),
 		ready: make(chan struct{}, 1), links: make(chan linkEvent, 64), wrote: make(chan flushed, 1),
-		nofile: openFileLimit()}
+		beaten: make(chan beatOutcome, 1), nofile: openFileLimit()}
 	var err error
 	if !p.cfg.DisableLinks {
 		if t.poller, err = newLinkPoller(t.links); err != nil {
@@ -267,6 +271,9 @@ func (t *term) run(ctx context.Context) error {
 	seeded := false
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	gap := time.NewTimer(time.Hour)
+	gap.Stop()
+	defer gap.Stop()
 	var wake time.Time      // when the timer was set to fire
 	var idleSince time.Time // when the loop last started waiting
 	lastPass := time.Time{}
@@ -291,17 +298,20 @@ func (t *term) run(ctx context.Context) error {
 			if err := t.written(ctx, f, time.Now()); err != nil {
 				return err
 			}
+		case b := <-t.beaten:
+			if err := t.beatDone(ctx, b); err != nil {
+				return err
+			}
 		}
 		if coalesce {
 			// Results arriving close together, and the snapshots of a
-			// registering fleet, are taken in one pass.
+			// registering fleet, are taken in one pass. A death notice's
+			// result ends the wait (its gathering has a clock of its own,
+			// see noticeGather), and links that end meanwhile get their
+			// notice probes at once.
 			coalesce = false
-			if d := batchGap - time.Since(lastPass); d > 0 {
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(d):
-				}
+			if err := t.gather(ctx, gap, lastPass.Add(batchGap)); err != nil || ctx.Err() != nil {
+				return err
 			}
 		}
 		now = time.Now()
@@ -546,6 +556,44 @@ func (t *term) startProbe(ctx context.Context, tg target, gen uint64, lag time.D
 }
 
 // complete hands a probe's result to Run.
+// gather waits until until for more results to take in one pass, on the
+// stopped timer gap. Links that end meanwhile are taken in (their notice
+// probes start at once), and a notice probe's result not yet seen by a
+// pass ends the wait. It returns an error only for a write outcome that
+// found leadership lost; ctx's end returns nil (the caller checks ctx).
+func (t *term) gather(ctx context.Context, gap *time.Timer, until time.Time) error {
+	defer gap.Stop()
+	for {
+		d := time.Until(until)
+		if d <= 0 || t.noticeUnseen() {
+			return nil
+		}
+		gap.Reset(d)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-gap.C:
+			return nil
+		case <-t.ready:
+		case ev := <-t.links:
+			t.linkClosed(ctx, ev)
+		case b := <-t.beaten:
+			if err := t.beatDone(ctx, b); err != nil {
+				return err
+			}
+		}
+		gap.Stop()
+	}
+}
+
+// noticeUnseen reports whether a notice probe's result is waiting that no
+// pass has seen yet.
+func (t *term) noticeUnseen() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.doneNotices > t.noticesSeen
+}
+
 func (t *term) complete(r result) {
 	t.mu.Lock()
 	t.done = append(t.done, r)
@@ -796,18 +844,43 @@ func (t *term) endRound(ctx context.Context, now time.Time) error {
 
 // beat writes the heartbeat if one is owed and nothing of the round under
 // way withholds it.
+//
+// The write runs on its own goroutine, as a flush does: the loop goes on
+// probing and judging while etcd commits it (a commit under load takes
+// tens of milliseconds, in which a death notice would otherwise wait).
+// beatDone takes its outcome. One heartbeat at a time; one owed while
+// another is in flight waits for the next round. It never fails; the
+// error is for its callers' sake.
 func (t *term) beat(ctx context.Context, now time.Time) error {
-	if !t.beatOwed || t.round.held || t.round.fault != "" {
+	if !t.beatOwed || t.beating || t.round.held || t.round.fault != "" {
 		return nil
 	}
 	t.beatOwed = false
-	if err := t.heartbeat(ctx, now); err != nil {
-		if errors.Is(err, election.ErrNotLeader) {
-			return err
-		}
-		if ctx.Err() == nil {
-			t.log.WithError(err).Warn("write heartbeat; retrying next round")
-		}
+	t.beating = true
+	t.probes.Go(func() {
+		t.beaten <- beatOutcome{at: now, err: t.heartbeat(ctx, now)} // never blocks: one at a time
+	})
+	return nil
+}
+
+// beatOutcome is a heartbeat write's outcome; at is the time it carries.
+type beatOutcome struct {
+	at  time.Time
+	err error
+}
+
+// beatDone takes a heartbeat write's outcome. It returns
+// election.ErrNotLeader if the write found leadership lost.
+func (t *term) beatDone(ctx context.Context, b beatOutcome) error {
+	t.beating = false
+	switch {
+	case b.err == nil:
+		t.lastBeat = b.at
+		t.p.metrics.heartbeats.Inc()
+	case errors.Is(b.err, election.ErrNotLeader):
+		return b.err
+	case ctx.Err() == nil:
+		t.log.WithError(b.err).Warn("write heartbeat; retrying next round")
 	}
 	return nil
 }
@@ -905,12 +978,8 @@ func (t *term) heartbeat(ctx context.Context, now time.Time) error {
 	}
 	tctx, cancel := context.WithTimeout(ctx, t.p.cfg.OpTimeout)
 	defer cancel()
-	if _, err := t.w.Txn(tctx, nil, clientv3.OpPut(t.p.keys.Heartbeat(), string(b))); err != nil {
-		return err
-	}
-	t.lastBeat = now
-	t.p.metrics.heartbeats.Inc()
-	return nil
+	_, err = t.w.Txn(tctx, nil, clientv3.OpPut(t.p.keys.Heartbeat(), string(b)))
+	return err
 }
 
 // fdCanaries is the fewest descriptors a leader must have free: with

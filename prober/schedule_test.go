@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -386,5 +387,55 @@ func TestProberRepeatedDeaths(t *testing.T) {
 			t.Fatalf("death %d: %v death notices; want %d", i+1, n, i+1)
 		}
 		srv = holdingServerAt(t, srv.addr)
+	}
+}
+
+// stuckBeatWriter holds every heartbeat write until its context ends, as
+// an etcd that commits slowly would; other writes go through.
+type stuckBeatWriter struct {
+	*fencedWriter
+	key   string
+	stuck atomic.Int32 // heartbeat writes waiting
+}
+
+func (w *stuckBeatWriter) Txn(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
+	for _, op := range ops {
+		if string(op.KeyBytes()) == w.key {
+			w.stuck.Add(1)
+			defer w.stuck.Add(-1)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+	}
+	return w.fencedWriter.Txn(ctx, cmps, ops...)
+}
+
+// TestDeathNoticeWhileHeartbeatSlow: a heartbeat write that etcd is slow
+// to commit does not hold up the probing loop, so a death notice is judged
+// and written meanwhile. (The heartbeat used to be written on the loop's
+// own goroutine: the down verdict then waited for it, here for the whole
+// operation timeout.)
+func TestDeathNoticeWhileHeartbeatSlow(t *testing.T) {
+	e := newEnv(t)
+	srv := newHoldingServer(t)
+	e.waitSnapshot(t, e.register(t, "a", srv.addr))
+	cfg := testConfig()
+	cfg.Interval, cfg.Timeout = time.Second, 500*time.Millisecond
+	cfg.HeartbeatInterval, cfg.OpTimeout = 0, 30*time.Second
+	p, reg := newTestProber(t, cfg, e.keys, e.w)
+	wr := &stuckBeatWriter{fencedWriter: newFencedWriter(t, e.cli, "leader"), key: e.keys.Heartbeat()}
+	runInBackground(t, "prober", func(ctx context.Context) error { return p.Run(ctx, wr) })
+	waitHealth(t, e.cli, e.keys, "a", "up", func(h store.Health, ok bool) bool { return ok && h.Healthy })
+	etcdtest.WaitFor(t, 10*time.Second, "a link to a", func() bool { return gauge(t, reg, "tcpdispatch_prober_links") == 1 })
+	etcdtest.WaitFor(t, 10*time.Second, "a heartbeat write held", func() bool { return wr.stuck.Load() == 1 })
+	time.Sleep(1100 * time.Millisecond) // the link is no longer young
+	killed := time.Now()
+	srv.kill()
+	h := waitHealth(t, e.cli, e.keys, "a", "down", func(h store.Health, ok bool) bool { return ok && !h.Healthy })
+	if d := h.CheckedAt.Sub(killed); d > 500*time.Millisecond {
+		t.Errorf("a went down %v after its process died, with a heartbeat write held; want a death notice's few milliseconds", d)
+	}
+	if n := wr.stuck.Load(); n != 1 {
+		t.Errorf("%d heartbeat writes in flight; want one at a time", n)
 	}
 }
