@@ -555,11 +555,10 @@ func (t *term) startProbe(ctx context.Context, tg target, gen uint64, lag time.D
 	})
 }
 
-// complete hands a probe's result to Run.
-// gather waits until until for more results to take in one pass, on the
-// stopped timer gap. Links that end meanwhile are taken in (their notice
-// probes start at once), and a notice probe's result not yet seen by a
-// pass ends the wait. It returns an error only for a write outcome that
+// gather waits until the time until for more results to take in one
+// pass, on the stopped timer gap. Links that end meanwhile are taken in
+// (their notice probes start at once), and a notice probe's result not
+// yet seen by a pass ends the wait. It returns an error only for a write outcome that
 // found leadership lost; ctx's end returns nil (the caller checks ctx).
 func (t *term) gather(ctx context.Context, gap *time.Timer, until time.Time) error {
 	defer gap.Stop()
@@ -594,6 +593,7 @@ func (t *term) noticeUnseen() bool {
 	return t.doneNotices > t.noticesSeen
 }
 
+// complete hands a probe's result to Run.
 func (t *term) complete(r result) {
 	t.mu.Lock()
 	t.done = append(t.done, r)
@@ -836,10 +836,10 @@ func (t *term) endRound(ctx context.Context, now time.Time) error {
 		}
 		return nil // the heartbeat, if owed, once the records are written
 	}
-	if t.writing {
-		return nil
+	if !t.writing {
+		t.beat(ctx, now)
 	}
-	return t.beat(ctx, now)
+	return nil
 }
 
 // beat writes the heartbeat if one is owed and nothing of the round under
@@ -849,18 +849,16 @@ func (t *term) endRound(ctx context.Context, now time.Time) error {
 // probing and judging while etcd commits it (a commit under load takes
 // tens of milliseconds, in which a death notice would otherwise wait).
 // beatDone takes its outcome. One heartbeat at a time; one owed while
-// another is in flight waits for the next round. It never fails; the
-// error is for its callers' sake.
-func (t *term) beat(ctx context.Context, now time.Time) error {
+// another is in flight waits for the next round.
+func (t *term) beat(ctx context.Context, now time.Time) {
 	if !t.beatOwed || t.beating || t.round.held || t.round.fault != "" {
-		return nil
+		return
 	}
 	t.beatOwed = false
 	t.beating = true
 	t.probes.Go(func() {
 		t.beaten <- beatOutcome{at: now, err: t.heartbeat(ctx, now)} // never blocks: one at a time
 	})
-	return nil
 }
 
 // beatOutcome is a heartbeat write's outcome; at is the time it carries.
@@ -965,7 +963,7 @@ func (t *term) written(ctx context.Context, f flushed, now time.Time) error {
 		return nil
 	}
 	if len(t.pending) == 0 {
-		return t.beat(ctx, now)
+		t.beat(ctx, now)
 	}
 	return nil
 }
